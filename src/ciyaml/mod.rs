@@ -1,0 +1,211 @@
+//! Format-preserving `.gitlab-ci.yml` rewriting: give every job the runner tag it needs and
+//! change nothing else.
+//!
+//! The meaning of the file comes from `yaml_serde` (GitLab's rules for jobs, `extends`, merge
+//! keys and `default:` are in [`analyze`]); the edit is made on `yaml-edit`'s lossless syntax
+//! tree, so comments, anchors, quoting, key order, indentation, CRLF and a BOM survive. Every
+//! result is re-parsed and checked before it is returned ([`verify`]): only `tags` keys were
+//! added, every input line survives in order, and each job now has the tags it should.
+
+mod analyze;
+mod edit;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use analyze::{Analysis, ArchHint, JobInfo, TagSource, analyze, is_job_name};
+
+use crate::model::Arch;
+
+/// What tags to give which jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagOptions {
+    /// For every untagged job not covered by the other options.
+    pub default_tag: Option<String>,
+    /// For jobs that build for one architecture.
+    pub arch_tags: BTreeMap<Arch, String>,
+    /// Named jobs; wins over architecture detection.
+    pub job_tags: BTreeMap<String, String>,
+}
+
+/// What happened to one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It had tags and keeps them exactly.
+    Kept { tags: Vec<String>, source: TagSource },
+    /// It gets a tag, on the job itself or through `default:`.
+    Added { tag: String, reason: String, through_default: bool },
+    /// Not touched, and why.
+    LeftAlone { reason: String, needs_review: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReport {
+    pub job: String,
+    pub outcome: Outcome,
+}
+
+impl fmt::Display for JobReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Outcome::Kept { tags, source } => write!(f, "{}: keeps [{}] ({source})", self.job, tags.join(", ")),
+            Outcome::Added { tag, reason, through_default: false } => write!(f, "{}: tags [{tag}] added ({reason})", self.job),
+            Outcome::Added { tag, reason, through_default: true } => {
+                write!(f, "{}: gets [{tag}] from default: ({reason})", self.job)
+            }
+            Outcome::LeftAlone { reason, .. } => write!(f, "{}: left alone: {reason}", self.job),
+        }
+    }
+}
+
+/// The rewritten file and what was done to each job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retag {
+    pub output: String,
+    pub jobs: Vec<JobReport>,
+    /// `tags` was added under `default:` (created if it was missing).
+    pub default_tags_added: Option<String>,
+    pub changed: bool,
+}
+
+/// A CI file that cannot be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CiYamlError {
+    #[error("line {line}, column {column}: {message}")]
+    Invalid { line: usize, column: usize, message: String },
+    /// The edit did not prove to mean what it should; nothing may be written.
+    #[error("internal check failed, nothing written: {0}")]
+    Verification(String),
+}
+
+impl CiYamlError {
+    pub(crate) fn at(_text: &str, line: usize, column: usize, message: &str) -> Self {
+        CiYamlError::Invalid { line, column, message: message.to_string() }
+    }
+
+    pub(crate) fn syntax(text: &str, e: &yaml_serde::Error) -> Self {
+        let msg = e.to_string();
+        let msg = msg.find(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_string();
+        if let Some(key) = msg.strip_prefix("duplicate entry with key ")
+            && let Some((line, column)) = edit::find_duplicate_key(text)
+        {
+            return CiYamlError::Invalid { line, column, message: format!("duplicate key {key}") };
+        }
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let message = if msg.starts_with("unknown anchor") { "alias used before its anchor is defined".to_string() } else { msg };
+        CiYamlError::Invalid { line, column, message }
+    }
+}
+
+/// Decides each job's tags and rewrites `text` accordingly.
+pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
+    let analysis = analyze(text)?;
+    let mut reports = Vec::new();
+    // Jobs to tag directly, and jobs the default tag should cover.
+    let mut direct: Vec<(String, String)> = Vec::new();
+    let mut want_default: Vec<String> = Vec::new();
+    // Jobs that would silently pick up a tag added under `default:`.
+    let mut would_be_swept = false;
+    let anchored = edit::shared_anchor_jobs(text);
+
+    for job in &analysis.jobs {
+        let outcome = decide(job, opts, &analysis, anchored.contains(&job.name));
+        match &outcome {
+            Outcome::Added { tag, .. } if want_default_for(job, opts, tag) => want_default.push(job.name.clone()),
+            Outcome::Added { tag, .. } => direct.push((job.name.clone(), tag.clone())),
+            Outcome::LeftAlone { .. } if job.tags.is_none() && !job.trigger && !job.opts_out_of_default => {
+                would_be_swept = true;
+            }
+            _ => {}
+        }
+        reports.push(JobReport { job: job.name.clone(), outcome });
+    }
+
+    // One `tags` under `default:` beats editing many jobs, if nothing else picks it up.
+    let mut default_tags_added = None;
+    if let Some(tag) = &opts.default_tag
+        && !want_default.is_empty()
+    {
+        if !would_be_swept && analysis.default_tags.is_none() && want_default.len() > 1 {
+            default_tags_added = Some(tag.clone());
+            for r in reports.iter_mut().filter(|r| want_default.contains(&r.job)) {
+                if let Outcome::Added { through_default, .. } = &mut r.outcome {
+                    *through_default = true;
+                }
+            }
+        } else {
+            direct.extend(want_default.iter().map(|j| (j.clone(), tag.clone())));
+        }
+    }
+
+    let output = edit::insert_tags(text, &direct, default_tags_added.as_deref())?;
+    let changed = output != text;
+    if changed {
+        verify::check(text, &output, &analysis, &reports)?;
+    }
+    Ok(Retag { output, jobs: reports, default_tags_added, changed })
+}
+
+fn want_default_for(job: &JobInfo, opts: &TagOptions, tag: &str) -> bool {
+    opts.default_tag.as_deref() == Some(tag)
+        && !job.opts_out_of_default
+        && !opts.job_tags.contains_key(&job.name)
+        && job.arch.as_ref().is_none_or(|h| !opts.arch_tags.contains_key(&h.arch))
+}
+
+fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, shares_anchor: bool) -> Outcome {
+    let left = |reason: String, needs_review: bool| Outcome::LeftAlone { reason, needs_review };
+    if job.not_a_mapping {
+        return left("not a mapping (an alias or a scalar); edit by hand".into(), true);
+    }
+    if job.trigger {
+        return left("trigger job: GitLab rejects tags on bridge jobs".into(), false);
+    }
+    if let (Some(tags), Some(source)) = (&job.tags, &job.source) {
+        if let Some(asked) = opts.job_tags.get(&job.name).filter(|t| !tags.contains(t)) {
+            return Outcome::LeftAlone {
+                reason: format!("keeps its {source} tags [{}]; --job-tag asked for {asked}: edit by hand", tags.join(", ")),
+                needs_review: true,
+            };
+        }
+        return Outcome::Kept { tags: tags.clone(), source: source.clone() };
+    }
+    if job.empty_own_tags {
+        return left("has an empty `tags:`; review by hand".into(), true);
+    }
+    if let Some(missing) = &job.unresolved {
+        let from = if analysis.has_include { " (defined by an include:)" } else { "" };
+        return left(format!("unresolved: extends {missing}, not in this file{from}; needs review"), true);
+    }
+    if !job.matrix_archs.is_empty() && !opts.job_tags.contains_key(&job.name) {
+        let archs: Vec<String> = job.matrix_archs.iter().map(|a| a.to_string()).collect();
+        return left(format!("parallel: matrix over {}: tag the matrix by hand (not guessed)", archs.join(", ")), true);
+    }
+    if shares_anchor {
+        return left("its mapping is an anchor that other nodes reuse; a tag here would spread to them".into(), true);
+    }
+    if let Some(tag) = opts.job_tags.get(&job.name) {
+        return Outcome::Added { tag: tag.clone(), reason: "named by --job-tag".into(), through_default: false };
+    }
+    if let Some(hint) = &job.arch {
+        if let Some(tag) = opts.arch_tags.get(&hint.arch) {
+            return Outcome::Added { tag: tag.clone(), reason: format!("builds {} ({})", hint.arch, hint.why), through_default: false };
+        }
+        if let Some(tag) = &opts.default_tag {
+            return Outcome::Added {
+                tag: tag.clone(),
+                reason: format!("untagged; builds {} ({}) but no tag was given for it, review", hint.arch, hint.why),
+                through_default: false,
+            };
+        }
+        return left(format!("builds {} ({}) but no tag was given for {}", hint.arch, hint.why, hint.arch), false);
+    }
+    match &opts.default_tag {
+        Some(tag) => Outcome::Added { tag: tag.clone(), reason: "untagged".into(), through_default: false },
+        None => left("untagged, and no default tag was given".into(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! The `archshift` command line: parse, pick a mode, map outcomes to exit codes.
+//!
+//! Exit codes (documented in the README): 0 success / nothing to do, 1 error,
+//! 2 changes pending (audit, plan, ci-tags --check), 3 plan stale or a precondition failed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use archshift::ciyaml::{self, CiYamlError, TagOptions};
+use archshift::model::Arch;
+use archshift::spec::MigrationPlan;
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_PENDING: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "archshift", version, about = "Move GitLab CI runners on Kubernetes from amd64-only to amd64 + arm64, safely")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Operator-guided migration session in the terminal (default)
+    Tui(PlanArg),
+    /// The whole migration against the embedded sandbox, no cluster needed
+    Demo,
+    /// Read-only report of what is done, pending and risky; changes nothing
+    Audit(PlanArg),
+    /// Show the changes the plan would make, with diffs
+    Plan(PlanArg),
+    /// Apply a plan, or replay a saved one non-interactively
+    Apply(PlanArg),
+    /// Go back to the amd64-only baseline runner
+    Rollback(PlanArg),
+    /// Run the simulated Kubernetes and GitLab APIs on loopback
+    Sandbox,
+    /// Check a plan file and print it with every default filled in
+    Validate {
+        /// The plan file (YAML, apiVersion archshift/v1)
+        plan: PathBuf,
+    },
+    /// Tag the jobs of a .gitlab-ci.yml, changing nothing else
+    CiTags(CiTagsArgs),
+    /// Benchmarks against the sandbox
+    Bench,
+}
+
+#[derive(Args)]
+struct PlanArg {
+    /// The plan file
+    #[arg(long, short = 'p', default_value = "plans/sandbox.yaml")]
+    plan: PathBuf,
+}
+
+#[derive(Args)]
+struct CiTagsArgs {
+    /// The CI file, or - for standard input
+    file: String,
+    /// Tag for every untagged job that no other option covers
+    #[arg(long, value_name = "TAG")]
+    default_tag: Option<String>,
+    /// Tag for jobs that build one architecture, e.g. arm64='$CICD_TAG_ARM64'
+    #[arg(long, value_name = "ARCH=TAG", value_parser = parse_arch_tag)]
+    arch_tag: Vec<(Arch, String)>,
+    /// Tag for a named job; wins over architecture detection
+    #[arg(long, value_name = "JOB=TAG", value_parser = parse_job_tag)]
+    job_tag: Vec<(String, String)>,
+    /// Write the result back to FILE instead of printing it
+    #[arg(long, conflicts_with = "check")]
+    in_place: bool,
+    /// Write nothing; exit 2 if the file would change, 0 if not
+    #[arg(long)]
+    check: bool,
+}
+
+fn parse_arch_tag(s: &str) -> Result<(Arch, String), String> {
+    let (arch, tag) = s.split_once('=').ok_or_else(|| format!("expected ARCH=TAG, got `{s}`"))?;
+    let arch = Arch::from_alias(arch).ok_or_else(|| format!("unknown architecture `{arch}`: use amd64 or arm64"))?;
+    non_empty_tag(tag).map(|t| (arch, t))
+}
+
+fn parse_job_tag(s: &str) -> Result<(String, String), String> {
+    let (job, tag) = s.split_once('=').ok_or_else(|| format!("expected JOB=TAG, got `{s}`"))?;
+    if job.is_empty() {
+        return Err(format!("no job name in `{s}`"));
+    }
+    non_empty_tag(tag).map(|t| (job.to_string(), t))
+}
+
+fn non_empty_tag(tag: &str) -> Result<String, String> {
+    if tag.trim().is_empty() { Err("the tag is empty".into()) } else { Ok(tag.to_string()) }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Tui(PlanArg { plan: PathBuf::from("plans/sandbox.yaml") }));
+    match run(command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("archshift: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Validate { plan } => validate(&plan),
+        Command::CiTags(args) => ci_tags(args),
+        Command::Tui(_) => not_built("tui"),
+        Command::Demo => not_built("demo"),
+        Command::Audit(_) => not_built("audit"),
+        Command::Plan(_) => not_built("plan"),
+        Command::Apply(_) => not_built("apply"),
+        Command::Rollback(_) => not_built("rollback"),
+        Command::Sandbox => not_built("sandbox"),
+        Command::Bench => not_built("bench"),
+    }
+}
+
+fn not_built(what: &str) -> Result<u8> {
+    bail!(
+        "`archshift {what}` is not built yet: it needs the Kubernetes/GitLab adapters and the engine. \
+         Available now: `archshift validate PLAN` and `archshift ci-tags FILE`"
+    )
+}
+
+fn validate(path: &Path) -> Result<u8> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan file {}", path.display()))?;
+    let plan = MigrationPlan::parse(&text, &path.display().to_string())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "# {}: valid; every default filled in", path.display())?;
+    out.write_all(yaml_serde::to_string(&plan)?.as_bytes())?;
+    Ok(0)
+}
+
+fn ci_tags(args: CiTagsArgs) -> Result<u8> {
+    let from_stdin = args.file == "-";
+    if from_stdin && args.in_place {
+        bail!("--in-place needs a file, not standard input");
+    }
+    let name = if from_stdin { "<stdin>".to_string() } else { args.file.clone() };
+    let bytes = if from_stdin {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).context("cannot read standard input")?;
+        b
+    } else {
+        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file))?
+    };
+    let text = String::from_utf8(bytes).map_err(|e| anyhow!("{name}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))?;
+    let opts = TagOptions {
+        default_tag: args.default_tag,
+        arch_tags: args.arch_tag.into_iter().collect(),
+        job_tags: args.job_tag.into_iter().collect(),
+    };
+    let retag = ciyaml::retag(&text, &opts).map_err(|e| match e {
+        CiYamlError::Invalid { line, column, message } => anyhow!("{name}:{line}:{column}: {message}"),
+        other => anyhow!("{name}: {other}"),
+    })?;
+    let mut err = std::io::stderr().lock();
+    if let Some(tag) = &retag.default_tags_added {
+        writeln!(err, "default: tags [{tag}] added")?;
+    }
+    for job in &retag.jobs {
+        writeln!(err, "{job}")?;
+    }
+    if args.check {
+        writeln!(err, "{name}: {}", if retag.changed { "would change" } else { "up to date" })?;
+        return Ok(if retag.changed { EXIT_PENDING } else { 0 });
+    }
+    if args.in_place {
+        if retag.changed {
+            write_atomically(Path::new(&args.file), retag.output.as_bytes())?;
+        }
+        writeln!(err, "{name}: {}", if retag.changed { "rewritten" } else { "unchanged" })?;
+        return Ok(0);
+    }
+    std::io::stdout().lock().write_all(retag.output.as_bytes())?;
+    Ok(0)
+}
+
+/// Writes through a temporary file in the same directory, so a crash leaves the old file whole.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.archshift-tmp", file_name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions()).ok();
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}

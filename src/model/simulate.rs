@@ -1,0 +1,131 @@
+//! What the world looks like once a change has been applied, computed without IO.
+//!
+//! The engine uses it to know what to verify; tests use it to prove planners idempotent
+//! (planning against the state a plan produces yields no changes).
+
+use serde_json::Value;
+
+use super::{Action, CiVariable, Change, Document, GitLabRunner, ObservedState, SecretMeta, Target, kube_id};
+
+/// Applies `change` to `state` as the real API would, or says why it cannot.
+pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), String> {
+    let after = match &change.after {
+        Some(Document::Object(v)) => Some(v),
+        Some(Document::Text(_)) | None => None,
+    };
+    match &change.target {
+        Target::Kube { kind, namespace, name, .. } => {
+            if kind == "Secret" {
+                state.secrets.retain(|s| !(s.name == *name && Some(&s.namespace) == namespace.as_ref()));
+                if let Some(obj) = after {
+                    let mut keys: Vec<String> = ["data", "stringData"]
+                        .iter()
+                        .filter_map(|f| obj[f].as_object())
+                        .flat_map(|m| m.keys().cloned())
+                        .collect();
+                    keys.sort();
+                    keys.dedup();
+                    state.secrets.push(SecretMeta {
+                        namespace: namespace.clone().unwrap_or_default(),
+                        name: name.clone(),
+                        keys,
+                        resource_version: "simulated".into(),
+                    });
+                }
+                return Ok(());
+            }
+            let list = match kind.as_str() {
+                "NodePool" => &mut state.node_pools,
+                "Release" => &mut state.releases,
+                "WorkflowTemplate" | "CronWorkflow" => &mut state.argo,
+                other => return Err(format!("cannot simulate a change to a {other}")),
+            };
+            let pos = list.iter().position(|o| {
+                let (k, ns, n) = kube_id(o);
+                k == kind && n == name && ns == namespace.as_deref()
+            });
+            match (change.action, pos, after) {
+                (Action::Delete, Some(i), _) => {
+                    list.remove(i);
+                }
+                (Action::Create, None, Some(obj)) => list.push(bump(obj.clone(), "")),
+                (Action::Update, Some(i), Some(obj)) => {
+                    let old = list[i]["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                    list[i] = bump(obj.clone(), &old);
+                }
+                _ => return Err(format!("{} {}: target state does not allow it", change.action, change.target)),
+            }
+        }
+        Target::GitLabRunner { tag, .. } => {
+            let obj = after.ok_or("runner change without an after document")?;
+            let tags: Vec<String> = obj["tag_list"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let run_untagged = obj["run_untagged"].as_bool().unwrap_or(false);
+            match change.action {
+                Action::Create => {
+                    let id = state.runners.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+                    state.runners.push(GitLabRunner {
+                        id,
+                        description: obj["description"].as_str().unwrap_or(tag).to_string(),
+                        runner_type: obj["runner_type"].as_str().unwrap_or("").to_string(),
+                        status: "never_contacted".into(),
+                        paused: false,
+                        tag_list: tags,
+                        run_untagged,
+                        locked: obj["locked"].as_bool().unwrap_or(false),
+                        manager_architectures: vec![],
+                    });
+                }
+                Action::Update => {
+                    let id = obj["id"].as_u64().ok_or("runner update without an id")?;
+                    let r = state.runners.iter_mut().find(|r| r.id == id).ok_or("runner to update is gone")?;
+                    r.tag_list = tags;
+                    r.run_untagged = run_untagged;
+                }
+                Action::Delete => {
+                    let id = obj["id"].as_u64().ok_or("runner delete without an id")?;
+                    state.runners.retain(|r| r.id != id);
+                }
+            }
+        }
+        Target::RunnerToken { .. } => {}
+        Target::ProjectVariable { key, .. } | Target::GroupVariable { key, .. } => {
+            let list = if matches!(change.target, Target::ProjectVariable { .. }) {
+                &mut state.project_variables
+            } else {
+                &mut state.group_variables
+            };
+            let new = after.and_then(CiVariable::from_json);
+            let scope = new.as_ref().map_or("*".to_string(), |v| v.environment_scope.clone());
+            list.retain(|v| !(v.key == *key && v.environment_scope == scope));
+            if change.action != Action::Delete {
+                list.push(new.ok_or("variable change without a valid after document")?);
+            }
+        }
+        Target::CiFile { project, path, branch } => {
+            let Some(Document::Text(text)) = &change.after else {
+                return Err("CI file change without text".into());
+            };
+            let file = match &mut state.ci_file {
+                Some(f) if f.project == *project && f.path == *path => Some(f),
+                _ => state
+                    .other_projects
+                    .iter_mut()
+                    .filter(|p| p.path == *project)
+                    .find_map(|p| p.file.as_mut().filter(|f| f.path == *path)),
+            };
+            let file = file.ok_or_else(|| format!("{project}:{path} is not in the observed state"))?;
+            file.content = text.clone();
+            file.branch = branch.clone();
+            file.last_commit_id = format!("{}+", file.last_commit_id);
+        }
+    }
+    Ok(())
+}
+
+fn bump(mut obj: Value, old: &str) -> Value {
+    obj["metadata"]["resourceVersion"] = Value::String(format!("{old}+"));
+    obj
+}

@@ -1,0 +1,194 @@
+//! Phase 1: widen the Karpenter NodePool's `kubernetes.io/arch` requirement.
+//!
+//! Requirements are ANDed, so the architectures a pool may launch are the intersection of
+//! every `kubernetes.io/arch` requirement. The usual case (one `In`) gets the missing values
+//! appended, the smallest edit; anything else (`NotIn`, duplicates, `DoesNotExist`) is
+//! replaced by one explicit `In` and reported, because a reviewer must see it.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::model::{
+    ARCH_LABEL, Action, Arch, Change, Document, NodeClassView, NodePoolView, ObservedState, Phase, PhasePlan,
+    Precondition, Requirement, Severity, Target, kube_id,
+};
+use crate::spec::MigrationPlan;
+
+/// Architectures a set of requirements lets the pool launch, among those archshift knows.
+pub fn allowed_archs(reqs: &[Requirement]) -> BTreeSet<Arch> {
+    let mut allowed: BTreeSet<Arch> = Arch::ALL.into_iter().collect();
+    for r in reqs.iter().filter(|r| r.key == ARCH_LABEL) {
+        // Node labels are exactly `amd64`/`arm64`: aliases such as x86_64 match no node.
+        let listed: BTreeSet<Arch> = Arch::ALL.into_iter().filter(|a| r.values.iter().any(|v| v == a.as_str())).collect();
+        match r.operator.as_str() {
+            "In" => allowed.retain(|a| listed.contains(a)),
+            "NotIn" => allowed.retain(|a| !r.values.iter().any(|v| v == a.as_str())),
+            "Exists" => {}
+            // DoesNotExist (every node has the label) and numeric operators match nothing.
+            _ => allowed.clear(),
+        }
+    }
+    allowed
+}
+
+pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
+    let mut out = PhasePlan::new(Phase::NodePool);
+    let name = &spec.node_pool.name;
+    let subject = format!("NodePool {name}");
+    let Some(obj) = state.node_pools.iter().find(|o| kube_id(o).2 == name) else {
+        out.finding(
+            Severity::Risk,
+            &subject,
+            format!("not found in the cluster: check nodePool.name in the plan (pools seen: {})", pool_names(state)),
+        );
+        return out;
+    };
+    let pool = match NodePoolView::from_object(obj) {
+        Ok(p) => p,
+        Err(e) => {
+            out.finding(Severity::Risk, &subject, e);
+            return out;
+        }
+    };
+    let wanted = spec.architectures();
+    let allowed = allowed_archs(&pool.requirements);
+    let missing: Vec<Arch> = wanted.iter().copied().filter(|a| !allowed.contains(a)).collect();
+    let arch_reqs: Vec<(usize, &Requirement)> = pool.arch_requirements().collect();
+
+    if missing.is_empty() {
+        let how = if arch_reqs.is_empty() {
+            "has no kubernetes.io/arch requirement, so every architecture is allowed".to_string()
+        } else {
+            format!("allows {}", join(allowed.iter()))
+        };
+        out.finding(Severity::Done, &subject, how);
+    } else {
+        let new_reqs = widened(&pool.requirements, &arch_reqs, wanted, &allowed);
+        if arch_reqs.len() != 1 || arch_reqs[0].1.operator != "In" {
+            out.finding(
+                Severity::Risk,
+                &subject,
+                format!(
+                    "kubernetes.io/arch is constrained by {} ({}); they are replaced by one `In [{}]`",
+                    plural(arch_reqs.len(), "requirement"),
+                    arch_reqs.iter().map(|(_, r)| describe(r)).collect::<Vec<_>>().join(", "),
+                    join(wanted_in_order(wanted, &allowed).iter())
+                ),
+            );
+        }
+        let mut after = obj.clone();
+        if let Some(slot) = after.pointer_mut(NodePoolView::REQUIREMENTS) {
+            *slot = serde_json::to_value(&new_reqs).unwrap_or(Value::Null);
+        }
+        out.changes.push(Change {
+            id: format!("nodepool/{name}"),
+            phase: Phase::NodePool,
+            target: kube_target("karpenter.sh/v1", "NodePool", name),
+            action: Action::Update,
+            summary: format!("allow {} on NodePool {name}", join(missing.iter())),
+            before: Some(Document::Object(obj.clone())),
+            after: Some(Document::Object(after)),
+            precondition: Precondition::ResourceVersion { resource_version: pool.resource_version.clone() },
+            sensitive: vec![],
+        });
+        out.finding(Severity::Pending, &subject, format!("allows {}; needs {}", join_or_none(&allowed), join(missing.iter())));
+    }
+    check_node_class(state, &pool, wanted, &mut out);
+    out
+}
+
+/// The requirement list after widening: one `In` carrying what was allowed plus what is wanted.
+fn widened(reqs: &[Requirement], arch_reqs: &[(usize, &Requirement)], wanted: &[Arch], allowed: &BTreeSet<Arch>) -> Vec<Requirement> {
+    if let [(i, r)] = arch_reqs
+        && r.operator == "In"
+    {
+        let mut values = r.values.clone();
+        values.extend(wanted.iter().filter(|a| !r.values.iter().any(|v| v == a.as_str())).map(|a| a.to_string()));
+        let mut out = reqs.to_vec();
+        out[*i] = Requirement { values, ..(*r).clone() };
+        return out;
+    }
+    let values: Vec<String> = wanted_in_order(wanted, allowed).iter().map(|a| a.to_string()).collect();
+    let merged = Requirement { key: ARCH_LABEL.into(), operator: "In".into(), values, min_values: None };
+    let first = arch_reqs.first().map_or(reqs.len(), |(i, _)| *i);
+    let mut out: Vec<Requirement> = Vec::with_capacity(reqs.len());
+    for (i, r) in reqs.iter().enumerate() {
+        if i == first {
+            out.push(merged.clone());
+        }
+        if r.key != ARCH_LABEL {
+            out.push(r.clone());
+        }
+    }
+    if first == reqs.len() {
+        out.push(merged);
+    }
+    out
+}
+
+/// What stays allowed, then what is wanted, without duplicates, amd64 first.
+fn wanted_in_order(wanted: &[Arch], allowed: &BTreeSet<Arch>) -> Vec<Arch> {
+    let mut all: Vec<Arch> = allowed.iter().chain(wanted.iter()).copied().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// arm64 nodes launch only if the EC2NodeClass resolves an arm64 AMI.
+fn check_node_class(state: &ObservedState, pool: &NodePoolView, wanted: &[Arch], out: &mut PhasePlan) {
+    let Some((_, kind, class)) = &pool.node_class_ref else {
+        out.finding(Severity::Risk, format!("NodePool {}", pool.name), "has no spec.template.spec.nodeClassRef");
+        return;
+    };
+    if kind != "EC2NodeClass" {
+        return; // Another provider: its image selection is outside what archshift can check.
+    }
+    let subject = format!("EC2NodeClass {class}");
+    let Some(view) = state.node_classes.iter().find(|o| kube_id(o).2 == class).map(NodeClassView::from_object) else {
+        out.finding(Severity::Risk, subject, format!("referenced by NodePool {} but not found", pool.name));
+        return;
+    };
+    let Some(archs) = view.ami_archs else {
+        out.finding(Severity::Pending, subject, "has not reported status.amis yet; cannot tell which architectures it can launch");
+        return;
+    };
+    let lacking: Vec<&Arch> = wanted.iter().filter(|a| !archs.contains(a.as_str())).collect();
+    if lacking.is_empty() {
+        out.finding(Severity::Done, subject, format!("resolves AMIs for {}", join(archs.iter())));
+    } else {
+        out.finding(
+            Severity::Risk,
+            subject,
+            format!(
+                "resolves no AMI for {}: nodes of that architecture will fail to launch; use an alias such as al2023@latest or add an AMI for it",
+                join(lacking.iter())
+            ),
+        );
+    }
+}
+
+pub(crate) fn kube_target(api_version: &str, kind: &str, name: &str) -> Target {
+    Target::Kube { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() }
+}
+
+fn describe(r: &Requirement) -> String {
+    if r.values.is_empty() { r.operator.clone() } else { format!("{} [{}]", r.operator, r.values.join(", ")) }
+}
+
+fn pool_names(state: &ObservedState) -> String {
+    let names: Vec<&str> = state.node_pools.iter().map(|o| kube_id(o).2).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+pub(crate) fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn join_or_none(set: &BTreeSet<Arch>) -> String {
+    if set.is_empty() { "no architecture".into() } else { join(set.iter()) }
+}
