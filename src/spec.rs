@@ -433,8 +433,11 @@ impl MigrationPlan {
         for arch in Arch::ALL {
             if r.release_name(arch) == r.baseline_release {
                 return err(
-                    &["runners", "releasePrefix"],
-                    format!("`{}` would overwrite the baseline Release kept for rollback", r.release_name(arch)),
+                    &["runners", "baselineRelease"],
+                    format!(
+                        "`{}` is also the name of the new {arch} Release (releasePrefix + `-{arch}`): it would overwrite the baseline Release kept for rollback; change releasePrefix or baselineRelease",
+                        r.baseline_release
+                    ),
                 );
             }
         }

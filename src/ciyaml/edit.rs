@@ -1,6 +1,6 @@
 //! Text edits on yaml-edit's lossless tree: insert `tags` and nothing else.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use yaml_edit::{Document, Mapping, Sequence, YamlFile};
 
@@ -12,8 +12,10 @@ fn config_document(file: &YamlFile) -> Option<Document> {
     file.documents().last()
 }
 
-fn tag_sequence(tag: &str, flow: bool) -> Sequence {
-    let seq = if flow { Sequence::new_flow() } else { Sequence::new() };
+/// `[tag]`: one line in the form the migration plan writes, with no block-sequence
+/// indentation to get wrong in a file that has its own.
+fn tag_sequence(tag: &str) -> Sequence {
+    let seq = Sequence::new_flow();
     seq.push(tag);
     seq
 }
@@ -35,11 +37,11 @@ pub(super) fn insert_tags(text: &str, jobs: &[(String, String)], default_tag: Op
         let m = top
             .get_mapping(job.as_str())
             .ok_or_else(|| CiYamlError::Verification(format!("job {job} is not an editable mapping")))?;
-        m.set("tags", tag_sequence(tag, m.is_flow_style()));
+        m.set("tags", tag_sequence(tag));
     }
     let existing_default = default_tag.and_then(|tag| top.get_mapping("default").map(|d| (d, tag)));
     if let Some((d, tag)) = &existing_default {
-        d.set("tags", tag_sequence(tag, d.is_flow_style()));
+        d.set("tags", tag_sequence(tag));
     }
     let edited = file.to_string();
     match default_tag {
@@ -74,9 +76,8 @@ fn insert_default_section(text: &str, tag: &str) -> Result<String, CiYamlError> 
         at = '\u{feff}'.len_utf8();
     }
     let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
-    let (indent, seq_indent) = indentation_style(text);
-    let value = yaml_serde::to_string(&tag).map_err(|e| CiYamlError::Verification(e.to_string()))?;
-    let block = format!("default:{eol}{indent}tags:{eol}{indent}{seq_indent}- {}{eol}{eol}", value.trim_end());
+    let indent = indentation(text);
+    let block = format!("default:{eol}{indent}tags: {}{eol}{eol}", tag_sequence(tag));
     let mut out = String::with_capacity(text.len() + block.len());
     out.push_str(&text[..at]);
     out.push_str(&block);
@@ -84,49 +85,53 @@ fn insert_default_section(text: &str, tag: &str) -> Result<String, CiYamlError> 
     Ok(out)
 }
 
-/// The file's mapping indentation, and the extra indentation of block sequences under a key
-/// (`""` for `key:\n- item`, the indentation for `key:\n  - item`).
-fn indentation_style(text: &str) -> (String, String) {
+/// The file's mapping indentation (two spaces when it shows none).
+fn indentation(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    let mut indent = None;
-    let mut seq_indent = None;
     for pair in lines.windows(2) {
         let (parent, child) = (pair[0], pair[1]);
         let p_trim = parent.trim_start();
         let c_trim = child.trim_start();
-        if p_trim.is_empty() || p_trim.starts_with('#') || !parent.trim_end().ends_with(':') || c_trim.is_empty() {
+        if p_trim.is_empty() || p_trim.starts_with(['#', '-']) || !parent.trim_end().ends_with(':') || c_trim.is_empty() || c_trim.starts_with(['#', '-']) {
             continue;
         }
-        let p_ind = parent.len() - p_trim.len();
-        let c_ind = child.len() - c_trim.len();
-        if c_trim.starts_with("- ") || c_trim == "-" {
-            seq_indent.get_or_insert(c_ind.saturating_sub(p_ind));
-        } else if c_ind > p_ind && !p_trim.starts_with("- ") {
-            indent.get_or_insert(c_ind - p_ind);
-        }
-        if indent.is_some() && seq_indent.is_some() {
-            break;
+        let (p_ind, c_ind) = (parent.len() - p_trim.len(), child.len() - c_trim.len());
+        if c_ind > p_ind {
+            return " ".repeat(c_ind - p_ind);
         }
     }
-    let indent = indent.unwrap_or(2);
-    (" ".repeat(indent), " ".repeat(seq_indent.unwrap_or(indent)))
+    "  ".into()
 }
 
-/// Jobs whose mapping carries an anchor that is aliased elsewhere: tagging them would tag the
-/// aliases too.
-pub(super) fn shared_anchor_jobs(text: &str) -> BTreeSet<String> {
+/// Why a job's node cannot take a `tags` key without changing other jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Uneditable {
+    /// Its mapping carries an anchor that is aliased elsewhere: the tag would spread.
+    SharedAnchor,
+    /// Its value is an alias of another node.
+    Alias,
+}
+
+pub(super) fn uneditable_jobs(text: &str) -> BTreeMap<String, Uneditable> {
     let parsed = YamlFile::parse(text);
     let Some(top) = config_document(&parsed.tree()).and_then(|d| d.as_mapping()) else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
-    let mut out = BTreeSet::new();
+    let mut out = BTreeMap::new();
     for entry in top.entries() {
         let (Some(key), Some(value)) = (entry.key_node(), entry.value_node()) else { continue };
         let Some(name) = key.as_scalar().map(|s| s.as_string()) else { continue };
+        if value.is_alias() {
+            out.insert(name, Uneditable::Alias);
+            continue;
+        }
         let between = &text[key.byte_range().end as usize..value.byte_range().start as usize];
         let Some(anchor) = between.split_whitespace().find_map(|w| w.strip_prefix('&')) else { continue };
-        if text.contains(&format!("*{anchor}")) {
-            out.insert(name);
+        let used = text.match_indices(&format!("*{anchor}")).any(|(i, m)| {
+            !text[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-')
+        });
+        if used {
+            out.insert(name, Uneditable::SharedAnchor);
         }
     }
     out

@@ -107,10 +107,10 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     let mut want_default: Vec<String> = Vec::new();
     // Jobs that would silently pick up a tag added under `default:`.
     let mut would_be_swept = false;
-    let anchored = edit::shared_anchor_jobs(text);
+    let uneditable = edit::uneditable_jobs(text);
 
     for job in &analysis.jobs {
-        let outcome = decide(job, opts, &analysis, anchored.contains(&job.name));
+        let outcome = decide(job, opts, &analysis, uneditable.get(&job.name).copied());
         match &outcome {
             Outcome::Added { tag, .. } if want_default_for(job, opts, tag) => want_default.push(job.name.clone()),
             Outcome::Added { tag, .. } => direct.push((job.name.clone(), tag.clone())),
@@ -154,7 +154,7 @@ fn want_default_for(job: &JobInfo, opts: &TagOptions, tag: &str) -> bool {
         && job.arch.as_ref().is_none_or(|h| !opts.arch_tags.contains_key(&h.arch))
 }
 
-fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, shares_anchor: bool) -> Outcome {
+fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, uneditable: Option<edit::Uneditable>) -> Outcome {
     let left = |reason: String, needs_review: bool| Outcome::LeftAlone { reason, needs_review };
     if job.not_a_mapping {
         return left("not a mapping (an alias or a scalar); edit by hand".into(), true);
@@ -182,8 +182,12 @@ fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, shares_anchor: 
         let archs: Vec<String> = job.matrix_archs.iter().map(|a| a.to_string()).collect();
         return left(format!("parallel: matrix over {}: tag the matrix by hand (not guessed)", archs.join(", ")), true);
     }
-    if shares_anchor {
-        return left("its mapping is an anchor that other nodes reuse; a tag here would spread to them".into(), true);
+    match uneditable {
+        Some(edit::Uneditable::SharedAnchor) => {
+            return left("its mapping is an anchor that other nodes reuse; a tag here would spread to them: edit by hand".into(), true);
+        }
+        Some(edit::Uneditable::Alias) => return left("its value is an alias of another node: edit by hand".into(), true),
+        None => {}
     }
     if let Some(tag) = opts.job_tags.get(&job.name) {
         return Outcome::Added { tag: tag.clone(), reason: "named by --job-tag".into(), through_default: false };

@@ -1,1 +1,104 @@
+use serde_json::json;
 
+use super::*;
+use crate::model::{Action, Phase, Precondition, Target};
+
+fn change(before: Option<Value>, after: Option<Value>, sensitive: &[&str]) -> Change {
+    Change {
+        id: "x".into(),
+        phase: Phase::NodePool,
+        target: Target::Kube { api_version: "v1".into(), kind: "Thing".into(), namespace: Some("ns".into()), name: "t".into() },
+        action: Action::Update,
+        summary: String::new(),
+        before: before.map(Document::Object),
+        after: after.map(Document::Object),
+        precondition: Precondition::Absent,
+        sensitive: sensitive.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn server_noise_is_dropped_and_status_only_on_request() {
+    let before = json!({
+        "kind": "NodePool",
+        "metadata": {"name": "p", "resourceVersion": "1", "uid": "u", "generation": 2, "creationTimestamp": "t",
+                     "managedFields": [{"manager": "kubectl"}],
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+        "spec": {"a": 1},
+        "status": {"nodes": 3}
+    });
+    let mut after = before.clone();
+    after["metadata"]["resourceVersion"] = json!("2");
+    after["metadata"]["generation"] = json!(3);
+    after["status"]["nodes"] = json!(4);
+    // Only noise and status differ: nothing to review.
+    assert_eq!(change_diff(&change(Some(before.clone()), Some(after.clone()), &[]), DiffOptions::default()), "");
+    let with_status = change_diff(&change(Some(before), Some(after), &[]), DiffOptions { include_status: true, ..Default::default() });
+    assert!(with_status.contains("-  nodes: 3\n+  nodes: 4\n"), "{with_status}");
+    assert!(!with_status.contains("managedFields") && !with_status.contains("resourceVersion"), "{with_status}");
+    assert!(!with_status.contains("last-applied"), "{with_status}");
+}
+
+#[test]
+fn diff_is_unified_with_headers() {
+    let d = change_diff(&change(Some(json!({"spec": {"v": ["amd64"]}})), Some(json!({"spec": {"v": ["amd64", "arm64"]}})), &[]), DiffOptions::default());
+    insta::assert_snapshot!(d, @r"
+    --- a/Thing ns/t
+    +++ b/Thing ns/t
+    @@ -1,3 +1,4 @@
+     spec:
+       v:
+       - amd64
+    +  - arm64
+    ");
+}
+
+#[test]
+fn created_objects_diff_against_dev_null() {
+    let d = change_diff(&change(None, Some(json!({"a": 1})), &[]), DiffOptions::default());
+    assert!(d.starts_with("--- /dev/null\n+++ b/Thing ns/t\n"), "{d}");
+}
+
+#[test]
+fn secrets_are_masked_wherever_they_hide() {
+    let secret = json!({"kind": "Secret", "data": {"runner-token": "Z2xydC1zZWNyZXQ="}, "stringData": {"x": "plain"}});
+    let d = change_diff(&change(None, Some(secret), &[]), DiffOptions::default());
+    assert!(d.contains("runner-token: (sensitive)") && d.contains("x: (sensitive)"), "{d}");
+    assert!(!d.contains("Z2xydC") && !d.contains("plain"), "{d}");
+
+    let values = json!({"spec": {"values": {"runnerToken": "abc", "runners": {"token": "def", "config": "[[runners]]\n  token = \"glrt-abcdefghijkl\"\n  url = \"x\"\n"}}},
+                        "note": "use glpat-0123456789abcdef here", "custom": "hidden-value"});
+    let d = change_diff(&change(None, Some(values), &["/custom"]), DiffOptions::default());
+    for leaked in ["abc", "def", "glrt-abcdefghijkl", "glpat-0123456789abcdef", "hidden-value"] {
+        assert!(!d.contains(leaked), "{leaked} leaked:\n{d}");
+    }
+    assert!(d.contains("token = \\\"(sensitive)\\\"") || d.contains("token = \"(sensitive)\""), "{d}");
+    assert!(d.contains("use (sensitive) here"), "{d}");
+}
+
+#[test]
+fn masked_variables_show_no_value() {
+    let v = json!({"key": "K", "value": "s3cr3t-value", "masked": true});
+    let d = change_diff(&change(None, Some(v), &[]), DiffOptions::default());
+    assert!(d.contains("value: (sensitive)") && !d.contains("s3cr3t"), "{d}");
+}
+
+#[test]
+fn text_documents_keep_their_bytes_and_scrub_tokens() {
+    let mut c = change(None, None, &[]);
+    c.before = Some(Document::Text("a: 1\r\n".into()));
+    c.after = Some(Document::Text("a: 1\r\ntoken = \"glrt-zzzzzzzzzzzz\"\r\n".into()));
+    let d = change_diff(&c, DiffOptions::default());
+    assert!(d.contains("+token = \"(sensitive)\"\r\n"), "{d:?}");
+}
+
+#[test]
+fn short_words_that_merely_start_like_tokens_are_kept() {
+    assert_eq!(scrub_text("see glrt-x docs"), "see glrt-x docs");
+}
+
+#[test]
+fn colour_marks_additions_and_removals() {
+    let c = colorize("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new\n same\n");
+    assert!(c.contains("\x1b[31m-old\x1b[0m") && c.contains("\x1b[32m+new\x1b[0m") && c.contains("\x1b[36m@@"), "{c:?}");
+}

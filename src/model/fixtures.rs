@@ -1,1 +1,209 @@
+//! The migration plan's starting point, as observed state, for planner tests.
 
+use serde_json::Value;
+
+use super::{CiFile, CiVariable, GitLabRunner, ObservedState, ProjectCi, SecretMeta};
+use crate::spec::MigrationPlan;
+
+pub fn plan() -> MigrationPlan {
+    MigrationPlan::parse(include_str!("../../plans/sandbox.yaml"), "plans/sandbox.yaml").expect("sandbox plan parses")
+}
+
+pub fn obj(yaml: &str) -> Value {
+    let v: yaml_serde::Value = yaml_serde::from_str(yaml).expect("fixture YAML");
+    serde_json::to_value(v).expect("fixture JSON")
+}
+
+pub const KANIKO_CI: &str = include_str!("../../tests/fixtures/ci/kaniko-builder.gitlab-ci.yml");
+
+pub fn spot_pool(arch_requirement: &str) -> Value {
+    obj(&format!(
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: spot-pool
+  resourceVersion: "1001"
+  uid: 7d3c1f2e-0000-4000-8000-000000000001
+  generation: 3
+  creationTimestamp: "2025-06-01T10:00:00Z"
+  managedFields:
+  - manager: kubectl-client-side-apply
+    operation: Update
+spec:
+  template:
+    metadata:
+      labels:
+        lifecycle: Ec2Spot
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements:
+      - key: karpenter.sh/capacity-type
+        operator: In
+        values: [spot]
+{arch_requirement}
+      - key: kubernetes.io/os
+        operator: In
+        values: [linux]
+  disruption:
+    consolidationPolicy: WhenEmptyOrUnderutilized
+    consolidateAfter: 1m
+status:
+  conditions:
+  - type: Ready
+    status: "True"
+"#
+    ))
+}
+
+pub const AMD64_ONLY: &str = "      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64]";
+
+pub fn node_class(archs: &[&str]) -> Value {
+    let amis: Vec<String> = archs
+        .iter()
+        .map(|a| format!("  - id: ami-{a}\n    name: al2023-{a}\n    requirements:\n    - key: kubernetes.io/arch\n      operator: In\n      values: [{a}]"))
+        .collect();
+    obj(&format!(
+        "apiVersion: karpenter.k8s.aws/v1\nkind: EC2NodeClass\nmetadata:\n  name: default\nspec:\n  amiSelectorTerms:\n  - alias: al2023@latest\nstatus:\n  amis:\n{}\n",
+        amis.join("\n")
+    ))
+}
+
+pub fn baseline_release() -> Value {
+    obj(r#"
+apiVersion: helm.crossplane.io/v1beta1
+kind: Release
+metadata:
+  name: gitlab-runner
+  resourceVersion: "2001"
+  annotations:
+    crossplane.io/external-name: gitlab-runner
+  labels:
+    team: platform
+spec:
+  providerConfigRef: {name: helm-provider}
+  forProvider:
+    chart:
+      name: gitlab-runner
+      repository: https://charts.gitlab.io/
+      version: "0.77.2"
+    namespace: gitlab-runner
+    set:
+    - name: runnerToken
+      valueFrom:
+        secretKeyRef: {name: gitlab-runner-secret, namespace: gitlab-runner, key: runner-token}
+    - name: concurrent
+      value: "20"
+    values:
+      gitlabUrl: https://gitlab.sandbox.test/
+      rbac: {create: true}
+      serviceAccount: {create: true}
+      nodeSelector:
+        lifecycle: OnDemand
+        karpenter.sh/nodepool: system-pool
+      runners:
+        tags: sandbox
+        config: |
+          [[runners]]
+            [runners.kubernetes]
+              namespace = "{{.Release.Namespace}}"
+              image = "ubuntu:22.04"
+              privileged = false
+              [runners.kubernetes.pod_annotations]
+                "karpenter.sh/do-not-evict" = "true"
+              [runners.kubernetes.node_selector]
+                "karpenter.sh/nodepool" = "spot-pool"
+                "lifecycle" = "Ec2Spot"
+status:
+  atProvider: {state: deployed, revision: 4}
+  conditions:
+  - {type: Ready, status: "True", reason: Available}
+  - {type: Synced, status: "True", reason: ReconcileSuccess}
+"#)
+}
+
+pub fn runner(id: u64, tags: &[&str], status: &str) -> GitLabRunner {
+    GitLabRunner {
+        id,
+        description: tags.first().map_or("runner".into(), |t| t.to_string()),
+        runner_type: "group_type".into(),
+        status: status.into(),
+        paused: false,
+        tag_list: tags.iter().map(|t| t.to_string()).collect(),
+        run_untagged: true,
+        locked: false,
+        manager_architectures: vec!["amd64".into()],
+    }
+}
+
+pub fn workflow_template(ns: &str, name: &str, node_selector: Option<&str>) -> Value {
+    let sel = node_selector.map(|s| format!("  nodeSelector:\n    {s}\n")).unwrap_or_default();
+    obj(&format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata:\n  name: {name}\n  namespace: {ns}\n  resourceVersion: \"300\"\nspec:\n  entrypoint: main\n{sel}  templates:\n  - name: main\n    container:\n      image: alpine:3.20\n      command: [echo, hi]\n"
+    ))
+}
+
+pub fn cron_workflow(ns: &str, name: &str) -> Value {
+    obj(&format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: CronWorkflow\nmetadata:\n  name: {name}\n  namespace: {ns}\n  resourceVersion: \"301\"\nspec:\n  schedule: \"0 3 * * *\"\n  workflowSpec:\n    entrypoint: main\n    templates:\n    - name: main\n      script:\n        image: python:3.12\n        source: print(1)\n"
+    ))
+}
+
+pub fn ci_file(project: &str, content: &str) -> CiFile {
+    CiFile {
+        project: project.into(),
+        path: ".gitlab-ci.yml".into(),
+        branch: "main".into(),
+        content: content.into(),
+        blob_id: "b0b0".into(),
+        last_commit_id: "c0ffee".into(),
+    }
+}
+
+/// spot-pool amd64-only, a baseline runner online with the existing tag, kaniko jobs
+/// untagged, Argo templates some pinned some not, other projects with untagged jobs.
+pub fn start() -> ObservedState {
+    ObservedState {
+        gitlab_url: Some("https://gitlab.sandbox.test".into()),
+        node_pools: vec![spot_pool(AMD64_ONLY)],
+        node_classes: vec![node_class(&["amd64", "arm64"])],
+        releases: vec![baseline_release()],
+        secrets: vec![SecretMeta {
+            namespace: "gitlab-runner".into(),
+            name: "gitlab-runner-secret".into(),
+            keys: vec!["runner-registration-token".into(), "runner-token".into()],
+            resource_version: "10".into(),
+        }],
+        runners: vec![runner(1, &["sandbox"], "online")],
+        project_variables: vec![],
+        group_variables: vec![],
+        ci_file: Some(ci_file("platform/kaniko-builder", KANIKO_CI)),
+        argo: vec![
+            workflow_template("ci", "build-images", None),
+            workflow_template("ci", "lint", Some("kubernetes.io/arch: amd64")),
+            workflow_template("data", "etl", Some("team: data")),
+            cron_workflow("data", "nightly-report"),
+        ],
+        other_projects: vec![
+            ProjectCi {
+                path: "platform/docs".into(),
+                default_branch: "main".into(),
+                file: Some(ci_file("platform/docs", "pages:\n  stage: deploy\n  script: [make html]\n")),
+            },
+            ProjectCi {
+                path: "platform/api".into(),
+                default_branch: "main".into(),
+                file: Some(ci_file(
+                    "platform/api",
+                    "stages: [test, build]\n\n# unit tests\ntest:\n  stage: test\n  script: [go test ./...]\n\nbuild:\n  stage: build\n  script: [go build ./...]\n\nrelease:\n  stage: build\n  tags: [deploy]\n  script: [./release.sh]\n",
+                )),
+            },
+            ProjectCi { path: "platform/empty".into(), default_branch: "main".into(), file: None },
+        ],
+    }
+}
+
+/// A variable as the adapter reports it.
+pub fn variable(key: &str, value: &str) -> CiVariable {
+    CiVariable::tag_variable(key, value)
+}

@@ -99,6 +99,10 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
         opts.arch_tags = spec.architectures().iter().map(|a| (*a, vars.reference(*a))).collect();
     }
     opts.job_tags = p.jobs.explicit.iter().map(|(job, arch)| (job.clone(), vars.reference(*arch))).collect();
+    // Untagged jobs run on amd64 today (the baseline runner); they stay there.
+    if spec.architectures().contains(&Arch::Amd64) {
+        opts.default_tag = Some(vars.reference(Arch::Amd64));
+    }
     let analysis = match ciyaml::analyze(&file.content) {
         Ok(a) => a,
         Err(e) => {

@@ -34,11 +34,21 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
     let r = &spec.runners;
     let baseline = find_release(state, &r.baseline_release);
     match baseline {
-        Some(obj) => out.finding(
-            Severity::Done,
-            format!("Release {}", r.baseline_release),
-            format!("baseline present and left unchanged: it is the rollback target{}", ready_note(obj)),
-        ),
+        Some(obj) => {
+            out.finding(
+                Severity::Done,
+                format!("Release {}", r.baseline_release),
+                format!("baseline present and left unchanged: it is the rollback target{}", ready_note(obj)),
+            );
+            let config = obj.pointer("/spec/forProvider/values/runners/config").and_then(Value::as_str).unwrap_or(DEFAULT_CONFIG);
+            if !job_pods_pinned(config) {
+                out.finding(
+                    Severity::Risk,
+                    format!("Release {}", r.baseline_release),
+                    "its job pods have no kubernetes.io/arch node selector: once the NodePool allows arm64, jobs it runs (untagged ones included) can land on arm64 nodes; Phase 3 and 4 move them to the amd64 runner",
+                );
+            }
+        }
         None => out.finding(
             Severity::Risk,
             format!("Release {}", r.baseline_release),
@@ -59,7 +69,7 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
 
     // 1. The runner in GitLab.
     let carriers: Vec<&GitLabRunner> =
-        state.runners.iter().filter(|g| g.tag_list.contains(&tag) || g.description == tag).collect();
+        state.runners.iter().filter(|g| owner_arch(g, r, spec.architectures()) == Some(arch)).collect();
     let runner_subject = format!("GitLab runner {tag}");
     let mut new_token_needed = false;
     match carriers.as_slice() {
@@ -182,6 +192,27 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
             Some((true, _)) => out.finding(Severity::Done, &subject, format!("deployed, {arch} only")),
             None => out.finding(Severity::Pending, &subject, "no Ready condition yet: the provider has not reconciled it"),
         },
+    }
+}
+
+/// Which architecture's runner an existing GitLab runner is: by description, else by its one
+/// architecture tag, else by where its managers run; a runner carrying both tags goes to the
+/// first architecture of the plan and loses the other tag.
+fn owner_arch(runner: &GitLabRunner, r: &RunnersSpec, archs: &[Arch]) -> Option<Arch> {
+    if let Some(a) = archs.iter().find(|a| runner.description == r.tag(**a)) {
+        return Some(*a);
+    }
+    let tagged: Vec<Arch> = archs.iter().copied().filter(|a| runner.tag_list.contains(&r.tag(*a))).collect();
+    match tagged.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        several => {
+            let managers: Vec<Arch> = runner.manager_architectures.iter().filter_map(|m| Arch::from_alias(m)).collect();
+            match managers.as_slice() {
+                [m, rest @ ..] if rest.iter().all(|x| x == m) && several.contains(m) => Some(*m),
+                _ => several.first().copied(),
+            }
+        }
     }
 }
 
@@ -398,6 +429,16 @@ pub fn pin_release(mut obj: Value, r: &RunnersSpec, arch: Arch, gitlab_url: &str
     Ok(obj)
 }
 
+/// Whether every `[[runners]]` entry of a runner config pins job pods to an architecture.
+fn job_pods_pinned(config: &str) -> bool {
+    let Ok(doc) = config.parse::<toml_edit::DocumentMut>() else { return false };
+    let Some(entries) = doc.get("runners").and_then(|r| r.as_array_of_tables()) else { return false };
+    !entries.is_empty()
+        && entries.iter().all(|e| {
+            e.get("kubernetes").and_then(|k| k.get("node_selector")).and_then(|n| n.get(ARCH_LABEL)).is_some()
+        })
+}
+
 /// The chart's default `runners.config`.
 pub const DEFAULT_CONFIG: &str = "[[runners]]\n  [runners.kubernetes]\n    namespace = \"{{.Release.Namespace}}\"\n    image = \"alpine\"\n";
 
@@ -418,9 +459,27 @@ pub fn pin_job_node_selector(config: &str, selector: &BTreeMap<String, String>) 
         let kube = kube.as_table_like_mut().ok_or("values.runners.config: runners.kubernetes is not a table")?;
         let ns = kube.entry("node_selector").or_insert(toml_edit::table());
         let ns = ns.as_table_like_mut().ok_or("values.runners.config: runners.kubernetes.node_selector is not a table")?;
+        // New keys take the indentation of the keys already there.
+        let indent: Option<String> = ns.iter().next().and_then(|(k, _)| {
+            ns.get_key_value(k).and_then(|(key, _)| key.leaf_decor().prefix().and_then(|p| p.as_str()).map(str::to_string))
+        });
         for (k, v) in selector {
-            if ns.get(k).and_then(|i| i.as_str()) != Some(v.as_str()) {
-                ns.insert(k, toml_edit::value(v.as_str()));
+            match ns.get_mut(k) {
+                Some(item) if item.as_str() == Some(v.as_str()) => {}
+                Some(item) if item.is_value() => {
+                    // Keep the key's decoration and any trailing comment; replace the value only.
+                    let decor = item.as_value().map(|x| x.decor().clone());
+                    *item = toml_edit::value(v.as_str());
+                    if let (Some(d), Some(val)) = (decor, item.as_value_mut()) {
+                        *val.decor_mut() = d;
+                    }
+                }
+                _ => {
+                    ns.insert(k, toml_edit::value(v.as_str()));
+                    if let (Some(prefix), Some(mut key)) = (&indent, ns.key_mut(k)) {
+                        key.leaf_decor_mut().set_prefix(prefix.as_str());
+                    }
+                }
             }
         }
     }

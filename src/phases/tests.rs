@@ -1,1 +1,407 @@
+use serde_json::json;
 
+use super::*;
+use crate::diff::{DiffOptions, change_diff};
+use crate::model::fixtures::{self, AMD64_ONLY, obj, plan, start};
+use crate::model::{Action, Arch, Document, NodePoolView, Requirement, Severity, apply_change};
+
+/// Applies every change of every phase, in order, as the real APIs would.
+fn converge(state: &mut ObservedState, spec: &MigrationPlan) {
+    for phase in Phase::ALL {
+        for change in plan_phase(phase, state, spec).changes {
+            apply_change(state, &change).unwrap_or_else(|e| panic!("{}: {e}", change.id));
+        }
+    }
+}
+
+fn render(p: &PhasePlan) -> String {
+    let mut out = String::new();
+    for c in &p.changes {
+        out.push_str(&format!("{} {} [{}]: {}\n", c.action, c.target, c.id, c.summary));
+    }
+    for f in &p.findings {
+        out.push_str(&format!("{}: {}: {}\n", f.severity, f.subject, f.message));
+    }
+    out
+}
+
+fn arch_requirements(obj: &serde_json::Value) -> Vec<Requirement> {
+    NodePoolView::from_object(obj).unwrap().arch_requirements().map(|(_, r)| r.clone()).collect()
+}
+
+fn after_object(c: &Change) -> &serde_json::Value {
+    match &c.after {
+        Some(Document::Object(v)) => v,
+        other => panic!("{}: expected an object, got {other:?}", c.id),
+    }
+}
+
+fn after_text(c: &Change) -> &str {
+    match &c.after {
+        Some(Document::Text(t)) => t,
+        other => panic!("{}: expected text, got {other:?}", c.id),
+    }
+}
+
+// ---- Phase 1 ----
+
+#[test]
+fn nodepool_amd64_only_is_widened_in_place() {
+    let p = nodepool::plan(&start(), &plan());
+    assert_eq!(p.changes.len(), 1);
+    let c = &p.changes[0];
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(c.precondition, Precondition::ResourceVersion { resource_version: "1001".into() });
+    let reqs = arch_requirements(after_object(c));
+    assert_eq!(reqs, vec![Requirement { key: "kubernetes.io/arch".into(), operator: "In".into(), values: vec!["amd64".into(), "arm64".into()], min_values: None }]);
+    // The other requirements keep their place.
+    let all = NodePoolView::from_object(after_object(c)).unwrap().requirements;
+    assert_eq!(all.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["karpenter.sh/capacity-type", "kubernetes.io/arch", "kubernetes.io/os"]);
+    assert_eq!(p.risks().count(), 0, "{}", render(&p));
+    insta::assert_snapshot!(change_diff(c, DiffOptions::default()));
+}
+
+#[test]
+fn nodepool_notin_arm64_is_replaced_by_an_explicit_in_and_reported() {
+    let mut s = start();
+    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
+    let p = nodepool::plan(&s, &plan());
+    let reqs = arch_requirements(after_object(&p.changes[0]));
+    assert_eq!(reqs.len(), 1);
+    assert_eq!((reqs[0].operator.as_str(), reqs[0].values.clone()), ("In", vec!["amd64".to_string(), "arm64".to_string()]));
+    let risk = p.risks().next().expect("a risk finding");
+    assert!(risk.message.contains("NotIn [arm64]"), "{}", risk.message);
+}
+
+#[test]
+fn nodepool_duplicate_arch_requirements_are_merged() {
+    let mut s = start();
+    let dup = format!("{AMD64_ONLY}\n      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]");
+    s.node_pools = vec![fixtures::spot_pool(&dup)];
+    let p = nodepool::plan(&s, &plan());
+    let reqs = arch_requirements(after_object(&p.changes[0]));
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].values, ["amd64", "arm64"]);
+    assert!(p.risks().any(|f| f.message.contains("2 requirements")), "{}", render(&p));
+}
+
+#[test]
+fn nodepool_without_arch_requirement_or_already_wide_needs_nothing() {
+    let mut s = start();
+    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/hostname\n        operator: Exists")];
+    let p = nodepool::plan(&s, &plan());
+    assert!(p.changes.is_empty());
+    assert!(p.findings.iter().any(|f| f.severity == Severity::Done && f.message.contains("every architecture")), "{}", render(&p));
+
+    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [arm64, amd64]")];
+    assert!(nodepool::plan(&s, &plan()).changes.is_empty());
+}
+
+#[test]
+fn nodepool_x86_64_is_not_amd64_to_karpenter() {
+    let mut s = start();
+    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [x86_64]")];
+    let p = nodepool::plan(&s, &plan());
+    let reqs = arch_requirements(after_object(&p.changes[0]));
+    assert_eq!(reqs[0].values, ["x86_64", "amd64", "arm64"]);
+}
+
+#[test]
+fn nodepool_flags_a_node_class_without_arm64_amis_and_a_missing_pool() {
+    let mut s = start();
+    s.node_classes = vec![fixtures::node_class(&["amd64"])];
+    let p = nodepool::plan(&s, &plan());
+    assert!(p.risks().any(|f| f.subject == "EC2NodeClass default" && f.message.contains("no AMI for arm64")), "{}", render(&p));
+
+    s.node_pools.clear();
+    let p = nodepool::plan(&s, &plan());
+    assert!(p.changes.is_empty());
+    assert!(p.risks().any(|f| f.message.contains("not found")), "{}", render(&p));
+}
+
+// ---- Phase 2 ----
+
+#[test]
+fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
+    let p = runners::plan(&start(), &plan());
+    let ids: Vec<(&str, Action)> = p.changes.iter().map(|c| (c.id.as_str(), c.action)).collect();
+    assert_eq!(
+        ids,
+        [
+            ("runner/sandbox-amd64", Action::Create),
+            ("secret/gitlab-runner-amd64-token", Action::Create),
+            ("release/gitlab-runner-amd64", Action::Create),
+            ("runner/sandbox-arm64", Action::Create),
+            ("secret/gitlab-runner-arm64-token", Action::Create),
+            ("release/gitlab-runner-arm64", Action::Create),
+        ]
+    );
+    let runner = after_object(&p.changes[3]);
+    assert_eq!(runner["tag_list"], json!(["sandbox-arm64"]));
+    assert_eq!(runner["run_untagged"], json!(false));
+    assert_eq!(runner["group"], json!("platform"));
+
+    let rel = after_object(&p.changes[5]);
+    let values = &rel["spec"]["forProvider"]["values"];
+    assert_eq!(values["nodeSelector"]["kubernetes.io/arch"], "arm64");
+    assert_eq!(values["nodeSelector"]["karpenter.sh/nodepool"], "system-pool");
+    assert_eq!(values["runners"]["secret"], "gitlab-runner-arm64-token");
+    assert!(values["runners"].get("tags").is_none(), "tags live in GitLab with glrt- tokens");
+    let config = values["runners"]["config"].as_str().unwrap();
+    assert!(config.contains("\"kubernetes.io/arch\" = \"arm64\""), "{config}");
+    assert!(config.contains("\"karpenter.sh/do-not-evict\" = \"true\""), "inherited config kept: {config}");
+    assert_eq!(rel["spec"]["forProvider"]["chart"]["version"], "0.78.1");
+    assert_eq!(rel["spec"]["providerConfigRef"]["name"], "helm-provider");
+    assert!(rel["metadata"].get("annotations").is_none(), "external-name must not be inherited");
+    assert!(rel.get("status").is_none());
+    let sets = rel["spec"]["forProvider"]["set"].as_array().unwrap();
+    assert_eq!(sets.len(), 1, "runnerToken set entry is not inherited: {sets:?}");
+    assert_eq!(sets[0]["name"], "concurrent");
+    assert!(p.findings.iter().any(|f| f.message.contains("runnerToken")), "{}", render(&p));
+    insta::assert_snapshot!(change_diff(&p.changes[5], DiffOptions::default()));
+}
+
+#[test]
+fn runner_token_secret_is_masked_in_diffs() {
+    let p = runners::plan(&start(), &plan());
+    let d = change_diff(&p.changes[1], DiffOptions::default());
+    assert!(d.contains("runner-token: (sensitive)"), "{d}");
+    assert!(!d.contains(runners::TOKEN_FROM_GITLAB), "{d}");
+}
+
+#[test]
+fn arm64_runner_with_the_wrong_tag_is_retagged() {
+    let mut s = start();
+    let mut r = fixtures::runner(7, &["sandbox-amd64"], "online");
+    r.description = "sandbox-arm64".into();
+    r.manager_architectures = vec!["arm64".into()];
+    s.runners.push(r);
+    s.secrets.push(crate::model::SecretMeta {
+        namespace: "gitlab-runner".into(),
+        name: "gitlab-runner-arm64-token".into(),
+        keys: vec!["runner-registration-token".into(), "runner-token".into()],
+        resource_version: "11".into(),
+    });
+    let p = runners::plan(&s, &plan());
+    // sandbox-amd64 is carried by runner 7 too: the amd64 side sees it as its runner as well.
+    let arm = p.changes.iter().find(|c| c.id == "runner/sandbox-arm64").expect("arm64 runner update");
+    assert_eq!(arm.action, Action::Update);
+    assert_eq!(after_object(arm)["tag_list"], json!(["sandbox-arm64"]));
+    assert_eq!(after_object(arm)["run_untagged"], json!(false));
+    assert_eq!(arm.precondition, Precondition::RunnerTags { tag_list: vec!["sandbox-amd64".into()], run_untagged: true });
+    assert!(!p.changes.iter().any(|c| c.id == "runner/sandbox-arm64" && c.action == Action::Create));
+}
+
+#[test]
+fn existing_runner_without_its_token_secret_gets_a_token_reset() {
+    let mut s = start();
+    s.runners.push(fixtures::runner(8, &["sandbox-arm64"], "never_contacted"));
+    let p = runners::plan(&s, &plan());
+    let reset = p.changes.iter().find(|c| c.id == "runner-token/sandbox-arm64").expect("token reset");
+    assert_eq!(reset.target, Target::RunnerToken { tag: "sandbox-arm64".into(), id: 8 });
+    assert!(p.changes.iter().any(|c| c.id == "secret/gitlab-runner-arm64-token" && c.action == Action::Create));
+    assert!(p.risks().any(|f| f.message.contains("token is reset")), "{}", render(&p));
+}
+
+#[test]
+fn not_plain_toml_runner_config_is_a_risk_not_a_guess() {
+    let mut s = start();
+    s.releases[0]["spec"]["forProvider"]["values"]["runners"]["config"] = json!("{{- if .Values.x }}\n[[runners]]\n{{- end }}\n");
+    let p = runners::plan(&s, &plan());
+    assert!(!p.changes.iter().any(|c| c.id.starts_with("release/")), "{}", render(&p));
+    assert!(p.risks().any(|f| f.message.contains("not plain TOML")), "{}", render(&p));
+}
+
+#[test]
+fn missing_baseline_is_a_risk_but_releases_are_still_planned_from_defaults() {
+    let mut s = start();
+    s.releases.clear();
+    let p = runners::plan(&s, &plan());
+    assert!(p.risks().any(|f| f.message.contains("no amd64-only runner to roll back to")));
+    let rel = p.changes.iter().find(|c| c.id == "release/gitlab-runner-arm64").unwrap();
+    let v = &after_object(rel)["spec"]["forProvider"]["values"];
+    assert_eq!(v["gitlabUrl"], "https://gitlab.sandbox.test");
+    assert!(v["runners"]["config"].as_str().unwrap().contains("[runners.kubernetes.node_selector]"));
+}
+
+#[test]
+fn job_node_selector_edit_keeps_comments_and_is_idempotent() {
+    let cfg = "# managed by platform\n[[runners]]\n  [runners.kubernetes]\n    image = \"alpine\" # default image\n";
+    let sel = [("kubernetes.io/arch".to_string(), "arm64".to_string())].into();
+    let once = runners::pin_job_node_selector(cfg, &sel).unwrap();
+    assert!(once.starts_with("# managed by platform\n"), "{once}");
+    assert!(once.contains("image = \"alpine\" # default image"), "{once}");
+    assert!(once.contains("\"kubernetes.io/arch\" = \"arm64\""), "{once}");
+    assert_eq!(runners::pin_job_node_selector(&once, &sel).unwrap(), once);
+}
+
+// ---- Phase 3 ----
+
+#[test]
+fn pipeline_creates_variables_and_tags_build_jobs() {
+    let p = pipeline::plan(&start(), &plan());
+    let vars: Vec<&Change> = p.changes.iter().filter(|c| c.id.starts_with("variable/")).collect();
+    assert_eq!(vars.len(), 2);
+    let arm = after_object(vars[1]);
+    assert_eq!((arm["key"].as_str(), arm["value"].as_str()), (Some("CICD_TAG_ARM64"), Some("sandbox-arm64")));
+    assert_eq!((arm["protected"].as_bool(), arm["masked"].as_bool(), arm["raw"].as_bool()), (Some(false), Some(false), Some(true)));
+
+    let file = p.changes.iter().find(|c| c.id.starts_with("cifile/")).unwrap();
+    assert_eq!(file.target, Target::CiFile { project: "platform/kaniko-builder".into(), path: ".gitlab-ci.yml".into(), branch: "archshift/multiarch-runners".into() });
+    assert_eq!(file.precondition, Precondition::LastCommit { last_commit_id: "c0ffee".into() });
+    insta::assert_snapshot!(change_diff(file, DiffOptions::default()));
+}
+
+#[test]
+fn protected_variable_is_fixed_and_explained() {
+    let mut s = start();
+    let mut v = fixtures::variable("CICD_TAG_ARM64", "sandbox-arm64");
+    v.protected = true;
+    s.project_variables = vec![fixtures::variable("CICD_TAG_AMD64", "sandbox-amd64"), v];
+    let p = pipeline::plan(&s, &plan());
+    let c = p.changes.iter().find(|c| c.id == "variable/CICD_TAG_ARM64").unwrap();
+    assert_eq!(c.action, Action::Update);
+    assert!(c.summary.contains("protected"), "{}", c.summary);
+    assert!(!p.changes.iter().any(|c| c.id == "variable/CICD_TAG_AMD64"));
+}
+
+#[test]
+fn masked_variable_value_never_reaches_the_diff() {
+    let mut s = start();
+    let mut v = fixtures::variable("CICD_TAG_ARM64", "unused");
+    v.masked = true;
+    v.value = None; // the adapter drops masked values
+    s.project_variables = vec![v];
+    let p = pipeline::plan(&s, &plan());
+    let c = p.changes.iter().find(|c| c.id == "variable/CICD_TAG_ARM64").unwrap();
+    assert_eq!(c.precondition, Precondition::VariableValue { value: None, protected: false });
+    let d = change_diff(c, DiffOptions::default());
+    assert!(d.contains("masked: true"), "{d}");
+}
+
+#[test]
+fn jobs_that_inherit_the_right_tags_through_extends_are_done() {
+    let mut s = start();
+    let ci = ".arm:\n  tags: [$CICD_TAG_ARM64]\n.amd:\n  tags: [$CICD_TAG_AMD64]\n.base:\n  extends: .arm\nbuild_arm64:\n  extends: .base\n  script: [b]\nbuild_amd64:\n  extends: [.base, .amd]\n  script: [b]\n";
+    s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ci));
+    let p = pipeline::plan(&s, &plan());
+    assert!(!p.changes.iter().any(|c| c.id.starts_with("cifile/")), "{}", render(&p));
+    let done: Vec<&str> = p.findings.iter().filter(|f| f.severity == Severity::Done && f.subject.contains(" job ")).map(|f| f.message.as_str()).collect();
+    assert_eq!(done, ["runs on arm64 ([$CICD_TAG_ARM64])", "runs on amd64 ([$CICD_TAG_AMD64])"]);
+}
+
+#[test]
+fn an_arm64_build_tagged_for_the_old_runner_is_a_risk() {
+    let mut s = start();
+    s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", "build_arm64:\n  tags: [sandbox]\n  script: [b]\nbuild_amd64:\n  script: [b]\n"));
+    let p = pipeline::plan(&s, &plan());
+    assert!(p.risks().any(|f| f.subject.ends_with("job build_arm64") && f.message.contains("do not select the arm64 runner")), "{}", render(&p));
+    let file = p.changes.iter().find(|c| c.id.starts_with("cifile/")).unwrap();
+    assert!(after_text(file).starts_with("build_arm64:\n  tags: [sandbox]\n"), "kept exactly");
+}
+
+// ---- Phase 4 ----
+
+#[test]
+fn workloads_pin_unpinned_argo_templates_and_untagged_jobs() {
+    let p = workloads::plan(&start(), &plan());
+    let ids: Vec<&str> = p.changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "argo/WorkflowTemplate/ci/build-images",
+            "argo/WorkflowTemplate/data/etl",
+            "argo/CronWorkflow/data/nightly-report",
+            "cifile/platform/docs/.gitlab-ci.yml",
+            "cifile/platform/api/.gitlab-ci.yml",
+            "group-variable/CICD_TAG_AMD64",
+        ]
+    );
+    let etl = after_object(&p.changes[1]);
+    assert_eq!(etl["spec"]["nodeSelector"], json!({"team": "data", "kubernetes.io/arch": "amd64"}));
+    let cron = after_object(&p.changes[2]);
+    assert_eq!(cron["spec"]["workflowSpec"]["nodeSelector"]["kubernetes.io/arch"], "amd64");
+    let api = after_text(&p.changes[4]);
+    assert!(api.contains("default:\n  tags: [$CICD_TAG_AMD64]\n"), "{api}");
+    assert!(api.contains("  tags: [deploy]\n"), "release keeps its own tags: {api}");
+    assert!(p.findings.iter().any(|f| f.severity == Severity::Done && f.subject == "WorkflowTemplate ci/lint"));
+    insta::assert_snapshot!(render(&p));
+}
+
+#[test]
+fn workloads_flag_the_ordering_hazard_both_ways() {
+    let p = workloads::plan(&start(), &plan());
+    assert!(p.risks().any(|f| f.message.contains("before widening the pool (Phase 1)")), "{}", render(&p));
+
+    let mut s = start();
+    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]")];
+    let p = workloads::plan(&s, &plan());
+    assert!(p.risks().any(|f| f.message.contains("already allows arm64")), "{}", render(&p));
+}
+
+#[test]
+fn argo_templates_pinned_by_affinity_or_per_template_are_done() {
+    let mut s = start();
+    let by_affinity = obj("apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: a, namespace: ci}\nspec:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: kubernetes.io/arch, operator: In, values: [arm64]}\n  templates:\n  - name: m\n    container: {image: x}\n");
+    let per_template = obj("apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: b, namespace: ci}\nspec:\n  templates:\n  - name: steps\n    steps: [[{name: s, template: m}]]\n  - name: m\n    nodeSelector: {kubernetes.io/arch: amd64}\n    container: {image: x}\n");
+    s.argo = vec![by_affinity, per_template];
+    s.other_projects.clear();
+    let p = workloads::plan(&s, &plan());
+    assert!(p.changes.is_empty(), "{}", render(&p));
+    assert_eq!(p.findings.iter().filter(|f| f.severity == Severity::Done).count(), 2);
+}
+
+#[test]
+fn argo_namespace_filter_is_honoured() {
+    let mut spec = plan();
+    spec.workloads.argo.namespaces = vec!["ci".into()];
+    spec.workloads.gitlab = None;
+    let p = workloads::plan(&start(), &spec);
+    assert_eq!(p.changes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["argo/WorkflowTemplate/ci/build-images"]);
+}
+
+// ---- All phases ----
+
+#[test]
+fn planners_are_idempotent_from_the_amd64_only_start() {
+    let spec = plan();
+    let mut s = start();
+    let first: usize = plan_all(&s, &spec).iter().map(|p| p.changes.len()).sum();
+    assert!(first > 10, "the start state needs work");
+    converge(&mut s, &spec);
+    for p in plan_all(&s, &spec) {
+        assert!(p.changes.is_empty(), "{} after applying its own plan:\n{}", p.phase, render(&p));
+    }
+}
+
+#[test]
+fn planners_are_idempotent_from_partial_states() {
+    let spec = plan();
+    let mut partials = Vec::new();
+    let mut s = start();
+    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
+    partials.push(s);
+    let mut s = start();
+    s.runners.push(fixtures::runner(9, &["sandbox-arm64", "sandbox-amd64"], "online"));
+    partials.push(s);
+    let mut s = start();
+    s.project_variables = vec![fixtures::variable("CICD_TAG_AMD64", "wrong")];
+    s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ".t: {tags: [$CICD_TAG_ARM64]}\nbuild_arm64: {extends: .t, script: [x]}\nbuild_amd64: {script: [x]}\n"));
+    partials.push(s);
+    for (i, mut s) in partials.into_iter().enumerate() {
+        converge(&mut s, &spec);
+        for p in plan_all(&s, &spec) {
+            assert!(p.changes.is_empty(), "partial state {i}, {}:\n{}", p.phase, render(&p));
+        }
+    }
+}
+
+#[test]
+fn plans_never_carry_a_token() {
+    let spec = plan();
+    let text = serde_json::to_string(&plan_all(&start(), &spec)).unwrap();
+    for needle in ["glrt-", "glpat-", "GR1348941"] {
+        assert!(!text.contains(needle), "{needle} in a plan");
+    }
+    let _ = Arch::ALL;
+}
