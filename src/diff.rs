@@ -11,7 +11,15 @@ use crate::model::{Change, Document};
 pub const SENSITIVE: &str = "(sensitive)";
 
 /// Metadata the server writes; it changes on every write and says nothing about intent.
-const NOISY_METADATA: [&str; 7] = ["managedFields", "resourceVersion", "uid", "generation", "creationTimestamp", "selfLink", "deletionGracePeriodSeconds"];
+const NOISY_METADATA: [&str; 7] = [
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "selfLink",
+    "deletionGracePeriodSeconds",
+];
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Keys whose values are credentials wherever they appear (chart values, runner config).
 const SECRET_KEYS: [&str; 5] = ["runnerToken", "runnerRegistrationToken", "token", "password", "registration-token"];
@@ -55,7 +63,12 @@ pub fn unified(before: &str, after: &str, old: &str, new: &str, context: usize) 
     if before == after {
         return String::new();
     }
-    TextDiff::from_lines(before, after).unified_diff().context_radius(context).header(old, new).missing_newline_hint(true).to_string()
+    TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(context)
+        .header(old, new)
+        .missing_newline_hint(true)
+        .to_string()
 }
 
 /// An object as YAML for review: noise dropped, secrets masked.
@@ -143,7 +156,13 @@ pub fn scrub_text(text: &str) -> String {
             && rest.trim_start().starts_with('=')
         {
             let indent = &line[..line.len() - trimmed.len()];
-            let eol = if line.ends_with("\r\n") { "\r\n" } else if line.ends_with('\n') { "\n" } else { "" };
+            let eol = if line.ends_with("\r\n") {
+                "\r\n"
+            } else if line.ends_with('\n') {
+                "\n"
+            } else {
+                ""
+            };
             out.push_str(&format!("{indent}token = \"{SENSITIVE}\"{eol}"));
             continue;
         }
@@ -155,10 +174,13 @@ pub fn scrub_text(text: &str) -> String {
 fn scrub_words(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
-    while let Some((pos, prefix)) = TOKEN_PREFIXES.iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min_by_key(|(i, _)| *i) {
+    while let Some((pos, prefix)) =
+        TOKEN_PREFIXES.iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min_by_key(|(i, _)| *i)
+    {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos + prefix.len()..];
-        let len = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')).unwrap_or(tail.len());
+        let len =
+            tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')).unwrap_or(tail.len());
         if len >= 8 {
             out.push_str(SENSITIVE);
         } else {

@@ -18,7 +18,11 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_PENDING: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "archshift", version, about = "Move GitLab CI runners on Kubernetes from amd64-only to amd64 + arm64, safely")]
+#[command(
+    name = "archshift",
+    version,
+    about = "Move GitLab CI runners on Kubernetes from amd64-only to amd64 + arm64, safely"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -98,7 +102,14 @@ fn non_empty_tag(tag: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits 2 on usage errors; 2 means "changes pending" here, so usage errors are 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
+        }
+    };
     let command = cli.command.unwrap_or(Command::Tui(PlanArg { plan: PathBuf::from("plans/sandbox.yaml") }));
     match run(command) {
         Ok(code) => ExitCode::from(code),
@@ -153,7 +164,8 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
     } else {
         std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file))?
     };
-    let text = String::from_utf8(bytes).map_err(|e| anyhow!("{name}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow!("{name}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))?;
     let opts = TagOptions {
         default_tag: args.default_tag,
         arch_tags: args.arch_tag.into_iter().collect(),

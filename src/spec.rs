@@ -45,19 +45,13 @@ pub struct Metadata {
 
 /// Where the cluster and GitLab are. Secrets are never in the plan: only the names of the
 /// environment variables (or a file path) that hold them.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Target {
     /// Kube context; `None` means the current context of KUBECONFIG.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kube_context: Option<String>,
     pub gitlab: GitLabTarget,
-}
-
-impl Default for Target {
-    fn default() -> Self {
-        Self { kube_context: None, gitlab: GitLabTarget::default() }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -128,16 +122,10 @@ fn default_baseline() -> String {
     "gitlab-runner".into()
 }
 fn default_manager_selector() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("lifecycle".into(), "OnDemand".into()),
-        ("karpenter.sh/nodepool".into(), "system-pool".into()),
-    ])
+    BTreeMap::from([("lifecycle".into(), "OnDemand".into()), ("karpenter.sh/nodepool".into(), "system-pool".into())])
 }
 fn default_job_selector() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("karpenter.sh/nodepool".into(), "spot-pool".into()),
-        ("lifecycle".into(), "Ec2Spot".into()),
-    ])
+    BTreeMap::from([("karpenter.sh/nodepool".into(), "spot-pool".into()), ("lifecycle".into(), "Ec2Spot".into())])
 }
 
 impl RunnersSpec {
@@ -163,11 +151,7 @@ pub struct ChartSpec {
 
 impl Default for ChartSpec {
     fn default() -> Self {
-        Self {
-            name: "gitlab-runner".into(),
-            repository: "https://charts.gitlab.io/".into(),
-            version: "0.78.1".into(),
-        }
+        Self { name: "gitlab-runner".into(), repository: "https://charts.gitlab.io/".into(), version: "0.78.1".into() }
     }
 }
 
@@ -336,10 +320,7 @@ pub struct ArgoSpec {
 
 impl Default for ArgoSpec {
     fn default() -> Self {
-        Self {
-            namespaces: Vec::new(),
-            kinds: vec![ArgoKind::WorkflowTemplate, ArgoKind::CronWorkflow],
-        }
+        Self { namespaces: Vec::new(), kinds: vec![ArgoKind::WorkflowTemplate, ArgoKind::CronWorkflow] }
     }
 }
 
@@ -423,11 +404,17 @@ impl MigrationPlan {
             );
         }
         if !is_dns_label(&r.namespace) {
-            return err(&["runners", "namespace"], format!("`{}` is not a valid namespace name (RFC 1123 label)", r.namespace));
+            return err(
+                &["runners", "namespace"],
+                format!("`{}` is not a valid namespace name (RFC 1123 label)", r.namespace),
+            );
         }
         for (field, name) in [("baselineRelease", &r.baseline_release), ("releasePrefix", &r.release_prefix)] {
             if !is_dns_subdomain(name) {
-                return err(&["runners", field], format!("`{name}` is not a valid object name (lowercase RFC 1123 subdomain)"));
+                return err(
+                    &["runners", field],
+                    format!("`{name}` is not a valid object name (lowercase RFC 1123 subdomain)"),
+                );
             }
         }
         for arch in Arch::ALL {
@@ -449,7 +436,10 @@ impl MigrationPlan {
                 return err(&["runners", "scope"], "missing field `path` (the group or project path)".into());
             }
             (_, Some(p)) if p.trim().is_empty() || p.starts_with('/') || p.ends_with('/') => {
-                return err(&["runners", "scope", "path"], format!("`{p}` is not a GitLab path like `platform` or `platform/ci`"));
+                return err(
+                    &["runners", "scope", "path"],
+                    format!("`{p}` is not a GitLab path like `platform` or `platform/ci`"),
+                );
             }
             _ => {}
         }
@@ -470,7 +460,10 @@ impl MigrationPlan {
         }
         let p = &self.pipeline;
         if !p.project.contains('/') {
-            return err(&["pipeline", "project"], format!("`{}` is not a project path like `group/project`", p.project));
+            return err(
+                &["pipeline", "project"],
+                format!("`{}` is not a project path like `group/project`", p.project),
+            );
         }
         for (field, name) in [("amd64", &p.variables.amd64), ("arm64", &p.variables.arm64)] {
             if !is_variable_key(name) {

@@ -9,8 +9,18 @@ use super::CiYamlError;
 use crate::model::Arch;
 
 /// Top-level keys that are not jobs (GitLab's global keywords).
-pub const GLOBAL_KEYWORDS: [&str; 10] =
-    ["default", "include", "stages", "variables", "workflow", "image", "services", "cache", "before_script", "after_script"];
+pub const GLOBAL_KEYWORDS: [&str; 10] = [
+    "default",
+    "include",
+    "stages",
+    "variables",
+    "workflow",
+    "image",
+    "services",
+    "cache",
+    "before_script",
+    "after_script",
+];
 
 /// Variables whose value names the architecture a job builds for.
 pub const ARCH_VARIABLES: [&str; 3] = ["ARCH", "TARGETARCH", "PLATFORM"];
@@ -87,7 +97,9 @@ pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
     let raw = parse_config(text)?;
     let mut merged = raw.clone();
     merged.apply_merge().map_err(|e| CiYamlError::syntax(text, &e))?;
-    let top = merged.as_mapping().ok_or_else(|| CiYamlError::at(text, 1, 1, "the top level must be a mapping of jobs and keywords"))?;
+    let top = merged
+        .as_mapping()
+        .ok_or_else(|| CiYamlError::at(text, 1, 1, "the top level must be a mapping of jobs and keywords"))?;
     let raw_top = raw.as_mapping().cloned().unwrap_or_default();
     let default_tags = top.get("default").and_then(|d| d.get("tags")).and_then(tag_strings);
     let mut jobs = Vec::new();
@@ -119,7 +131,14 @@ pub(super) fn parse_config(text: &str) -> Result<Value, CiYamlError> {
         0 => Value::Null,
         1 => docs.pop().unwrap_or(Value::Null),
         2 if docs[0].get("spec").is_some() => docs.pop().unwrap_or(Value::Null),
-        n => return Err(CiYamlError::at(text, 1, 1, &format!("{n} YAML documents; GitLab reads one, after an optional `spec:` header"))),
+        n => {
+            return Err(CiYamlError::at(
+                text,
+                1,
+                1,
+                &format!("{n} YAML documents; GitLab reads one, after an optional `spec:` header"),
+            ));
+        }
     };
     match config {
         Value::Mapping(_) => Ok(config),
@@ -132,7 +151,13 @@ pub fn is_job_name(name: &str) -> bool {
     !name.starts_with('.') && !GLOBAL_KEYWORDS.contains(&name)
 }
 
-fn job_info(name: &str, value: &Value, raw_value: Option<&Value>, top: &Mapping, default_tags: Option<&Vec<String>>) -> JobInfo {
+fn job_info(
+    name: &str,
+    value: &Value,
+    raw_value: Option<&Value>,
+    top: &Mapping,
+    default_tags: Option<&Vec<String>>,
+) -> JobInfo {
     let mut info = JobInfo {
         name: name.to_string(),
         tags: None,
@@ -254,7 +279,11 @@ fn tag_strings(v: &Value) -> Option<Vec<String>> {
         Value::Number(n) => Some(vec![n.to_string()]),
         Value::Bool(b) => Some(vec![b.to_string()]),
         Value::Tagged(t) => {
-            let inner: Vec<String> = t.value.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            let inner: Vec<String> = t
+                .value
+                .as_sequence()
+                .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
             Some(vec![format!("{} [{}]", t.tag, inner.join(", "))])
         }
         Value::Null | Value::Mapping(_) => None,
@@ -277,7 +306,9 @@ fn arch_of(name: &str, job: &Value) -> Option<ArchHint> {
         }
     }
     let lower = name.to_ascii_lowercase();
-    for (suffix, arch) in [("amd64", Arch::Amd64), ("x86_64", Arch::Amd64), ("arm64", Arch::Arm64), ("aarch64", Arch::Arm64)] {
+    for (suffix, arch) in
+        [("amd64", Arch::Amd64), ("x86_64", Arch::Amd64), ("arm64", Arch::Arm64), ("aarch64", Arch::Arm64)]
+    {
         if let Some(head) = lower.strip_suffix(suffix)
             && (head.is_empty() || head.ends_with(['_', '-', ':', ' ', '/', '.']))
         {
@@ -296,7 +327,9 @@ fn matrix_archs(job: &Value) -> BTreeSet<Arch> {
         for var in ARCH_VARIABLES {
             match entry.get(var) {
                 Some(Value::String(s)) => out.extend(Arch::from_alias(s)),
-                Some(Value::Sequence(vals)) => out.extend(vals.iter().filter_map(Value::as_str).filter_map(Arch::from_alias)),
+                Some(Value::Sequence(vals)) => {
+                    out.extend(vals.iter().filter_map(Value::as_str).filter_map(Arch::from_alias))
+                }
                 _ => {}
             }
         }

@@ -21,7 +21,11 @@ fn tag_sequence(tag: &str) -> Sequence {
 }
 
 /// Adds `tags: [tag]` to each named job, and to `default:` (created if needed) when asked.
-pub(super) fn insert_tags(text: &str, jobs: &[(String, String)], default_tag: Option<&str>) -> Result<String, CiYamlError> {
+pub(super) fn insert_tags(
+    text: &str,
+    jobs: &[(String, String)],
+    default_tag: Option<&str>,
+) -> Result<String, CiYamlError> {
     if jobs.is_empty() && default_tag.is_none() {
         return Ok(text.to_string());
     }
@@ -92,7 +96,12 @@ fn indentation(text: &str) -> String {
         let (parent, child) = (pair[0], pair[1]);
         let p_trim = parent.trim_start();
         let c_trim = child.trim_start();
-        if p_trim.is_empty() || p_trim.starts_with(['#', '-']) || !parent.trim_end().ends_with(':') || c_trim.is_empty() || c_trim.starts_with(['#', '-']) {
+        if p_trim.is_empty()
+            || p_trim.starts_with(['#', '-'])
+            || !parent.trim_end().ends_with(':')
+            || c_trim.is_empty()
+            || c_trim.starts_with(['#', '-'])
+        {
             continue;
         }
         let (p_ind, c_ind) = (parent.len() - p_trim.len(), child.len() - c_trim.len());
@@ -127,9 +136,9 @@ pub(super) fn uneditable_jobs(text: &str) -> BTreeMap<String, Uneditable> {
         }
         let between = &text[key.byte_range().end as usize..value.byte_range().start as usize];
         let Some(anchor) = between.split_whitespace().find_map(|w| w.strip_prefix('&')) else { continue };
-        let used = text.match_indices(&format!("*{anchor}")).any(|(i, m)| {
-            !text[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-')
-        });
+        let used = text
+            .match_indices(&format!("*{anchor}"))
+            .any(|(i, m)| !text[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-'));
         if used {
             out.insert(name, Uneditable::SharedAnchor);
         }

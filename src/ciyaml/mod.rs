@@ -50,7 +50,9 @@ impl fmt::Display for JobReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.outcome {
             Outcome::Kept { tags, source } => write!(f, "{}: keeps [{}] ({source})", self.job, tags.join(", ")),
-            Outcome::Added { tag, reason, through_default: false } => write!(f, "{}: tags [{tag}] added ({reason})", self.job),
+            Outcome::Added { tag, reason, through_default: false } => {
+                write!(f, "{}: tags [{tag}] added ({reason})", self.job)
+            }
             Outcome::Added { tag, reason, through_default: true } => {
                 write!(f, "{}: gets [{tag}] from default: ({reason})", self.job)
             }
@@ -93,7 +95,8 @@ impl CiYamlError {
             return CiYamlError::Invalid { line, column, message: format!("duplicate key {key}") };
         }
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let message = if msg.starts_with("unknown anchor") { "alias used before its anchor is defined".to_string() } else { msg };
+        let message =
+            if msg.starts_with("unknown anchor") { "alias used before its anchor is defined".to_string() } else { msg };
         CiYamlError::Invalid { line, column, message }
     }
 }
@@ -165,7 +168,10 @@ fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, uneditable: Opt
     if let (Some(tags), Some(source)) = (&job.tags, &job.source) {
         if let Some(asked) = opts.job_tags.get(&job.name).filter(|t| !tags.contains(t)) {
             return Outcome::LeftAlone {
-                reason: format!("keeps its {source} tags [{}]; --job-tag asked for {asked}: edit by hand", tags.join(", ")),
+                reason: format!(
+                    "keeps its {source} tags [{}]; --job-tag asked for {asked}: edit by hand",
+                    tags.join(", ")
+                ),
                 needs_review: true,
             };
         }
@@ -184,9 +190,14 @@ fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, uneditable: Opt
     }
     match uneditable {
         Some(edit::Uneditable::SharedAnchor) => {
-            return left("its mapping is an anchor that other nodes reuse; a tag here would spread to them: edit by hand".into(), true);
+            return left(
+                "its mapping is an anchor that other nodes reuse; a tag here would spread to them: edit by hand".into(),
+                true,
+            );
         }
-        Some(edit::Uneditable::Alias) => return left("its value is an alias of another node: edit by hand".into(), true),
+        Some(edit::Uneditable::Alias) => {
+            return left("its value is an alias of another node: edit by hand".into(), true);
+        }
         None => {}
     }
     if let Some(tag) = opts.job_tags.get(&job.name) {
@@ -194,7 +205,11 @@ fn decide(job: &JobInfo, opts: &TagOptions, analysis: &Analysis, uneditable: Opt
     }
     if let Some(hint) = &job.arch {
         if let Some(tag) = opts.arch_tags.get(&hint.arch) {
-            return Outcome::Added { tag: tag.clone(), reason: format!("builds {} ({})", hint.arch, hint.why), through_default: false };
+            return Outcome::Added {
+                tag: tag.clone(),
+                reason: format!("builds {} ({})", hint.arch, hint.why),
+                through_default: false,
+            };
         }
         if let Some(tag) = &opts.default_tag {
             return Outcome::Added {

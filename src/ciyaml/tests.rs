@@ -34,7 +34,11 @@ fn check(input: &str, opts: &TagOptions) -> Retag {
     let diff = similar::TextDiff::from_lines(input, &r.output);
     if !flow_edit {
         for op in diff.ops() {
-            assert!(!matches!(op.tag(), similar::DiffTag::Delete | similar::DiffTag::Replace), "a line changed:\n{}", r.output);
+            assert!(
+                !matches!(op.tag(), similar::DiffTag::Delete | similar::DiffTag::Replace),
+                "a line changed:\n{}",
+                r.output
+            );
         }
     } else {
         let chars = similar::TextDiff::from_chars(input, &r.output);
@@ -101,7 +105,9 @@ fn extends_chains_and_includes() {
     let outcome = |job: &str| r.jobs.iter().find(|j| j.job == job).unwrap().outcome.clone();
     assert!(matches!(outcome("compile-arm"), Outcome::Added { ref tag, .. } if tag == "$CICD_TAG_ARM64"));
     assert!(matches!(outcome("compile-x86"), Outcome::Added { ref tag, .. } if tag == "$CICD_TAG_AMD64"));
-    assert!(matches!(outcome("deploy"), Outcome::LeftAlone { needs_review: true, ref reason } if reason.contains("unresolved")));
+    assert!(
+        matches!(outcome("deploy"), Outcome::LeftAlone { needs_review: true, ref reason } if reason.contains("unresolved"))
+    );
     assert!(matches!(outcome("docs"), Outcome::Kept { .. }));
     // `deploy` could pick up a tag under default:, so the tag goes on jobs instead.
     assert_eq!(r.default_tags_added, None);
@@ -123,7 +129,10 @@ fn default_tags_and_inherit_opt_outs() {
 fn many_untagged_jobs_get_one_default_section() {
     let input = "stages: [a]\n\n# first job\njob1:\n  script: [x]\n\njob2:\n  script: [y]\n";
     let r = check(input, &TagOptions { default_tag: Some("amd".into()), ..Default::default() });
-    assert_eq!(r.output, "stages: [a]\n\ndefault:\n  tags: [amd]\n\n# first job\njob1:\n  script: [x]\n\njob2:\n  script: [y]\n");
+    assert_eq!(
+        r.output,
+        "stages: [a]\n\ndefault:\n  tags: [amd]\n\n# first job\njob1:\n  script: [x]\n\njob2:\n  script: [y]\n"
+    );
 }
 
 #[test]
@@ -137,7 +146,12 @@ fn an_existing_default_section_gets_the_tags() {
 fn flow_style_mappings_stay_flow_style() {
     let input = fixture!("flow-style.gitlab-ci.yml");
     let r = check(input, &TagOptions { default_tag: None, ..multiarch() });
-    assert!(r.output.contains("build_arm64: {stage: build, script: [make], variables: {ARCH: arm64}, tags: [$CICD_TAG_ARM64]}"), "{}", r.output);
+    assert!(
+        r.output
+            .contains("build_arm64: {stage: build, script: [make], variables: {ARCH: arm64}, tags: [$CICD_TAG_ARM64]}"),
+        "{}",
+        r.output
+    );
     insta::assert_snapshot!(report(input, &r));
 }
 
@@ -146,7 +160,9 @@ fn matrix_over_architectures_is_reported_not_guessed() {
     let input = fixture!("matrix.gitlab-ci.yml");
     let r = check(input, &multiarch());
     let build = r.jobs.iter().find(|j| j.job == "build").unwrap();
-    assert!(matches!(&build.outcome, Outcome::LeftAlone { reason, needs_review: true } if reason.contains("matrix over amd64, arm64")));
+    assert!(
+        matches!(&build.outcome, Outcome::LeftAlone { reason, needs_review: true } if reason.contains("matrix over amd64, arm64"))
+    );
     insta::assert_snapshot!(report(input, &r));
 }
 
@@ -185,7 +201,9 @@ fn job_tag_wins_over_detection_and_does_not_override_existing_tags() {
     let r = check(input, &opts);
     assert!(r.output.contains("build_arm64:\n  script: [x]\n  tags: [special]\n"), "{}", r.output);
     let old = r.jobs.iter().find(|j| j.job == "old").unwrap();
-    assert!(matches!(&old.outcome, Outcome::LeftAlone { reason, needs_review: true } if reason.contains("--job-tag asked for new")));
+    assert!(
+        matches!(&old.outcome, Outcome::LeftAlone { reason, needs_review: true } if reason.contains("--job-tag asked for new"))
+    );
 }
 
 #[test]
@@ -239,7 +257,16 @@ struct GenJob {
 
 fn gen_job() -> impl Strategy<Value = GenJob> {
     (
-        prop::sample::select(vec!["build", "test", "lint", "pack", "build_arm64", "build-amd64", "x_aarch64", "deploy"]),
+        prop::sample::select(vec![
+            "build",
+            "test",
+            "lint",
+            "pack",
+            "build_arm64",
+            "build-amd64",
+            "x_aarch64",
+            "deploy",
+        ]),
         0u8..100,
         prop::option::of(prop::collection::vec(prop::sample::select(vec!["a", "$T", "docker"]), 1..3)),
         prop::option::of(any::<bool>()),

@@ -9,7 +9,8 @@ use super::{CiYamlError, JobReport, Outcome};
 
 pub(super) fn check(input: &str, output: &str, before: &Analysis, reports: &[JobReport]) -> Result<(), CiYamlError> {
     let fail = |m: String| Err(CiYamlError::Verification(m));
-    let after = analyze(output).map_err(|e| CiYamlError::Verification(format!("the rewritten file does not parse: {e}")))?;
+    let after =
+        analyze(output).map_err(|e| CiYamlError::Verification(format!("the rewritten file does not parse: {e}")))?;
 
     // 1. Nothing of the input is lost or changed: the edit only inserts text.
     let diff = TextDiff::from_chars(input, output);
@@ -27,7 +28,9 @@ pub(super) fn check(input: &str, output: &str, before: &Analysis, reports: &[Job
 
     // 2. The data is the same once the added `tags` keys are taken out again.
     let mut stripped = after.raw.clone();
-    let top = stripped.as_mapping_mut().ok_or_else(|| CiYamlError::Verification("top level is no longer a mapping".into()))?;
+    let top = stripped
+        .as_mapping_mut()
+        .ok_or_else(|| CiYamlError::Verification("top level is no longer a mapping".into()))?;
     for r in reports {
         if let Outcome::Added { through_default: false, .. } = r.outcome
             && let Some(job) = top.get_mut(r.job.as_str()).and_then(Value::as_mapping_mut)

@@ -7,7 +7,12 @@ fn change(before: Option<Value>, after: Option<Value>, sensitive: &[&str]) -> Ch
     Change {
         id: "x".into(),
         phase: Phase::NodePool,
-        target: Target::Kube { api_version: "v1".into(), kind: "Thing".into(), namespace: Some("ns".into()), name: "t".into() },
+        target: Target::Kube {
+            api_version: "v1".into(),
+            kind: "Thing".into(),
+            namespace: Some("ns".into()),
+            name: "t".into(),
+        },
         action: Action::Update,
         summary: String::new(),
         before: before.map(Document::Object),
@@ -33,7 +38,10 @@ fn server_noise_is_dropped_and_status_only_on_request() {
     after["status"]["nodes"] = json!(4);
     // Only noise and status differ: nothing to review.
     assert_eq!(change_diff(&change(Some(before.clone()), Some(after.clone()), &[]), DiffOptions::default()), "");
-    let with_status = change_diff(&change(Some(before), Some(after), &[]), DiffOptions { include_status: true, ..Default::default() });
+    let with_status = change_diff(
+        &change(Some(before), Some(after), &[]),
+        DiffOptions { include_status: true, ..Default::default() },
+    );
     assert!(with_status.contains("-  nodes: 3\n+  nodes: 4\n"), "{with_status}");
     assert!(!with_status.contains("managedFields") && !with_status.contains("resourceVersion"), "{with_status}");
     assert!(!with_status.contains("last-applied"), "{with_status}");
@@ -41,7 +49,10 @@ fn server_noise_is_dropped_and_status_only_on_request() {
 
 #[test]
 fn diff_is_unified_with_headers() {
-    let d = change_diff(&change(Some(json!({"spec": {"v": ["amd64"]}})), Some(json!({"spec": {"v": ["amd64", "arm64"]}})), &[]), DiffOptions::default());
+    let d = change_diff(
+        &change(Some(json!({"spec": {"v": ["amd64"]}})), Some(json!({"spec": {"v": ["amd64", "arm64"]}})), &[]),
+        DiffOptions::default(),
+    );
     insta::assert_snapshot!(d, @r"
     --- a/Thing ns/t
     +++ b/Thing ns/t
@@ -100,5 +111,8 @@ fn short_words_that_merely_start_like_tokens_are_kept() {
 #[test]
 fn colour_marks_additions_and_removals() {
     let c = colorize("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new\n same\n");
-    assert!(c.contains("\x1b[31m-old\x1b[0m") && c.contains("\x1b[32m+new\x1b[0m") && c.contains("\x1b[36m@@"), "{c:?}");
+    assert!(
+        c.contains("\x1b[31m-old\x1b[0m") && c.contains("\x1b[32m+new\x1b[0m") && c.contains("\x1b[36m@@"),
+        "{c:?}"
+    );
 }

@@ -52,11 +52,7 @@ impl NodePoolView {
             .map_err(|e| format!("NodePool {name}: spec.template.spec.requirements is not a requirement list: {e}"))?;
         let r = &obj["spec"]["template"]["spec"]["nodeClassRef"];
         let node_class_ref = r["name"].as_str().map(|n| {
-            (
-                r["group"].as_str().unwrap_or("").to_string(),
-                r["kind"].as_str().unwrap_or("").to_string(),
-                n.to_string(),
-            )
+            (r["group"].as_str().unwrap_or("").to_string(), r["kind"].as_str().unwrap_or("").to_string(), n.to_string())
         });
         Ok(Self { name, resource_version: resource_version(obj), requirements, node_class_ref })
     }

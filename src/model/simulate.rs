@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{Action, CiVariable, Change, Document, GitLabRunner, ObservedState, SecretMeta, Target, kube_id};
+use super::{Action, Change, CiVariable, Document, GitLabRunner, ObservedState, SecretMeta, Target, kube_id};
 
 /// Applies `change` to `state` as the real API would, or says why it cannot.
 pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), String> {

@@ -57,7 +57,11 @@ fn ci_file_change(out: &mut PhasePlan, file: &CiFile, retag: &Retag, delivery: &
     out.changes.push(Change {
         id: format!("cifile/{}/{}", file.project, file.path),
         phase: out.phase,
-        target: Target::CiFile { project: file.project.clone(), path: file.path.clone(), branch: delivery_branch(delivery, &file.branch) },
+        target: Target::CiFile {
+            project: file.project.clone(),
+            path: file.path.clone(),
+            branch: delivery_branch(delivery, &file.branch),
+        },
         action: Action::Update,
         summary: format!("tag {} job(s) in {subject}{via_default}: {}", added.len(), added.join(", ")),
         before: Some(Document::Text(file.content.clone())),

@@ -20,7 +20,8 @@ pub fn allowed_archs(reqs: &[Requirement]) -> BTreeSet<Arch> {
     let mut allowed: BTreeSet<Arch> = Arch::ALL.into_iter().collect();
     for r in reqs.iter().filter(|r| r.key == ARCH_LABEL) {
         // Node labels are exactly `amd64`/`arm64`: aliases such as x86_64 match no node.
-        let listed: BTreeSet<Arch> = Arch::ALL.into_iter().filter(|a| r.values.iter().any(|v| v == a.as_str())).collect();
+        let listed: BTreeSet<Arch> =
+            Arch::ALL.into_iter().filter(|a| r.values.iter().any(|v| v == a.as_str())).collect();
         match r.operator.as_str() {
             "In" => allowed.retain(|a| listed.contains(a)),
             "NotIn" => allowed.retain(|a| !r.values.iter().any(|v| v == a.as_str())),
@@ -92,14 +93,23 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
             precondition: Precondition::ResourceVersion { resource_version: pool.resource_version.clone() },
             sensitive: vec![],
         });
-        out.finding(Severity::Pending, &subject, format!("allows {}; needs {}", join_or_none(&allowed), join(missing.iter())));
+        out.finding(
+            Severity::Pending,
+            &subject,
+            format!("allows {}; needs {}", join_or_none(&allowed), join(missing.iter())),
+        );
     }
     check_node_class(state, &pool, wanted, &mut out);
     out
 }
 
 /// The requirement list after widening: one `In` carrying what was allowed plus what is wanted.
-fn widened(reqs: &[Requirement], arch_reqs: &[(usize, &Requirement)], wanted: &[Arch], allowed: &BTreeSet<Arch>) -> Vec<Requirement> {
+fn widened(
+    reqs: &[Requirement],
+    arch_reqs: &[(usize, &Requirement)],
+    wanted: &[Arch],
+    allowed: &BTreeSet<Arch>,
+) -> Vec<Requirement> {
     if let [(i, r)] = arch_reqs
         && r.operator == "In"
     {
@@ -150,7 +160,11 @@ fn check_node_class(state: &ObservedState, pool: &NodePoolView, wanted: &[Arch],
         return;
     };
     let Some(archs) = view.ami_archs else {
-        out.finding(Severity::Pending, subject, "has not reported status.amis yet; cannot tell which architectures it can launch");
+        out.finding(
+            Severity::Pending,
+            subject,
+            "has not reported status.amis yet; cannot tell which architectures it can launch",
+        );
         return;
     };
     let lacking: Vec<&Arch> = wanted.iter().filter(|a| !archs.contains(a.as_str())).collect();

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use super::ci_file_change;
 use crate::ciyaml::{self, Outcome, TagOptions};
-use crate::model::{Action, Arch, Change, CiVariable, Document, ObservedState, Phase, PhasePlan, Precondition, Severity, Target};
+use crate::model::{
+    Action, Arch, Change, CiVariable, Document, ObservedState, Phase, PhasePlan, Precondition, Severity, Target,
+};
 use crate::spec::MigrationPlan;
 
 pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
@@ -22,16 +24,30 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
 
 /// Makes sure `key` holds `tag`, unprotected and unmasked in scope `*`, so the tag expands on
 /// every ref (a protected variable stays a literal `$KEY` on unprotected branches).
-pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target: Target, key: &str, tag: &str, id: &str) {
+pub(super) fn plan_tag_variable(
+    out: &mut PhasePlan,
+    vars: &[CiVariable],
+    target: Target,
+    key: &str,
+    tag: &str,
+    id: &str,
+) {
     let subject = target.to_string();
     let wanted = CiVariable::tag_variable(key, tag);
     let star = vars.iter().find(|v| v.key == key && v.environment_scope == "*");
-    let scoped: Vec<&str> = vars.iter().filter(|v| v.key == key && v.environment_scope != "*").map(|v| v.environment_scope.as_str()).collect();
+    let scoped: Vec<&str> = vars
+        .iter()
+        .filter(|v| v.key == key && v.environment_scope != "*")
+        .map(|v| v.environment_scope.as_str())
+        .collect();
     if !scoped.is_empty() {
         out.finding(
             Severity::Risk,
             &subject,
-            format!("also defined for environment scope(s) {}; jobs in those environments use that value", scoped.join(", ")),
+            format!(
+                "also defined for environment scope(s) {}; jobs in those environments use that value",
+                scoped.join(", ")
+            ),
         );
     }
     let Some(have) = star else {
@@ -112,7 +128,11 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     };
     for name in p.jobs.explicit.keys() {
         if !analysis.jobs.iter().any(|j| &j.name == name) {
-            out.finding(Severity::Risk, &subject, format!("pipeline.jobs.explicit names job {name}, which is not in the file"));
+            out.finding(
+                Severity::Risk,
+                &subject,
+                format!("pipeline.jobs.explicit names job {name}, which is not in the file"),
+            );
         }
     }
     let retag = match ciyaml::retag(&file.content, &opts) {
@@ -133,7 +153,11 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     }
     for &arch in spec.architectures() {
         if !arch_of.values().any(|a| *a == arch) {
-            out.finding(Severity::Risk, &subject, format!("no job builds for {arch}: name it in pipeline.jobs.explicit"));
+            out.finding(
+                Severity::Risk,
+                &subject,
+                format!("no job builds for {arch}: name it in pipeline.jobs.explicit"),
+            );
         }
     }
     // A build job that already has tags keeps them; say so when they route to the wrong runner.
@@ -142,7 +166,11 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
         if let Outcome::Kept { tags, source } = &job.outcome {
             let ok = [vars.reference(*arch), format!("${{{}}}", vars.name(*arch)), spec.runners.tag(*arch)];
             if tags.iter().any(|t| ok.contains(t)) {
-                out.finding(Severity::Done, format!("{subject} job {}", job.job), format!("runs on {arch} ([{}])", tags.join(", ")));
+                out.finding(
+                    Severity::Done,
+                    format!("{subject} job {}", job.job),
+                    format!("runs on {arch} ([{}])", tags.join(", ")),
+                );
             } else {
                 out.finding(
                     Severity::Risk,

@@ -40,7 +40,10 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
                 format!("Release {}", r.baseline_release),
                 format!("baseline present and left unchanged: it is the rollback target{}", ready_note(obj)),
             );
-            let config = obj.pointer("/spec/forProvider/values/runners/config").and_then(Value::as_str).unwrap_or(DEFAULT_CONFIG);
+            let config = obj
+                .pointer("/spec/forProvider/values/runners/config")
+                .and_then(Value::as_str)
+                .unwrap_or(DEFAULT_CONFIG);
             if !job_pods_pinned(config) {
                 out.finding(
                     Severity::Risk,
@@ -99,9 +102,15 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
 
     // 2. The Secret with the token.
     let secret = state.secrets.iter().find(|s| s.name == secret_name && s.namespace == r.namespace);
-    let secret_target =
-        Target::Kube { api_version: "v1".into(), kind: "Secret".into(), namespace: Some(r.namespace.clone()), name: secret_name.clone() };
-    if let ([runner], None, RegistrationStyle::AuthenticationToken) = (carriers.as_slice(), secret, r.registration.style) {
+    let secret_target = Target::Kube {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some(r.namespace.clone()),
+        name: secret_name.clone(),
+    };
+    if let ([runner], None, RegistrationStyle::AuthenticationToken) =
+        (carriers.as_slice(), secret, r.registration.style)
+    {
         out.finding(
             Severity::Risk,
             &runner_subject,
@@ -127,9 +136,12 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
         None if new_token_needed || r.registration.style == RegistrationStyle::RegistrationToken => {
             out.changes.push(secret_change(r, arch, &secret_target, None));
         }
-        Some(s) if new_token_needed => out.changes.push(secret_change(r, arch, &secret_target, Some(&s.resource_version))),
+        Some(s) if new_token_needed => {
+            out.changes.push(secret_change(r, arch, &secret_target, Some(&s.resource_version)))
+        }
         Some(s) => {
-            let missing: Vec<&str> = [TOKEN_KEY, REGISTRATION_KEY].into_iter().filter(|k| !s.keys.iter().any(|x| x == k)).collect();
+            let missing: Vec<&str> =
+                [TOKEN_KEY, REGISTRATION_KEY].into_iter().filter(|k| !s.keys.iter().any(|x| x == k)).collect();
             if !missing.is_empty() {
                 out.finding(
                     Severity::Risk,
@@ -146,7 +158,12 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
     let gitlab_url = r
         .gitlab_url
         .clone()
-        .or_else(|| baseline.and_then(|b| b.pointer("/spec/forProvider/values/gitlabUrl")).and_then(|v| v.as_str()).map(str::to_string))
+        .or_else(|| {
+            baseline
+                .and_then(|b| b.pointer("/spec/forProvider/values/gitlabUrl"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
         .or_else(|| state.gitlab_url.clone());
     let subject = format!("Release {release_name}");
     let Some(gitlab_url) = gitlab_url else {
@@ -184,13 +201,17 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
             summary: format!("pin Release {release_name} to {arch} with tag {tag}"),
             before: Some(Document::Object(obj.clone())),
             after: Some(Document::Object(desired)),
-            precondition: Precondition::ResourceVersion { resource_version: ReleaseView::from_object(obj).resource_version },
+            precondition: Precondition::ResourceVersion {
+                resource_version: ReleaseView::from_object(obj).resource_version,
+            },
             sensitive: vec![],
         }),
         Some(obj) => match ReleaseView::from_object(obj).ready {
             Some((false, msg)) => out.finding(Severity::Risk, &subject, format!("Ready=False: {msg}")),
             Some((true, _)) => out.finding(Severity::Done, &subject, format!("deployed, {arch} only")),
-            None => out.finding(Severity::Pending, &subject, "no Ready condition yet: the provider has not reconciled it"),
+            None => {
+                out.finding(Severity::Pending, &subject, "no Ready condition yet: the provider has not reconciled it")
+            }
         },
     }
 }
@@ -243,21 +264,33 @@ fn check_runner(runner: &GitLabRunner, r: &RunnersSpec, arch: Arch, out: &mut Ph
             summary: format!("retag runner #{}: {}", runner.id, why.join("; ")),
             before: Some(Document::Object(runner_doc(runner.id, &runner.tag_list, runner.run_untagged))),
             after: Some(Document::Object(runner_doc(runner.id, &tags, false))),
-            precondition: Precondition::RunnerTags { tag_list: runner.tag_list.clone(), run_untagged: runner.run_untagged },
+            precondition: Precondition::RunnerTags {
+                tag_list: runner.tag_list.clone(),
+                run_untagged: runner.run_untagged,
+            },
             sensitive: vec![],
         });
     }
     if runner.is_online() {
-        let wrong: Vec<&String> = runner.manager_architectures.iter().filter(|a| Arch::from_alias(a) != Some(arch)).collect();
+        let wrong: Vec<&String> =
+            runner.manager_architectures.iter().filter(|a| Arch::from_alias(a) != Some(arch)).collect();
         if wrong.is_empty() {
             out.finding(Severity::Done, subject, format!("online{}", arch_note(&runner.manager_architectures)));
         } else {
-            out.finding(Severity::Risk, subject, format!("online, but a manager reports architecture {}: check its nodeSelector", join(wrong.iter())));
+            out.finding(
+                Severity::Risk,
+                subject,
+                format!("online, but a manager reports architecture {}: check its nodeSelector", join(wrong.iter())),
+            );
         }
     } else if runner.paused {
         out.finding(Severity::Risk, subject, "paused: it takes no jobs");
     } else {
-        out.finding(Severity::Pending, subject, format!("{}: its manager pod has not connected to GitLab yet", runner.status));
+        out.finding(
+            Severity::Pending,
+            subject,
+            format!("{}: its manager pod has not connected to GitLab yet", runner.status),
+        );
     }
 }
 
@@ -288,7 +321,10 @@ fn create_runner(r: &RunnersSpec, arch: Arch) -> Change {
         phase: Phase::Runners,
         target: Target::GitLabRunner { tag: tag.clone(), id: None },
         action: Action::Create,
-        summary: format!("create {} runner {tag} in GitLab (tagged {tag}, no untagged jobs)", r.scope.kind.runner_type()),
+        summary: format!(
+            "create {} runner {tag} in GitLab (tagged {tag}, no untagged jobs)",
+            r.scope.kind.runner_type()
+        ),
         before: None,
         after: Some(Document::Object(body)),
         precondition: Precondition::Absent,
@@ -300,10 +336,9 @@ fn secret_change(r: &RunnersSpec, arch: Arch, target: &Target, existing_rv: Opti
     let name = r.token_secret_name(arch);
     let (token, registration) = match r.registration.style {
         RegistrationStyle::AuthenticationToken => (TOKEN_FROM_GITLAB.to_string(), String::new()),
-        RegistrationStyle::RegistrationToken => (
-            String::new(),
-            format!("(from ${})", r.registration.registration_token_env.as_deref().unwrap_or("")),
-        ),
+        RegistrationStyle::RegistrationToken => {
+            (String::new(), format!("(from ${})", r.registration.registration_token_env.as_deref().unwrap_or("")))
+        }
     };
     let obj = json!({
         "apiVersion": "v1",
@@ -351,7 +386,9 @@ fn release_template(name: &str, baseline: Option<&Value>, out: &mut PhasePlan) -
     let subject = format!("Release {name}");
     let mut obj = match baseline {
         Some(b) => json!({"apiVersion": RELEASE_API, "kind": "Release", "metadata": {}, "spec": b["spec"].clone()}),
-        None => json!({"apiVersion": RELEASE_API, "kind": "Release", "metadata": {}, "spec": {"forProvider": {"values": {}}}}),
+        None => {
+            json!({"apiVersion": RELEASE_API, "kind": "Release", "metadata": {}, "spec": {"forProvider": {"values": {}}}})
+        }
     };
     let mut labels = baseline.and_then(|b| b["metadata"]["labels"].as_object().cloned()).unwrap_or_default();
     labels.insert(MANAGED_BY.into(), json!("archshift"));
@@ -365,7 +402,11 @@ fn release_template(name: &str, baseline: Option<&Value>, out: &mut PhasePlan) -
         });
         let dropped: Vec<&String> = before.iter().filter(|n| !sets.iter().any(|s| s["name"] == ***n)).collect();
         if !dropped.is_empty() {
-            out.finding(Severity::Pending, &subject, format!("baseline `set` entries not inherited: {}", join(dropped.iter())));
+            out.finding(
+                Severity::Pending,
+                &subject,
+                format!("baseline `set` entries not inherited: {}", join(dropped.iter())),
+            );
         }
     }
     if let Some(from) = fp["valuesFrom"].as_array().filter(|a| !a.is_empty()) {
@@ -434,13 +475,14 @@ fn job_pods_pinned(config: &str) -> bool {
     let Ok(doc) = config.parse::<toml_edit::DocumentMut>() else { return false };
     let Some(entries) = doc.get("runners").and_then(|r| r.as_array_of_tables()) else { return false };
     !entries.is_empty()
-        && entries.iter().all(|e| {
-            e.get("kubernetes").and_then(|k| k.get("node_selector")).and_then(|n| n.get(ARCH_LABEL)).is_some()
-        })
+        && entries
+            .iter()
+            .all(|e| e.get("kubernetes").and_then(|k| k.get("node_selector")).and_then(|n| n.get(ARCH_LABEL)).is_some())
 }
 
 /// The chart's default `runners.config`.
-pub const DEFAULT_CONFIG: &str = "[[runners]]\n  [runners.kubernetes]\n    namespace = \"{{.Release.Namespace}}\"\n    image = \"alpine\"\n";
+pub const DEFAULT_CONFIG: &str =
+    "[[runners]]\n  [runners.kubernetes]\n    namespace = \"{{.Release.Namespace}}\"\n    image = \"alpine\"\n";
 
 /// Pins job pods with `[runners.kubernetes.node_selector]` in every `[[runners]]` entry,
 /// editing the TOML in place so comments and layout survive.
@@ -458,10 +500,12 @@ pub fn pin_job_node_selector(config: &str, selector: &BTreeMap<String, String>) 
         let kube = entry.entry("kubernetes").or_insert_with(toml_edit::table);
         let kube = kube.as_table_like_mut().ok_or("values.runners.config: runners.kubernetes is not a table")?;
         let ns = kube.entry("node_selector").or_insert(toml_edit::table());
-        let ns = ns.as_table_like_mut().ok_or("values.runners.config: runners.kubernetes.node_selector is not a table")?;
+        let ns =
+            ns.as_table_like_mut().ok_or("values.runners.config: runners.kubernetes.node_selector is not a table")?;
         // New keys take the indentation of the keys already there.
         let indent: Option<String> = ns.iter().next().and_then(|(k, _)| {
-            ns.get_key_value(k).and_then(|(key, _)| key.leaf_decor().prefix().and_then(|p| p.as_str()).map(str::to_string))
+            ns.get_key_value(k)
+                .and_then(|(key, _)| key.leaf_decor().prefix().and_then(|p| p.as_str()).map(str::to_string))
         });
         for (k, v) in selector {
             match ns.get_mut(k) {

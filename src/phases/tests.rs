@@ -53,10 +53,21 @@ fn nodepool_amd64_only_is_widened_in_place() {
     assert_eq!(c.action, Action::Update);
     assert_eq!(c.precondition, Precondition::ResourceVersion { resource_version: "1001".into() });
     let reqs = arch_requirements(after_object(c));
-    assert_eq!(reqs, vec![Requirement { key: "kubernetes.io/arch".into(), operator: "In".into(), values: vec!["amd64".into(), "arm64".into()], min_values: None }]);
+    assert_eq!(
+        reqs,
+        vec![Requirement {
+            key: "kubernetes.io/arch".into(),
+            operator: "In".into(),
+            values: vec!["amd64".into(), "arm64".into()],
+            min_values: None
+        }]
+    );
     // The other requirements keep their place.
     let all = NodePoolView::from_object(after_object(c)).unwrap().requirements;
-    assert_eq!(all.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["karpenter.sh/capacity-type", "kubernetes.io/arch", "kubernetes.io/os"]);
+    assert_eq!(
+        all.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["karpenter.sh/capacity-type", "kubernetes.io/arch", "kubernetes.io/os"]
+    );
     assert_eq!(p.risks().count(), 0, "{}", render(&p));
     insta::assert_snapshot!(change_diff(c, DiffOptions::default()));
 }
@@ -64,11 +75,15 @@ fn nodepool_amd64_only_is_widened_in_place() {
 #[test]
 fn nodepool_notin_arm64_is_replaced_by_an_explicit_in_and_reported() {
     let mut s = start();
-    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
+    s.node_pools =
+        vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
     let p = nodepool::plan(&s, &plan());
     let reqs = arch_requirements(after_object(&p.changes[0]));
     assert_eq!(reqs.len(), 1);
-    assert_eq!((reqs[0].operator.as_str(), reqs[0].values.clone()), ("In", vec!["amd64".to_string(), "arm64".to_string()]));
+    assert_eq!(
+        (reqs[0].operator.as_str(), reqs[0].values.clone()),
+        ("In", vec!["amd64".to_string(), "arm64".to_string()])
+    );
     let risk = p.risks().next().expect("a risk finding");
     assert!(risk.message.contains("NotIn [arm64]"), "{}", risk.message);
 }
@@ -76,7 +91,8 @@ fn nodepool_notin_arm64_is_replaced_by_an_explicit_in_and_reported() {
 #[test]
 fn nodepool_duplicate_arch_requirements_are_merged() {
     let mut s = start();
-    let dup = format!("{AMD64_ONLY}\n      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]");
+    let dup =
+        format!("{AMD64_ONLY}\n      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]");
     s.node_pools = vec![fixtures::spot_pool(&dup)];
     let p = nodepool::plan(&s, &plan());
     let reqs = arch_requirements(after_object(&p.changes[0]));
@@ -91,16 +107,23 @@ fn nodepool_without_arch_requirement_or_already_wide_needs_nothing() {
     s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/hostname\n        operator: Exists")];
     let p = nodepool::plan(&s, &plan());
     assert!(p.changes.is_empty());
-    assert!(p.findings.iter().any(|f| f.severity == Severity::Done && f.message.contains("every architecture")), "{}", render(&p));
+    assert!(
+        p.findings.iter().any(|f| f.severity == Severity::Done && f.message.contains("every architecture")),
+        "{}",
+        render(&p)
+    );
 
-    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [arm64, amd64]")];
+    s.node_pools = vec![fixtures::spot_pool(
+        "      - key: kubernetes.io/arch\n        operator: In\n        values: [arm64, amd64]",
+    )];
     assert!(nodepool::plan(&s, &plan()).changes.is_empty());
 }
 
 #[test]
 fn nodepool_x86_64_is_not_amd64_to_karpenter() {
     let mut s = start();
-    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [x86_64]")];
+    s.node_pools =
+        vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [x86_64]")];
     let p = nodepool::plan(&s, &plan());
     let reqs = arch_requirements(after_object(&p.changes[0]));
     assert_eq!(reqs[0].values, ["x86_64", "amd64", "arm64"]);
@@ -111,7 +134,11 @@ fn nodepool_flags_a_node_class_without_arm64_amis_and_a_missing_pool() {
     let mut s = start();
     s.node_classes = vec![fixtures::node_class(&["amd64"])];
     let p = nodepool::plan(&s, &plan());
-    assert!(p.risks().any(|f| f.subject == "EC2NodeClass default" && f.message.contains("no AMI for arm64")), "{}", render(&p));
+    assert!(
+        p.risks().any(|f| f.subject == "EC2NodeClass default" && f.message.contains("no AMI for arm64")),
+        "{}",
+        render(&p)
+    );
 
     s.node_pools.clear();
     let p = nodepool::plan(&s, &plan());
@@ -188,7 +215,10 @@ fn arm64_runner_with_the_wrong_tag_is_retagged() {
     assert_eq!(arm.action, Action::Update);
     assert_eq!(after_object(arm)["tag_list"], json!(["sandbox-arm64"]));
     assert_eq!(after_object(arm)["run_untagged"], json!(false));
-    assert_eq!(arm.precondition, Precondition::RunnerTags { tag_list: vec!["sandbox-amd64".into()], run_untagged: true });
+    assert_eq!(
+        arm.precondition,
+        Precondition::RunnerTags { tag_list: vec!["sandbox-amd64".into()], run_untagged: true }
+    );
     assert!(!p.changes.iter().any(|c| c.id == "runner/sandbox-arm64" && c.action == Action::Create));
 }
 
@@ -206,7 +236,8 @@ fn existing_runner_without_its_token_secret_gets_a_token_reset() {
 #[test]
 fn not_plain_toml_runner_config_is_a_risk_not_a_guess() {
     let mut s = start();
-    s.releases[0]["spec"]["forProvider"]["values"]["runners"]["config"] = json!("{{- if .Values.x }}\n[[runners]]\n{{- end }}\n");
+    s.releases[0]["spec"]["forProvider"]["values"]["runners"]["config"] =
+        json!("{{- if .Values.x }}\n[[runners]]\n{{- end }}\n");
     let p = runners::plan(&s, &plan());
     assert!(!p.changes.iter().any(|c| c.id.starts_with("release/")), "{}", render(&p));
     assert!(p.risks().any(|f| f.message.contains("not plain TOML")), "{}", render(&p));
@@ -244,10 +275,20 @@ fn pipeline_creates_variables_and_tags_build_jobs() {
     assert_eq!(vars.len(), 2);
     let arm = after_object(vars[1]);
     assert_eq!((arm["key"].as_str(), arm["value"].as_str()), (Some("CICD_TAG_ARM64"), Some("sandbox-arm64")));
-    assert_eq!((arm["protected"].as_bool(), arm["masked"].as_bool(), arm["raw"].as_bool()), (Some(false), Some(false), Some(true)));
+    assert_eq!(
+        (arm["protected"].as_bool(), arm["masked"].as_bool(), arm["raw"].as_bool()),
+        (Some(false), Some(false), Some(true))
+    );
 
     let file = p.changes.iter().find(|c| c.id.starts_with("cifile/")).unwrap();
-    assert_eq!(file.target, Target::CiFile { project: "platform/kaniko-builder".into(), path: ".gitlab-ci.yml".into(), branch: "archshift/multiarch-runners".into() });
+    assert_eq!(
+        file.target,
+        Target::CiFile {
+            project: "platform/kaniko-builder".into(),
+            path: ".gitlab-ci.yml".into(),
+            branch: "archshift/multiarch-runners".into()
+        }
+    );
     assert_eq!(file.precondition, Precondition::LastCommit { last_commit_id: "c0ffee".into() });
     insta::assert_snapshot!(change_diff(file, DiffOptions::default()));
 }
@@ -286,16 +327,29 @@ fn jobs_that_inherit_the_right_tags_through_extends_are_done() {
     s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ci));
     let p = pipeline::plan(&s, &plan());
     assert!(!p.changes.iter().any(|c| c.id.starts_with("cifile/")), "{}", render(&p));
-    let done: Vec<&str> = p.findings.iter().filter(|f| f.severity == Severity::Done && f.subject.contains(" job ")).map(|f| f.message.as_str()).collect();
+    let done: Vec<&str> = p
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Done && f.subject.contains(" job "))
+        .map(|f| f.message.as_str())
+        .collect();
     assert_eq!(done, ["runs on arm64 ([$CICD_TAG_ARM64])", "runs on amd64 ([$CICD_TAG_AMD64])"]);
 }
 
 #[test]
 fn an_arm64_build_tagged_for_the_old_runner_is_a_risk() {
     let mut s = start();
-    s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", "build_arm64:\n  tags: [sandbox]\n  script: [b]\nbuild_amd64:\n  script: [b]\n"));
+    s.ci_file = Some(fixtures::ci_file(
+        "platform/kaniko-builder",
+        "build_arm64:\n  tags: [sandbox]\n  script: [b]\nbuild_amd64:\n  script: [b]\n",
+    ));
     let p = pipeline::plan(&s, &plan());
-    assert!(p.risks().any(|f| f.subject.ends_with("job build_arm64") && f.message.contains("do not select the arm64 runner")), "{}", render(&p));
+    assert!(
+        p.risks()
+            .any(|f| f.subject.ends_with("job build_arm64") && f.message.contains("do not select the arm64 runner")),
+        "{}",
+        render(&p)
+    );
     let file = p.changes.iter().find(|c| c.id.starts_with("cifile/")).unwrap();
     assert!(after_text(file).starts_with("build_arm64:\n  tags: [sandbox]\n"), "kept exactly");
 }
@@ -334,7 +388,9 @@ fn workloads_flag_the_ordering_hazard_both_ways() {
     assert!(p.risks().any(|f| f.message.contains("before widening the pool (Phase 1)")), "{}", render(&p));
 
     let mut s = start();
-    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]")];
+    s.node_pools = vec![fixtures::spot_pool(
+        "      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]",
+    )];
     let p = workloads::plan(&s, &plan());
     assert!(p.risks().any(|f| f.message.contains("already allows arm64")), "{}", render(&p));
 }
@@ -342,8 +398,12 @@ fn workloads_flag_the_ordering_hazard_both_ways() {
 #[test]
 fn argo_templates_pinned_by_affinity_or_per_template_are_done() {
     let mut s = start();
-    let by_affinity = obj("apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: a, namespace: ci}\nspec:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: kubernetes.io/arch, operator: In, values: [arm64]}\n  templates:\n  - name: m\n    container: {image: x}\n");
-    let per_template = obj("apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: b, namespace: ci}\nspec:\n  templates:\n  - name: steps\n    steps: [[{name: s, template: m}]]\n  - name: m\n    nodeSelector: {kubernetes.io/arch: amd64}\n    container: {image: x}\n");
+    let by_affinity = obj(
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: a, namespace: ci}\nspec:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: kubernetes.io/arch, operator: In, values: [arm64]}\n  templates:\n  - name: m\n    container: {image: x}\n",
+    );
+    let per_template = obj(
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: b, namespace: ci}\nspec:\n  templates:\n  - name: steps\n    steps: [[{name: s, template: m}]]\n  - name: m\n    nodeSelector: {kubernetes.io/arch: amd64}\n    container: {image: x}\n",
+    );
     s.argo = vec![by_affinity, per_template];
     s.other_projects.clear();
     let p = workloads::plan(&s, &plan());
@@ -379,14 +439,18 @@ fn planners_are_idempotent_from_partial_states() {
     let spec = plan();
     let mut partials = Vec::new();
     let mut s = start();
-    s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
+    s.node_pools =
+        vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
     partials.push(s);
     let mut s = start();
     s.runners.push(fixtures::runner(9, &["sandbox-arm64", "sandbox-amd64"], "online"));
     partials.push(s);
     let mut s = start();
     s.project_variables = vec![fixtures::variable("CICD_TAG_AMD64", "wrong")];
-    s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ".t: {tags: [$CICD_TAG_ARM64]}\nbuild_arm64: {extends: .t, script: [x]}\nbuild_amd64: {script: [x]}\n"));
+    s.ci_file = Some(fixtures::ci_file(
+        "platform/kaniko-builder",
+        ".t: {tags: [$CICD_TAG_ARM64]}\nbuild_arm64: {extends: .t, script: [x]}\nbuild_amd64: {script: [x]}\n",
+    ));
     partials.push(s);
     for (i, mut s) in partials.into_iter().enumerate() {
         converge(&mut s, &spec);

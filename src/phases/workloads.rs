@@ -31,7 +31,9 @@ fn plan_argo(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan, u
     let argo = &spec.workloads.argo;
     for obj in &state.argo {
         let Some(view) = ArgoWorkloadView::from_object(obj) else { continue };
-        if !argo.kinds.contains(&view.kind) || !(argo.namespaces.is_empty() || argo.namespaces.contains(&view.namespace)) {
+        if !argo.kinds.contains(&view.kind)
+            || !(argo.namespaces.is_empty() || argo.namespaces.contains(&view.namespace))
+        {
             continue;
         }
         let subject = format!("{} {}/{}", view.kind, view.namespace, view.name);
@@ -92,11 +94,13 @@ fn selector_arch(sel: &Value) -> Option<Vec<String>> {
 
 /// Required node affinity: pinned when every term constrains the architecture with `In`.
 fn affinity_archs(aff: &Value) -> Option<Vec<String>> {
-    let terms = aff.pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?.as_array()?;
+    let terms =
+        aff.pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?.as_array()?;
     let mut archs = Vec::new();
     for term in terms {
         let exprs = term["matchExpressions"].as_array()?;
-        let e = exprs.iter().find(|e| (e["key"] == ARCH_LABEL || e["key"] == BETA_ARCH_LABEL) && e["operator"] == "In")?;
+        let e =
+            exprs.iter().find(|e| (e["key"] == ARCH_LABEL || e["key"] == BETA_ARCH_LABEL) && e["operator"] == "In")?;
         archs.extend(e["values"].as_array()?.iter().filter_map(|v| v.as_str().map(str::to_string)));
     }
     if archs.is_empty() { None } else { Some(archs) }
@@ -146,17 +150,32 @@ fn plan_projects(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePla
                     unpinned.push(format!("{}:{}", project.path, file.path));
                     uses_variable = true;
                 } else {
-                    out.finding(Severity::Done, format!("project {}", project.path), "every job is tagged or left alone for review");
+                    out.finding(
+                        Severity::Done,
+                        format!("project {}", project.path),
+                        "every job is tagged or left alone for review",
+                    );
                 }
                 ci_file_change(out, file, &retag, &gl.delivery);
             }
-            Err(e) => out.finding(Severity::Risk, format!("{}:{}", project.path, file.path), format!("cannot be rewritten: {e}")),
+            Err(e) => out.finding(
+                Severity::Risk,
+                format!("{}:{}", project.path, file.path),
+                format!("cannot be rewritten: {e}"),
+            ),
         }
     }
     if uses_variable {
         // A project variable of the pipeline project is invisible here: the group needs it.
         let target = Target::GroupVariable { group: gl.group.clone(), key: var.to_string() };
-        plan_tag_variable(out, &state.group_variables, target, var, &spec.runners.tag(Arch::Amd64), &format!("group-variable/{var}"));
+        plan_tag_variable(
+            out,
+            &state.group_variables,
+            target,
+            var,
+            &spec.runners.tag(Arch::Amd64),
+            &format!("group-variable/{var}"),
+        );
     }
 }
 
@@ -165,7 +184,9 @@ fn ordering_hazard(state: &ObservedState, spec: &MigrationPlan, unpinned: &[Stri
         return;
     }
     let pool = &spec.node_pool.name;
-    let Some(view) = state.node_pools.iter().find(|o| kube_id(o).2 == pool).and_then(|o| NodePoolView::from_object(o).ok()) else {
+    let Some(view) =
+        state.node_pools.iter().find(|o| kube_id(o).2 == pool).and_then(|o| NodePoolView::from_object(o).ok())
+    else {
         return;
     };
     let list = if unpinned.len() > 5 {
@@ -174,9 +195,15 @@ fn ordering_hazard(state: &ObservedState, spec: &MigrationPlan, unpinned: &[Stri
         join(unpinned.iter())
     };
     let msg = if allowed_archs(&view.requirements).contains(&Arch::Arm64) {
-        format!("NodePool {pool} already allows arm64 and {} workload(s) have no architecture constraint ({list}): they can land on arm64 nodes now; apply Phase 4 first", unpinned.len())
+        format!(
+            "NodePool {pool} already allows arm64 and {} workload(s) have no architecture constraint ({list}): they can land on arm64 nodes now; apply Phase 4 first",
+            unpinned.len()
+        )
     } else {
-        format!("{} workload(s) rely on NodePool {pool} being amd64-only ({list}): pin them (Phase 4) before widening the pool (Phase 1) goes live, or they may land on arm64 nodes", unpinned.len())
+        format!(
+            "{} workload(s) rely on NodePool {pool} being amd64-only ({list}): pin them (Phase 4) before widening the pool (Phase 1) goes live, or they may land on arm64 nodes",
+            unpinned.len()
+        )
     };
     out.finding(Severity::Risk, format!("NodePool {pool}"), msg);
 }

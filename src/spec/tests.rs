@@ -97,9 +97,14 @@ fn semantic_errors_point_at_the_offending_field() {
 
 #[test]
 fn release_prefix_may_not_overwrite_the_rollback_target() {
-    let text = MINIMAL.replace("  tagPrefix: sandbox\n", "  tagPrefix: sandbox\n  baselineRelease: gitlab-runner-arm64\n");
+    let text =
+        MINIMAL.replace("  tagPrefix: sandbox\n", "  tagPrefix: sandbox\n  baselineRelease: gitlab-runner-arm64\n");
     let err = parse(&text).unwrap_err();
-    assert!(err.message.starts_with("runners.baselineRelease: `gitlab-runner-arm64` is also the name of the new arm64 Release"), "{err}");
+    assert!(
+        err.message
+            .starts_with("runners.baselineRelease: `gitlab-runner-arm64` is also the name of the new arm64 Release"),
+        "{err}"
+    );
     assert_eq!((err.line, err.column), (5, 3), "{err}");
 }
 
@@ -110,7 +115,8 @@ fn instance_runners_take_no_path_and_legacy_registration_needs_its_token_variabl
     assert_eq!(err.message, "runners.scope.path: an instance runner has no path; remove it");
     assert_eq!(err.line, 7, "{err}");
 
-    let text = MINIMAL.replace("  tagPrefix: sandbox\n", "  tagPrefix: sandbox\n  registration:\n    style: registrationToken\n");
+    let text = MINIMAL
+        .replace("  tagPrefix: sandbox\n", "  tagPrefix: sandbox\n  registration:\n    style: registrationToken\n");
     let err = parse(&text).unwrap_err();
     assert!(err.message.contains("registrationTokenEnv"), "{err}");
     assert_eq!((err.line, err.column), (5, 3), "{err}");
@@ -120,7 +126,10 @@ fn instance_runners_take_no_path_and_legacy_registration_needs_its_token_variabl
 fn variable_keys_are_checked_like_gitlab_does() {
     let text = format!("{MINIMAL}  variables:\n    arm64: CICD-TAG-ARM64\n");
     let err = parse(&text).unwrap_err();
-    assert!(err.message.starts_with("pipeline.variables.arm64: `CICD-TAG-ARM64` is not a valid CI/CD variable key"), "{err}");
+    assert!(
+        err.message.starts_with("pipeline.variables.arm64: `CICD-TAG-ARM64` is not a valid CI/CD variable key"),
+        "{err}"
+    );
     assert_eq!(err.line, 11, "{err}");
 }
 
