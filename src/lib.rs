@@ -8,4 +8,5 @@ pub mod ciyaml;
 pub mod diff;
 pub mod model;
 pub mod phases;
+pub mod sandbox;
 pub mod spec;

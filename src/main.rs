@@ -43,7 +43,7 @@ enum Command {
     /// Go back to the amd64-only baseline runner
     Rollback(PlanArg),
     /// Run the simulated Kubernetes and GitLab APIs on loopback
-    Sandbox,
+    Sandbox(SandboxArgs),
     /// Check a plan file and print it with every default filled in
     Validate {
         /// The plan file (YAML, apiVersion archshift/v1)
@@ -60,6 +60,26 @@ struct PlanArg {
     /// The plan file
     #[arg(long, short = 'p', default_value = "plans/sandbox.yaml")]
     plan: PathBuf,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Where to write kubeconfig, gitlab.env and requests.jsonl
+    #[arg(long)]
+    dir: PathBuf,
+    /// Milliseconds added to every answer
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Seed N more GitLab projects and 4N Argo templates
+    #[arg(long, default_value_t = 0)]
+    fleet: usize,
+    /// SERVER:KIND[:OPTS], e.g. gitlab:429:rate=0.2 or k8s:conflict:count=1,path=/apis/karpenter.sh/*
+    #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
+    fault: Vec<archshift::sandbox::faults::Fault>,
+}
+
+fn parse_fault(s: &str) -> Result<archshift::sandbox::faults::Fault, String> {
+    s.parse()
 }
 
 #[derive(Args)]
@@ -130,7 +150,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Plan(_) => not_built("plan"),
         Command::Apply(_) => not_built("apply"),
         Command::Rollback(_) => not_built("rollback"),
-        Command::Sandbox => not_built("sandbox"),
+        Command::Sandbox(args) => sandbox(args),
         Command::Bench => not_built("bench"),
     }
 }
@@ -138,8 +158,21 @@ fn run(command: Command) -> Result<u8> {
 fn not_built(what: &str) -> Result<u8> {
     bail!(
         "`archshift {what}` is not built yet: it needs the Kubernetes/GitLab adapters and the engine. \
-         Available now: `archshift validate PLAN` and `archshift ci-tags FILE`"
+         Available now: `archshift validate PLAN`, `archshift ci-tags FILE` and `archshift sandbox --dir DIR`"
     )
+}
+
+fn sandbox(args: SandboxArgs) -> Result<u8> {
+    let opts = archshift::sandbox::Options {
+        dir: Some(args.dir),
+        latency_ms: args.latency_ms,
+        fleet: args.fleet,
+        faults: args.fault,
+        tick_ms: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(archshift::sandbox::run_until_signal(opts)).context("sandbox failed")?;
+    Ok(0)
 }
 
 fn validate(path: &Path) -> Result<u8> {

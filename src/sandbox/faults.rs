@@ -1,0 +1,135 @@
+//! Injected faults: `SERVER:KIND[:OPTS]`, e.g. `gitlab:429:rate=0.2`, `k8s:503:rate=0.1`,
+//! `k8s:conflict:count=1,path=/apis/karpenter.sh/*`, `gitlab:slow:ms=800`, `k8s:drop:count=2`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use regex::Regex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    K8s,
+    GitLab,
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Server::K8s => "k8s",
+            Server::GitLab => "gitlab",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Answer with this status (429 carries `Retry-After`).
+    Status(u16),
+    /// Close the connection without answering.
+    Drop,
+    /// Answer after this many milliseconds.
+    Slow(u64),
+    /// A concurrent writer changes the object first.
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub server: Server,
+    pub kind: Kind,
+    pub rate: f64,
+    pub count: Option<u64>,
+    pub path: Option<Regex>,
+    pub method: Option<String>,
+    /// Matching requests seen so far.
+    pub seen: u64,
+    spec: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.spec)
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.splitn(3, ':');
+        let server = match parts.next() {
+            Some("k8s") => Server::K8s,
+            Some("gitlab") => Server::GitLab,
+            other => {
+                return Err(format!("fault {spec:?}: server must be k8s or gitlab, not {:?}", other.unwrap_or("")));
+            }
+        };
+        let kind_text =
+            parts.next().ok_or_else(|| format!("fault {spec:?}: missing KIND (429, 5xx, drop, slow, conflict)"))?;
+        let mut fault = Fault {
+            server,
+            kind: Kind::Drop,
+            rate: 1.0,
+            count: None,
+            path: None,
+            method: None,
+            seen: 0,
+            spec: spec.into(),
+        };
+        let mut slow_ms = None;
+        for opt in parts.next().unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+            let (k, v) =
+                opt.split_once('=').ok_or_else(|| format!("fault {spec:?}: option {opt:?} is not KEY=VALUE"))?;
+            match k {
+                "rate" => {
+                    fault.rate = v
+                        .parse()
+                        .ok()
+                        .filter(|r: &f64| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| format!("fault {spec:?}: rate must be 0..1"))?
+                }
+                "count" => {
+                    fault.count = Some(v.parse().map_err(|_| format!("fault {spec:?}: count must be a whole number"))?)
+                }
+                "path" => fault.path = Some(glob(v)?),
+                "method" => fault.method = Some(v.to_ascii_uppercase()),
+                "ms" => slow_ms = Some(v.parse().map_err(|_| format!("fault {spec:?}: ms must be a whole number"))?),
+                other => {
+                    return Err(format!("fault {spec:?}: unknown option {other:?} (rate, count, path, method, ms)"));
+                }
+            }
+        }
+        fault.kind = match kind_text {
+            "drop" => Kind::Drop,
+            "conflict" => Kind::Conflict,
+            "slow" => Kind::Slow(slow_ms.unwrap_or(1000)),
+            code => match code.parse::<u16>() {
+                Ok(c) if c == 429 || (500..600).contains(&c) => Kind::Status(c),
+                _ => return Err(format!("fault {spec:?}: KIND must be 429, a 5xx code, drop, slow or conflict")),
+            },
+        };
+        Ok(fault)
+    }
+}
+
+fn glob(pattern: &str) -> Result<Regex, String> {
+    let re = format!("^{}$", regex::escape(pattern).replace(r"\*", ".*").replace(r"\?", "."));
+    Regex::new(&re).map_err(|e| format!("path glob {pattern:?}: {e}"))
+}
+
+impl Fault {
+    /// Whether this request gets the fault; counts it when it matches.
+    pub fn strikes(&mut self, server: Server, method: &str, path: &str) -> bool {
+        if server != self.server
+            || self.method.as_deref().is_some_and(|m| m != method)
+            || self.path.as_ref().is_some_and(|p| !p.is_match(path))
+        {
+            return false;
+        }
+        self.seen += 1;
+        if self.count.is_some_and(|c| self.seen > c) {
+            return false;
+        }
+        self.rate >= 1.0 || fastrand::f64() < self.rate
+    }
+}

@@ -1,0 +1,936 @@
+//! A simulated Kubernetes API server: discovery, CRUD, patch (merge, JSON, server-side
+//! apply), dry-run, resourceVersion/generation bookkeeping, CRD schema validation and
+//! server-side Tables, answering with the same paths, codes and `Status` bodies.
+
+pub mod openapi;
+pub mod resources;
+pub mod schema;
+pub mod ssa;
+pub mod status;
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine;
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use resources::{Registry, Resource};
+use status::{Reply, failure};
+
+/// One request, already read off the wire.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub accept: String,
+    pub content_type: String,
+    pub user_agent: String,
+    pub body: Vec<u8>,
+}
+
+type Key = (String, String, String);
+
+/// The stored objects and the counters a real server keeps.
+pub struct KubeState {
+    pub registry: Registry,
+    objects: BTreeMap<Key, Value>,
+    rv: u64,
+    uid: u64,
+    pub server_address: String,
+    /// `Warning` headers for the reply being built (unknown fields without fieldValidation=Strict).
+    warnings: Vec<String>,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Default for KubeState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KubeState {
+    pub fn new() -> Self {
+        KubeState {
+            registry: Registry::load(),
+            objects: BTreeMap::new(),
+            rv: 1000,
+            uid: 0,
+            server_address: String::new(),
+            warnings: vec![],
+        }
+    }
+
+    fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    fn next_uid(&mut self) -> String {
+        self.uid += 1;
+        let r = fastrand::u64(..);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (r >> 32) as u32,
+            (r >> 16) as u16,
+            self.uid & 0xfff,
+            (r & 0xfff),
+            self.uid
+        )
+    }
+
+    fn key(res: &Resource, ns: &str, name: &str) -> Key {
+        (res.qualified(), if res.namespaced { ns.to_string() } else { String::new() }, name.to_string())
+    }
+
+    pub fn get(&self, kind: &str, ns: &str, name: &str) -> Option<&Value> {
+        let res = self.registry.by_kind(kind)?;
+        self.objects.get(&Self::key(res, ns, name))
+    }
+
+    /// Objects of one kind (all namespaces), in name order.
+    pub fn list(&self, kind: &str) -> Vec<&Value> {
+        let Some(res) = self.registry.by_kind(kind) else { return vec![] };
+        let q = res.qualified();
+        self.objects.iter().filter(|((r, _, _), _)| *r == q).map(|(_, v)| v).collect()
+    }
+
+    /// Stores an object as a controller or the seed does: server fields filled in, a new
+    /// resourceVersion, generation bumped when anything but metadata and status changed.
+    pub fn put(&mut self, mut obj: Value, manager: &str) -> Result<Value, String> {
+        let kind = obj["kind"].as_str().ok_or("object without kind")?.to_string();
+        let res = self.registry.by_kind(&kind).ok_or_else(|| format!("kind {kind} is not served"))?.clone();
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let name = obj["metadata"]["name"].as_str().ok_or("object without name")?.to_string();
+        let key = Self::key(&res, &ns, &name);
+        let old = self.objects.get(&key).cloned();
+        if res.kind == "Secret" {
+            normalize_secret(&mut obj)?;
+        }
+        obj["apiVersion"] = json!(res.api_version());
+        if let Some(schema) = &res.schema {
+            // Keep what the server would keep: status is written separately.
+            let status = obj.as_object_mut().and_then(|m| m.remove("status"));
+            let outcome = schema::check(schema, &mut obj);
+            if let Some(c) = outcome.causes.first() {
+                return Err(format!("{} {name:?} is invalid: {}", res.qualified_kind(), c.message()));
+            }
+            if !outcome.unknown.is_empty() {
+                return Err(format!("{} {name:?}: unknown fields {:?}", res.qualified_kind(), outcome.unknown));
+            }
+            match (status, old.as_ref().and_then(|o| o.get("status"))) {
+                (Some(s), _) if !res.status_subresource => obj["status"] = s,
+                (_, Some(s)) => obj["status"] = s.clone(),
+                (Some(s), None) => obj["status"] = s,
+                _ => {}
+            }
+        }
+        self.finish_write(&res, old.as_ref(), &mut obj, Some(manager));
+        self.objects.insert(key, obj.clone());
+        Ok(obj)
+    }
+
+    /// Changes only `status` (as a controller writing the status subresource).
+    pub fn put_status(&mut self, kind: &str, ns: &str, name: &str, status: Value) -> Option<()> {
+        let res = self.registry.by_kind(kind)?.clone();
+        let key = Self::key(&res, ns, name);
+        let rv = self.next_rv();
+        let obj = self.objects.get_mut(&key)?;
+        obj["status"] = status;
+        obj["metadata"]["resourceVersion"] = json!(rv);
+        Some(())
+    }
+
+    /// Server-maintained fields; `manager` records an Update (None: an apply already recorded it).
+    fn finish_write(&mut self, res: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&str>) {
+        match old {
+            Some(o) => {
+                let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                let changed = spec_of(o) != spec_of(obj);
+                let meta = &mut obj["metadata"];
+                meta["uid"] = o["metadata"]["uid"].clone();
+                meta["creationTimestamp"] = o["metadata"]["creationTimestamp"].clone();
+                meta["generation"] = json!(if changed { generation + 1 } else { generation });
+            }
+            None => {
+                let uid = self.next_uid();
+                let meta = &mut obj["metadata"];
+                meta["uid"] = json!(uid);
+                meta["creationTimestamp"] = json!(now());
+                meta["generation"] = json!(1);
+            }
+        }
+        if !res.custom && matches!(res.kind.as_str(), "Secret" | "Namespace" | "Node") {
+            // Built-ins without a spec carry no generation.
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("generation");
+            }
+        }
+        if let Some(manager) = manager {
+            ssa::record_update(old, obj, manager, &res.api_version(), &now());
+        }
+        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+    }
+
+    /// Serves one request.
+    pub fn handle(&mut self, req: &Request) -> Reply {
+        self.warnings.clear();
+        let mut reply = self.route(req);
+        reply.headers.extend(self.warnings.drain(..).map(|w| ("Warning".to_string(), w)));
+        reply
+    }
+
+    fn route(&mut self, req: &Request) -> Reply {
+        let segments: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            ["version"] => Reply::ok(200, version()),
+            ["openapi", "v3"] => Reply::ok(200, openapi::root(&self.registry)),
+            ["openapi", "v3", gv @ ..] => openapi::document(&self.registry, &gv.join("/"))
+                .map_or_else(|| status::path_not_found(&req.path), |d| Reply::ok(200, d)),
+            ["api"] => Reply::ok(200, self.registry.api_versions(&self.server_address)),
+            ["apis"] => Reply::ok(200, self.registry.group_list()),
+            ["apis", group] => {
+                self.registry.group(group).map_or_else(|| status::path_not_found(&req.path), |g| Reply::ok(200, g))
+            }
+            ["api", "v1"] => self
+                .registry
+                .resource_list("", "v1")
+                .map_or_else(|| status::path_not_found(&req.path), |l| Reply::ok(200, l)),
+            ["apis", group, version] => self
+                .registry
+                .resource_list(group, version)
+                .map_or_else(|| status::path_not_found(&req.path), |l| Reply::ok(200, l)),
+            ["api", "v1", rest @ ..] => self.resource_request(req, "", "v1", rest),
+            ["apis", group, version, rest @ ..] => self.resource_request(req, group, version, rest),
+            _ => status::path_not_found(&req.path),
+        }
+    }
+
+    fn resource_request(&mut self, req: &Request, group: &str, version: &str, rest: &[&str]) -> Reply {
+        // [plural] [plural name] [plural name sub] [namespaces ns plural] [namespaces ns plural name [sub]]
+        let (ns, plural, name, sub) = match rest {
+            ["namespaces", ns, plural, tail @ ..] => {
+                let ns = Some(ns.to_string());
+                match tail {
+                    [] => (ns, *plural, None, None),
+                    [name] => (ns, *plural, Some(*name), None),
+                    [name, sub] => (ns, *plural, Some(*name), Some(*sub)),
+                    _ => return status::path_not_found(&req.path),
+                }
+            }
+            [plural] => (None, *plural, None, None),
+            [plural, name] => (None, *plural, Some(*name), None),
+            [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
+            _ => return status::path_not_found(&req.path),
+        };
+        // `/api/v1/namespaces/NAME` is the namespace itself.
+        let (ns, plural, name, sub) = match (rest, ns) {
+            (["namespaces", n], _) => (None, "namespaces", Some(*n), None),
+            (["namespaces", n, sub], _) if group.is_empty() && self.registry.find("", "v1", sub).is_none() => {
+                (None, "namespaces", Some(*n), Some(*sub))
+            }
+            (_, ns) => (ns, plural, name, sub),
+        };
+        let Some(res) = self.registry.find(group, version, plural).cloned() else {
+            return status::path_not_found(&req.path);
+        };
+        if !res.namespaced && ns.is_some() {
+            return status::path_not_found(&req.path);
+        }
+        if let Some(s) = sub
+            && !(s == "status" && res.status_subresource)
+        {
+            return status::path_not_found(&req.path);
+        }
+        let ns = ns.unwrap_or_default();
+        if res.kind == "SelfSubjectAccessReview" {
+            return match req.method.as_str() {
+                "POST" => self.access_review(req),
+                _ => status::method_not_allowed(),
+            };
+        }
+        if res.kind == "CustomResourceDefinition" {
+            return self.crd_request(req, &res, name);
+        }
+        let dry_run = match req.query.get("dryRun").map(String::as_str) {
+            None => false,
+            Some("All") => true,
+            Some(other) => {
+                return status::invalid_options(
+                    "CreateOptions",
+                    "dryRun",
+                    &format!("Unsupported value: {other:?}: supported values: \"All\""),
+                    "FieldValueNotSupported",
+                );
+            }
+        };
+        match (req.method.as_str(), name) {
+            ("GET", None) => self.list_objects(req, &res, &ns),
+            ("GET", Some(n)) => match self.objects.get(&Self::key(&res, &ns, n)) {
+                Some(o) if table::wants_table(&req.accept) => {
+                    Reply::ok(200, table::table(&res, &[o], &self.rv.to_string(), false, Utc::now()))
+                }
+                Some(o) => Reply::ok(200, o.clone()),
+                None => status::not_found(&res, n),
+            },
+            ("POST", None) => self.create(req, &res, &ns, dry_run),
+            ("PUT", Some(n)) => self.update(req, &res, &ns, n, sub.is_some(), dry_run),
+            ("PATCH", Some(n)) => self.patch(req, &res, &ns, n, sub.is_some(), dry_run),
+            ("DELETE", Some(n)) => self.delete(&res, &ns, n, dry_run),
+            _ => status::method_not_allowed(),
+        }
+    }
+
+    fn crd_request(&self, req: &Request, res: &Resource, name: Option<&str>) -> Reply {
+        if req.method != "GET" {
+            return status::method_not_allowed();
+        }
+        match name {
+            None => Reply::ok(
+                200,
+                json!({"kind": "CustomResourceDefinitionList", "apiVersion": res.api_version(),
+                       "metadata": {"resourceVersion": self.rv.to_string()}, "items": self.registry.crd_objects}),
+            ),
+            Some(n) => self
+                .registry
+                .crd_objects
+                .iter()
+                .find(|c| c["metadata"]["name"] == n)
+                .map_or_else(|| status::not_found(res, n), |c| Reply::ok(200, c.clone())),
+        }
+    }
+
+    fn access_review(&self, req: &Request) -> Reply {
+        let Ok(mut body) = parse_body(&req.body) else {
+            return status::bad_request("invalid SelfSubjectAccessReview body");
+        };
+        if body["spec"]["resourceAttributes"].is_null() && body["spec"]["nonResourceAttributes"].is_null() {
+            return failure(
+                422,
+                "Invalid",
+                "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                None,
+            );
+        }
+        body["status"] = json!({"allowed": true, "reason": "archshift sandbox: the sandbox user may do everything"});
+        if body["metadata"].is_null() {
+            body["metadata"] = json!({"creationTimestamp": null});
+        }
+        Reply::ok(201, body)
+    }
+
+    fn list_objects(&self, req: &Request, res: &Resource, ns: &str) -> Reply {
+        let q = res.qualified();
+        let selector = match req.query.get("labelSelector").map(|s| LabelSelector::parse(s)) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => return status::bad_request(&format!("unable to parse requirement: {e}")),
+            None => None,
+        };
+        let field_name =
+            req.query.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
+        let mut items: Vec<(&Key, &Value)> = self
+            .objects
+            .iter()
+            .filter(|((r, n, _), _)| *r == q && (ns.is_empty() || n == ns))
+            .filter(|(_, o)| selector.as_ref().is_none_or(|s| s.matches(&o["metadata"]["labels"])))
+            .filter(|(_, o)| field_name.as_ref().is_none_or(|f| o["metadata"]["name"] == f.as_str()))
+            .collect();
+        let list_rv = self.rv.to_string();
+        // Paging: the continue token carries the list's resourceVersion and the last key served.
+        if let Some(token) = req.query.get("continue").filter(|t| !t.is_empty()) {
+            let Some((_, after)) = decode_continue(token) else {
+                return status::bad_request(
+                    "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+                );
+            };
+            items.retain(|(k, _)| format!("{}/{}", k.1, k.2) > after);
+        }
+        let limit = req.query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+        let mut meta = json!({"resourceVersion": list_rv});
+        if let Some(limit) = limit
+            && items.len() > limit
+        {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            let last = items.last().map(|(k, _)| format!("{}/{}", k.1, k.2)).unwrap_or_default();
+            meta["continue"] = json!(encode_continue(&list_rv, &last));
+            meta["remainingItemCount"] = json!(remaining);
+        }
+        let objects: Vec<&Value> = items.iter().map(|(_, v)| *v).collect();
+        if table::wants_table(&req.accept) {
+            let include = req.query.get("includeObject").is_some_and(|v| v == "Object");
+            let mut t = table::table(res, &objects, &list_rv, include, Utc::now());
+            t["metadata"] = meta;
+            return Reply::ok(200, t);
+        }
+        let items: Vec<Value> = objects
+            .into_iter()
+            .map(|o| {
+                let mut o = o.clone();
+                if !res.custom
+                    && let Some(m) = o.as_object_mut()
+                {
+                    // The core API leaves kind and apiVersion out of list items.
+                    m.remove("kind");
+                    m.remove("apiVersion");
+                }
+                o
+            })
+            .collect();
+        Reply::ok(
+            200,
+            json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
+        )
+    }
+
+    fn manager(req: &Request, default_for_apply: bool) -> String {
+        match req.query.get("fieldManager") {
+            Some(m) => m.clone(),
+            None if default_for_apply => String::new(),
+            // The server names an unnamed manager after the client's user agent.
+            None => req.user_agent.split('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_string(),
+        }
+    }
+
+    /// Checks the new object like the real server does and stores it unless dry-run.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        req: &Request,
+        res: &Resource,
+        old: Option<&Value>,
+        mut obj: Value,
+        manager: Option<&str>,
+        dry_run: bool,
+        is_patch: bool,
+    ) -> Result<Value, Reply> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut warnings = Vec::new();
+        if let Some(schema) = &res.schema {
+            let outcome = schema::check(schema, &mut obj);
+            if !outcome.causes.is_empty() {
+                return Err(status::invalid(res, &name, &outcome.causes));
+            }
+            if !outcome.unknown.is_empty() {
+                match req.query.get("fieldValidation").map(String::as_str) {
+                    Some("Strict") if is_patch => {
+                        let causes: Vec<schema::Cause> = outcome
+                            .unknown
+                            .iter()
+                            .map(|f| schema::Cause {
+                                reason: "FieldValueInvalid",
+                                field: "patch".into(),
+                                detail: format!("Invalid value: \"\": strict decoding error: unknown field {f:?}"),
+                            })
+                            .collect();
+                        return Err(status::invalid(res, &name, &causes));
+                    }
+                    Some("Strict") => {
+                        let list: Vec<String> =
+                            outcome.unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+                        return Err(status::bad_request(&format!(
+                            "{} in body is invalid: strict decoding error: {}",
+                            res.qualified_kind(),
+                            list.join(", ")
+                        )));
+                    }
+                    Some("Ignore") => {}
+                    _ => warnings.extend(outcome.unknown.iter().map(|f| format!("299 - \"unknown field {f:?}\""))),
+                }
+            }
+        }
+        if res.kind == "Secret"
+            && let Err(e) = normalize_secret(&mut obj)
+        {
+            return Err(status::bad_request(&e));
+        }
+        if let Err(causes) = validate_metadata(&obj) {
+            return Err(status::invalid(res, &name, &causes));
+        }
+        if dry_run {
+            let mut preview = obj;
+            let meta = &mut preview["metadata"];
+            if meta["uid"].is_null() {
+                meta["uid"] = json!(self.next_uid());
+                meta["creationTimestamp"] = json!(now());
+            }
+            return Ok(preview);
+        }
+        self.finish_write(res, old, &mut obj, manager);
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        self.objects.insert(Self::key(res, &ns, &name), obj.clone());
+        self.warnings = warnings;
+        Ok(obj)
+    }
+
+    fn create(&mut self, req: &Request, res: &Resource, ns: &str, dry_run: bool) -> Reply {
+        let mut obj = match parse_body(&req.body) {
+            Ok(v) if v.is_object() => v,
+            Ok(_) => return status::bad_request("the body of the request was not an object"),
+            Err(e) => return status::bad_request(&e),
+        };
+        if let Err(r) = check_type(res, &obj) {
+            return r;
+        }
+        if res.namespaced {
+            match obj["metadata"]["namespace"].as_str() {
+                Some(n) if n != ns => {
+                    return status::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    );
+                }
+                _ => obj["metadata"]["namespace"] = json!(ns),
+            }
+            if !self.objects.contains_key(&("namespaces".into(), String::new(), ns.to_string())) {
+                return status::namespace_not_found(ns);
+            }
+        }
+        if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+            match obj["metadata"]["generateName"].as_str() {
+                Some(prefix) => obj["metadata"]["name"] = json!(format!("{prefix}{}", fastrand::u32(..) % 100_000)),
+                None => {
+                    return status::invalid(
+                        res,
+                        "",
+                        &[schema::Cause {
+                            reason: "FieldValueRequired",
+                            field: "metadata.name".into(),
+                            detail: "Required value: name or generateName is required".into(),
+                        }],
+                    );
+                }
+            }
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if self.objects.contains_key(&Self::key(res, ns, &name)) {
+            return status::already_exists(res, &name);
+        }
+        strip_server_fields(&mut obj);
+        if res.status_subresource
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
+        }
+        let manager = Self::manager(req, false);
+        match self.admit(req, res, None, obj, Some(&manager), dry_run, false) {
+            Ok(o) => Reply::ok(201, o),
+            Err(r) => r,
+        }
+    }
+
+    fn update(
+        &mut self,
+        req: &Request,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        status_sub: bool,
+        dry_run: bool,
+    ) -> Reply {
+        let mut obj = match parse_body(&req.body) {
+            Ok(v) if v.is_object() => v,
+            Ok(_) => return status::bad_request("the body of the request was not an object"),
+            Err(e) => return status::bad_request(&e),
+        };
+        if let Err(r) = check_type(res, &obj) {
+            return r;
+        }
+        let Some(old) = self.objects.get(&Self::key(res, ns, name)).cloned() else {
+            return status::not_found(res, name);
+        };
+        if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+            return status::bad_request(&format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                obj["metadata"]["name"].as_str().unwrap_or("")
+            ));
+        }
+        match obj["metadata"]["resourceVersion"].as_str() {
+            None | Some("") if res.custom => {
+                return status::invalid(
+                    res,
+                    name,
+                    &[schema::Cause {
+                        reason: "FieldValueInvalid",
+                        field: "metadata.resourceVersion".into(),
+                        detail: "Invalid value: 0x0: must be specified for an update".into(),
+                    }],
+                );
+            }
+            Some(rv) if rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") => {
+                return status::conflict(res, name);
+            }
+            _ => {}
+        }
+        obj["metadata"]["name"] = json!(name);
+        if res.namespaced {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        obj["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
+        let obj = merge_subresource(res, &old, obj, status_sub);
+        let manager = Self::manager(req, false);
+        match self.admit(req, res, Some(&old), obj, Some(&manager), dry_run, false) {
+            Ok(o) => Reply::ok(200, o),
+            Err(r) => r,
+        }
+    }
+
+    fn patch(&mut self, req: &Request, res: &Resource, ns: &str, name: &str, status_sub: bool, dry_run: bool) -> Reply {
+        let ct = req.content_type.split(';').next().unwrap_or("").trim();
+        let is_apply = ct == "application/apply-patch+yaml";
+        if req.query.contains_key("force") && !is_apply {
+            return status::invalid_options(
+                "PatchOptions",
+                "force",
+                "Forbidden: may not be specified for non-apply patch",
+                "FieldValueForbidden",
+            );
+        }
+        let old = self.objects.get(&Self::key(res, ns, name)).cloned();
+        let new = match ct {
+            "application/apply-patch+yaml" => {
+                let manager = Self::manager(req, true);
+                if manager.is_empty() {
+                    return status::invalid_options(
+                        "PatchOptions",
+                        "fieldManager",
+                        "Required value: is required for apply patch",
+                        "FieldValueRequired",
+                    );
+                }
+                let applied = match parse_body(&req.body) {
+                    Ok(v) if v.is_object() => v,
+                    Ok(_) => return status::bad_request("the body of the request was not an object"),
+                    Err(e) => return status::bad_request(&e),
+                };
+                if let Err(r) = check_type(res, &applied) {
+                    return r;
+                }
+                if applied["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+                    return status::bad_request(&format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        applied["metadata"]["name"].as_str().unwrap_or("")
+                    ));
+                }
+                if let (Some(rv), Some(o)) = (applied["metadata"]["resourceVersion"].as_str(), &old)
+                    && rv != o["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                {
+                    return status::conflict(res, name);
+                }
+                if res.namespaced
+                    && old.is_none()
+                    && !self.objects.contains_key(&("namespaces".into(), String::new(), ns.to_string()))
+                {
+                    return status::namespace_not_found(ns);
+                }
+                let force = req.query.get("force").is_some_and(|f| f == "true");
+                match ssa::apply(old.as_ref(), &applied, &manager, force, &res.api_version(), &now()) {
+                    Ok(mut merged) => {
+                        merged["metadata"]["name"] = json!(name);
+                        if res.namespaced {
+                            merged["metadata"]["namespace"] = json!(ns);
+                        }
+                        merged["apiVersion"] = json!(res.api_version());
+                        merged["kind"] = json!(res.kind);
+                        let merged = match &old {
+                            Some(o) => merge_subresource(res, o, merged, status_sub),
+                            None => merged,
+                        };
+                        // Ownership was computed by apply: admit records no Update on top.
+                        let created = old.is_none();
+                        return match self.admit(req, res, old.as_ref(), merged, None, dry_run, true) {
+                            Ok(o) => Reply::ok(if created { 201 } else { 200 }, o),
+                            Err(r) => r,
+                        };
+                    }
+                    Err(conflicts) => {
+                        let causes: Vec<Value> = conflicts
+                            .iter()
+                            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.path}))
+                            .collect();
+                        return failure(
+                            409,
+                            "Conflict",
+                            &ssa::conflict_message(&conflicts),
+                            Some(json!({"causes": causes})),
+                        );
+                    }
+                }
+            }
+            "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json" => {
+                let Some(old) = old.clone() else { return status::not_found(res, name) };
+                if ct == "application/strategic-merge-patch+json" && res.custom {
+                    return status::unsupported_patch(true);
+                }
+                let mut doc = old.clone();
+                if ct == "application/json-patch+json" {
+                    let ops: json_patch::Patch = match serde_json::from_slice(&req.body) {
+                        Ok(p) => p,
+                        Err(e) => return status::bad_request(&format!("error decoding patch: {e}")),
+                    };
+                    if ops.0.len() > 10_000 {
+                        return failure(
+                            413,
+                            "RequestEntityTooLarge",
+                            &format!(
+                                "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got {}",
+                                ops.0.len()
+                            ),
+                            None,
+                        );
+                    }
+                    if json_patch::patch(&mut doc, &ops).is_err() {
+                        return failure(
+                            422,
+                            "Invalid",
+                            "the server rejected our request due to an error in our request",
+                            Some(json!({})),
+                        );
+                    }
+                } else {
+                    // Strategic merge on built-ins is served as a merge patch (no patch directives).
+                    let p: Value = match serde_json::from_slice(&req.body) {
+                        Ok(p) => p,
+                        Err(e) => return status::bad_request(&format!("error decoding patch: {e}")),
+                    };
+                    json_patch::merge(&mut doc, &p);
+                }
+                if doc["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+                    return status::conflict(res, name);
+                }
+                if doc["metadata"]["name"] != old["metadata"]["name"] {
+                    return status::bad_request(
+                        "metadata.name: Invalid value: the name of a patched object cannot change",
+                    );
+                }
+                merge_subresource(res, &old, doc, status_sub)
+            }
+            _ => return status::unsupported_patch(res.custom),
+        };
+        let manager = Self::manager(req, false);
+        match self.admit(req, res, old.as_ref(), new, Some(&manager), dry_run, true) {
+            Ok(o) => Reply::ok(200, o),
+            Err(r) => r,
+        }
+    }
+
+    fn delete(&mut self, res: &Resource, ns: &str, name: &str, dry_run: bool) -> Reply {
+        let key = Self::key(res, ns, name);
+        let Some(obj) = self.objects.get(&key).cloned() else { return status::not_found(res, name) };
+        if !dry_run {
+            self.objects.remove(&key);
+            if res.kind == "Namespace" {
+                self.objects.retain(|(_, n, _), _| n != name);
+            }
+        }
+        if res.custom {
+            return Reply::ok(200, obj);
+        }
+        let mut d = json!({"name": name, "kind": res.plural, "uid": obj["metadata"]["uid"]});
+        if !res.group.is_empty() {
+            d["group"] = json!(res.group);
+        }
+        Reply::ok(200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d}))
+    }
+}
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "32", "gitVersion": "v1.32.4-archshift-sandbox", "gitCommit": "0000000000000000000000000000000000000000",
+           "gitTreeState": "clean", "buildDate": "2025-06-01T00:00:00Z", "goVersion": "go1.23.8", "compiler": "gc", "platform": "linux/amd64"})
+}
+
+/// Everything but metadata and status: what `generation` counts changes of.
+fn spec_of(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// With a status subresource, the main resource ignores status and `/status` ignores the rest.
+fn merge_subresource(res: &Resource, old: &Value, mut new: Value, status_sub: bool) -> Value {
+    if !res.status_subresource {
+        return new;
+    }
+    if status_sub {
+        let mut kept = old.clone();
+        kept["status"] = new["status"].take();
+        kept["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"].take();
+        kept
+    } else {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        new
+    }
+}
+
+fn check_type(res: &Resource, obj: &Value) -> Result<(), Reply> {
+    let kind = obj["kind"].as_str().unwrap_or("");
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    if kind.is_empty() {
+        return Err(status::bad_request("Object 'Kind' is missing in request body"));
+    }
+    if kind != res.kind || api_version != res.api_version() {
+        return Err(status::bad_request(&format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            res.api_version()
+        )));
+    }
+    Ok(())
+}
+
+fn strip_server_fields(obj: &mut Value) {
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for k in ["uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"] {
+            m.remove(k);
+        }
+    }
+}
+
+fn validate_metadata(obj: &Value) -> Result<(), Vec<schema::Cause>> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        return Ok(());
+    }
+    Err(vec![schema::Cause {
+        reason: "FieldValueInvalid",
+        field: "metadata.name".into(),
+        detail: format!(
+            "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        ),
+    }])
+}
+
+/// Secrets store `data` base64-encoded; `stringData` is folded into it on write.
+fn normalize_secret(obj: &mut Value) -> Result<(), String> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Some(data) = obj["data"].as_object() {
+        for (k, v) in data {
+            let s = v.as_str().unwrap_or("");
+            engine.decode(s).map_err(|e| {
+                format!("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}: {e}")
+            })?;
+        }
+    }
+    if let Some(string_data) = obj.get("stringData").and_then(Value::as_object).cloned() {
+        if !obj["data"].is_object() {
+            obj["data"] = json!({});
+        }
+        for (k, v) in string_data {
+            obj["data"][k] = json!(engine.encode(v.as_str().unwrap_or("").as_bytes()));
+        }
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("stringData");
+        }
+    }
+    if obj["type"].is_null() {
+        obj["type"] = json!("Opaque");
+    }
+    Ok(())
+}
+
+/// Bodies come as JSON or YAML (apply patches, kubectl's create).
+fn parse_body(body: &[u8]) -> Result<Value, String> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+    let y: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| format!("error decoding YAML: {e}"))?;
+    serde_json::to_value(y).map_err(|e| e.to_string())
+}
+
+fn encode_continue(rv: &str, last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": last}).to_string())
+}
+
+fn decode_continue(token: &str) -> Option<(String, String)> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some((v["rv"].as_str()?.to_string(), v["start"].as_str()?.to_string()))
+}
+
+/// Equality- and set-based label selectors: `a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`.
+struct LabelSelector(Vec<(String, String, Vec<String>)>);
+
+impl LabelSelector {
+    fn parse(s: &str) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        let mut rest = s.trim();
+        while !rest.is_empty() {
+            // Split at the next comma that is not inside parentheses.
+            let mut depth = 0;
+            let end = rest
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    *c == ',' && depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            let part = rest[..end].trim();
+            rest = rest[end..].trim_start_matches(',').trim();
+            if let Some(k) = part.strip_prefix('!') {
+                reqs.push((k.trim().to_string(), "!".into(), vec![]));
+            } else if let Some((k, v)) = part.split_once("!=") {
+                reqs.push((k.trim().into(), "!=".into(), vec![v.trim().into()]));
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                reqs.push((k.trim().into(), "=".into(), vec![v.trim().into()]));
+            } else if let Some((k, v)) = part.split_once(" notin ").or_else(|| part.split_once(" in ")) {
+                let op = if part.contains(" notin ") { "notin" } else { "in" };
+                let vals = v
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|x| x.strip_suffix(')'))
+                    .ok_or_else(|| format!("{part:?}: expected (values)"))?;
+                reqs.push((k.trim().into(), op.into(), vals.split(',').map(|x| x.trim().to_string()).collect()));
+            } else if !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+                reqs.push((part.into(), "exists".into(), vec![]));
+            } else {
+                return Err(format!("{part:?}: found unexpected token"));
+            }
+        }
+        Ok(LabelSelector(reqs))
+    }
+
+    fn matches(&self, labels: &Value) -> bool {
+        self.0.iter().all(|(k, op, vals)| {
+            let v = labels.get(k).and_then(Value::as_str);
+            match op.as_str() {
+                "=" => v == Some(vals[0].as_str()),
+                "!=" => v != Some(vals[0].as_str()),
+                "in" => v.is_some_and(|v| vals.iter().any(|x| x == v)),
+                "notin" => v.is_none_or(|v| !vals.iter().any(|x| x == v)),
+                "exists" => v.is_some(),
+                _ => v.is_none(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

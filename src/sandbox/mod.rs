@@ -1,0 +1,285 @@
+//! The embedded sandbox: a simulated Kubernetes API server and GitLab API on loopback,
+//! written from the API reference, not from archshift's client code, so that a
+//! misunderstanding in the client is caught by the server instead of mirrored.
+//!
+//! `archshift sandbox --dir DIR` runs it; tests, the demo and benchmarks start it in-process
+//! with [`Sandbox::start`].
+
+pub mod controllers;
+pub mod faults;
+pub mod gitlab;
+pub mod http;
+pub mod k8s;
+pub mod seed;
+pub mod tls;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use faults::{Fault, Server};
+use http::{Answer, AnswerBody, Incoming2};
+
+/// How to start the sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where kubeconfig, gitlab.env and requests.jsonl go.
+    pub dir: Option<PathBuf>,
+    pub latency_ms: u64,
+    /// Extra GitLab projects (and 4x Argo templates) for benchmarks.
+    pub fleet: usize,
+    pub faults: Vec<Fault>,
+    /// How often the simulated controllers run.
+    pub tick_ms: Option<u64>,
+}
+
+/// Both simulated systems, behind one lock (handlers never await while holding it).
+pub struct World {
+    pub kube: k8s::KubeState,
+    pub gitlab: gitlab::GitLabState,
+    pub sim: controllers::Memory,
+}
+
+pub struct Shared {
+    world: Mutex<World>,
+    pub faults: Mutex<Vec<Fault>>,
+    pub latency: Duration,
+    log: Mutex<Option<File>>,
+    kube_token: String,
+    gitlab_token: String,
+}
+
+impl Shared {
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn log(&self, server: Server, method: &str, path: &str, status: u16, fault: Option<&str>) {
+        if let Some(f) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            http::log_line(f, server, method, path, status, fault);
+        }
+    }
+
+    fn authorized(&self, server: Server, req: &Incoming2) -> bool {
+        let bearer = req.headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+        match server {
+            Server::K8s => bearer == Some(self.kube_token.as_str()),
+            Server::GitLab => {
+                let token = req
+                    .headers
+                    .get("private-token")
+                    .map(String::as_str)
+                    .or(bearer)
+                    .or(req.query.get("private_token").map(String::as_str));
+                token == Some(self.gitlab_token.as_str())
+            }
+        }
+    }
+
+    pub fn dispatch(&self, server: Server, req: &Incoming2) -> Answer {
+        if !self.authorized(server, req) {
+            return match server {
+                Server::K8s => kube_answer(k8s::status::unauthorized()),
+                Server::GitLab => Answer::json(401, serde_json::json!({"message": "401 Unauthorized"})),
+            };
+        }
+        let mut world = self.world();
+        match server {
+            Server::K8s => {
+                let kreq = k8s::Request {
+                    method: req.method.clone(),
+                    path: http::percent_decode(&req.path),
+                    query: req.query.clone(),
+                    accept: req.headers.get("accept").cloned().unwrap_or_default(),
+                    content_type: req.headers.get("content-type").cloned().unwrap_or_default(),
+                    user_agent: req.headers.get("user-agent").cloned().unwrap_or_default(),
+                    body: req.body.clone(),
+                };
+                kube_answer(world.kube.handle(&kreq))
+            }
+            Server::GitLab => world.gitlab.handle(req),
+        }
+    }
+
+    /// A `conflict` fault: someone else writes the target first.
+    pub fn concurrent_write(&self, server: Server, req: &Incoming2) {
+        let mut world = self.world();
+        match server {
+            Server::K8s if matches!(req.method.as_str(), "PUT" | "PATCH" | "DELETE") => {
+                let path = http::percent_decode(&req.path);
+                let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+                let (ns, name) = match seg.as_slice() {
+                    [.., "namespaces", ns, _, name] => (*ns, *name),
+                    [.., "namespaces", ns, _, name, "status"] => (*ns, *name),
+                    [.., name, "status"] => ("", *name),
+                    [.., name] => ("", *name),
+                    _ => return,
+                };
+                let plural = seg.iter().rev().nth(if path.ends_with("/status") { 2 } else { 1 }).copied().unwrap_or("");
+                let kind = world.kube.registry.resources.iter().find(|r| r.plural == plural).map(|r| r.kind.clone());
+                if let Some(kind) = kind
+                    && let Some(mut obj) = world.kube.get(&kind, ns, name).cloned()
+                {
+                    let n = obj["metadata"]["annotations"]["sandbox.archshift.io/concurrent-writes"]
+                        .as_str()
+                        .and_then(|x| x.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        + 1;
+                    obj["metadata"]["annotations"]["sandbox.archshift.io/concurrent-writes"] =
+                        serde_json::json!(n.to_string());
+                    let _ = world.kube.put(obj, "concurrent-writer");
+                }
+            }
+            Server::GitLab if matches!(req.method.as_str(), "PUT" | "POST") => {
+                let seg: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+                if let ["api", "v4", "projects", id, "repository", "files", file] = seg.as_slice() {
+                    let branch = gitlab_param(req, "branch").unwrap_or_else(|| "main".into());
+                    world.gitlab.concurrent_edit(id, &http::percent_decode(file), &branch);
+                } else if let ["api", "v4", "projects", id, "repository", "commits"] = seg.as_slice() {
+                    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                    let branch = body["branch"].as_str().unwrap_or("main").to_string();
+                    for a in body["actions"].as_array().into_iter().flatten() {
+                        if let Some(p) = a["file_path"].as_str() {
+                            world.gitlab.concurrent_edit(id, p, &branch);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn gitlab_param(req: &Incoming2, key: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&req.body)
+        && let Some(s) = v[key].as_str()
+    {
+        return Some(s.to_string());
+    }
+    req.query.get(key).cloned()
+}
+
+fn kube_answer(r: k8s::status::Reply) -> Answer {
+    Answer { code: r.code, body: AnswerBody::Json(r.body), headers: r.headers }
+}
+
+/// A running sandbox. Dropping it stops nothing; call [`Sandbox::stop`] or end the runtime.
+pub struct Sandbox {
+    pub k8s_url: String,
+    pub gitlab_url: String,
+    pub shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    kube_token: String,
+    gitlab_token: String,
+    /// The CA that signed the API server's certificate.
+    pub ca_pem: String,
+}
+
+impl Sandbox {
+    pub async fn start(opts: Options) -> io::Result<Sandbox> {
+        let (k8s_listener, k8s_addr) = http::bind().await?;
+        let (gl_listener, gl_addr) = http::bind().await?;
+        let tls = tls::generate().map_err(io::Error::other)?;
+        let k8s_url = format!("https://{k8s_addr}");
+        let gitlab_url = format!("http://{gl_addr}");
+        let kube_token = random_token("sandbox-");
+        let gitlab_token = random_token("glpat-");
+        let mut world = World {
+            kube: k8s::KubeState::new(),
+            gitlab: gitlab::GitLabState::new(&gitlab_url),
+            sim: controllers::Memory::default(),
+        };
+        world.kube.server_address = k8s_addr.to_string();
+        seed::default_world(&mut world, &gitlab_url);
+        if opts.fleet > 0 {
+            seed::fleet(&mut world, opts.fleet);
+        }
+        let log = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                Some(OpenOptions::new().create(true).append(true).open(d.join("requests.jsonl"))?)
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            faults: Mutex::new(opts.faults.clone()),
+            latency: Duration::from_millis(opts.latency_ms),
+            log: Mutex::new(log),
+            kube_token: kube_token.clone(),
+            gitlab_token: gitlab_token.clone(),
+        });
+        let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
+        let tasks = vec![
+            tokio::spawn(http::serve(k8s_listener, Server::K8s, shared.clone(), Some(tls.acceptor))),
+            tokio::spawn(http::serve(gl_listener, Server::GitLab, shared.clone(), None)),
+            tokio::spawn(controllers::run(shared.clone(), tick)),
+        ];
+        let sandbox = Sandbox { k8s_url, gitlab_url, shared, tasks, kube_token, gitlab_token, ca_pem: tls.ca_pem };
+        if let Some(d) = &opts.dir {
+            sandbox.write_files(d)?;
+        }
+        Ok(sandbox)
+    }
+
+    /// Writes `kubeconfig` and `gitlab.env` (mode 0600: they hold the tokens).
+    pub fn write_files(&self, dir: &Path) -> io::Result<()> {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: archshift-sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: archshift-sandbox\n  context:\n    cluster: archshift-sandbox\n    user: archshift-sandbox\n    namespace: default\ncurrent-context: archshift-sandbox\nusers:\n- name: archshift-sandbox\n  user:\n    token: {}\n",
+            self.k8s_url,
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &self.ca_pem),
+            self.kube_token
+        );
+        write_private(&dir.join("kubeconfig"), &kubeconfig)?;
+        write_private(
+            &dir.join("gitlab.env"),
+            &format!("GITLAB_URL={}\nGITLAB_TOKEN={}\n", self.gitlab_url, self.gitlab_token),
+        )
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).push(fault);
+    }
+
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    o.open(path)?.write_all(text.as_bytes())
+}
+
+fn random_token(prefix: &str) -> String {
+    let s: String = std::iter::repeat_with(fastrand::alphanumeric).take(24).collect();
+    format!("{prefix}{s}")
+}
+
+/// `archshift sandbox`: start, write the files, print `ready`, run until SIGINT/SIGTERM.
+pub async fn run_until_signal(opts: Options) -> io::Result<()> {
+    let sandbox = Sandbox::start(opts).await?;
+    {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        writeln!(out, "ready")?;
+        out.flush()?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    sandbox.stop();
+    Ok(())
+}
