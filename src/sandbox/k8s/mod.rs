@@ -3,6 +3,7 @@
 //! server-side Tables, answering with the same paths, codes and `Status` bodies.
 
 pub mod openapi;
+pub mod proto;
 pub mod resources;
 pub mod schema;
 pub mod ssa;
@@ -468,7 +469,7 @@ impl KubeState {
     }
 
     fn create(&mut self, req: &Request, res: &Resource, ns: &str, dry_run: bool) -> Reply {
-        let mut obj = match parse_body(&req.body) {
+        let mut obj = match decode_body(req) {
             Ok(v) if v.is_object() => v,
             Ok(_) => return status::bad_request("the body of the request was not an object"),
             Err(e) => return status::bad_request(&e),
@@ -848,6 +849,14 @@ fn normalize_secret(obj: &mut Value) -> Result<(), String> {
         obj["type"] = json!("Opaque");
     }
     Ok(())
+}
+
+/// A create or update body: protobuf (built-ins from kubectl), JSON or YAML.
+fn decode_body(req: &Request) -> Result<Value, String> {
+    if req.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return proto::decode(&req.body);
+    }
+    parse_body(&req.body)
 }
 
 /// Bodies come as JSON or YAML (apply patches, kubectl's create).

@@ -293,7 +293,7 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
         let mut msgs: Vec<String> = by_manager
             .into_iter()
             .map(|(m, paths)| {
-                format!("conflicts with {m}{}", paths.iter().map(|p| format!("\n- {p}")).collect::<String>())
+                format!("conflicts with {m}:{}", paths.iter().map(|p| format!("\n- {p}")).collect::<String>())
             })
             .collect();
         msgs.sort();

@@ -1,1 +1,96 @@
+use serde_json::json;
 
+use super::schema::check;
+use super::ssa::{self, Conflict};
+use super::*;
+
+fn nodepool_schema() -> Value {
+    KubeState::new().registry.by_kind("NodePool").unwrap().schema.clone().unwrap()
+}
+
+#[test]
+fn schema_defaults_prunes_and_explains() {
+    let schema = nodepool_schema();
+    let mut obj = json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "p"},
+        "spec": {"bogus": 1, "template": {"spec": {"nodeClassRef": {"group": "g", "kind": "k", "name": "n"},
+                 "requirements": [{"key": "kubernetes.io/arch", "operator": "Sometimes", "values": ["amd64"]}]}}}});
+    let out = check(&schema, &mut obj);
+    assert_eq!(out.unknown, ["spec.bogus"]);
+    assert!(obj["spec"].get("bogus").is_none(), "unknown fields are pruned");
+    assert_eq!(obj["spec"]["template"]["spec"]["expireAfter"], "720h", "defaults applied");
+    assert_eq!(out.causes.len(), 1);
+    assert_eq!(out.causes[0].reason, "FieldValueNotSupported");
+    assert_eq!(out.causes[0].field, "spec.template.spec.requirements[0].operator");
+    assert!(
+        out.causes[0]
+            .detail
+            .starts_with("Unsupported value: \"Sometimes\": supported values: \"Gte\", \"Lte\", \"In\""),
+        "{}",
+        out.causes[0].detail
+    );
+
+    let mut missing =
+        json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "p"}, "spec": {}});
+    let out = check(&schema, &mut missing);
+    assert_eq!(out.causes[0].message(), "spec.template: Required value");
+}
+
+#[test]
+fn apply_conflict_messages_match_the_api_server() {
+    let one =
+        [Conflict { manager: "\"kubectl-client-side-apply\" using karpenter.sh/v1".into(), path: ".spec.x".into() }];
+    assert_eq!(
+        ssa::conflict_message(&one),
+        "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using karpenter.sh/v1: .spec.x"
+    );
+    let two = [
+        Conflict { manager: "\"b\"".into(), path: ".spec.y".into() },
+        Conflict { manager: "\"a\"".into(), path: ".spec.x".into() },
+        Conflict { manager: "\"b\"".into(), path: ".spec.z".into() },
+    ];
+    assert_eq!(
+        ssa::conflict_message(&two),
+        "Apply failed with 3 conflicts: conflicts with \"a\":\n- .spec.x\nconflicts with \"b\":\n- .spec.y\n- .spec.z"
+    );
+}
+
+#[test]
+fn fields_v1_round_trips() {
+    let obj = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {"list": [1, 2], "m": {"k": "v"}}, "status": {"s": 1}});
+    let fields = ssa::fields_of(&obj);
+    let paths: Vec<String> = fields.iter().map(ssa::render_path).collect();
+    assert_eq!(paths, [".metadata.labels.a", ".spec.list", ".spec.m.k"]);
+    assert_eq!(
+        ssa::to_fields_v1(&fields),
+        json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:list": {}, "f:m": {"f:k": {}}}})
+    );
+    let mut stored = obj.clone();
+    ssa::record_update(None, &mut stored, "m1", "v1", "t");
+    assert_eq!(ssa::entries(&stored)[0].fields, fields);
+}
+
+#[test]
+fn label_selectors() {
+    let labels = json!({"app": "runner", "tier": "ci"});
+    for (sel, want) in [
+        ("app=runner", true),
+        ("app!=runner", false),
+        ("app in (runner,x)", true),
+        ("tier notin (ci)", false),
+        ("app,tier", true),
+        ("!app", false),
+        ("app=runner,tier=prod", false),
+    ] {
+        assert_eq!(LabelSelector::parse(sel).unwrap().matches(&labels), want, "{sel}");
+    }
+    assert!(LabelSelector::parse("a=(").is_ok_and(|s| !s.matches(&labels)));
+}
+
+#[test]
+fn table_jsonpath_subset() {
+    let obj = json!({"status": {"conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}, "spec": {"a": [{"b": 1}, {"b": 2}]}});
+    assert_eq!(table::eval(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), vec![json!("True")]);
+    assert_eq!(table::eval(&obj, ".spec.a[*].b"), vec![json!(1), json!(2)]);
+    assert_eq!(table::eval(&obj, ".spec.a[1].b"), vec![json!(2)]);
+    assert!(table::eval(&obj, ".spec.missing").is_empty());
+}

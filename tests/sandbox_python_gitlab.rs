@@ -1,0 +1,60 @@
+//! python-gitlab, a real GitLab client, against the sandbox. The test installs it itself
+//! (from PyPI) when the machine does not have it, so `cargo test` works on a fresh machine.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Sandbox, text};
+
+fn ensure_python_gitlab() {
+    let has =
+        Command::new("python3").args(["-c", "import gitlab"]).status().expect("python3 is required for this test");
+    if !has.success() {
+        let out =
+            Command::new("python3").args(["-m", "pip", "install", "--quiet", "python-gitlab"]).output().expect("pip");
+        assert!(out.status.success(), "cannot install python-gitlab: {}", text(&out.stderr));
+    }
+}
+
+const SCRIPT: &str = r#"
+import os, sys, gitlab
+gl = gitlab.Gitlab(os.environ["GITLAB_URL"], private_token=os.environ["GITLAB_TOKEN"])
+gl.auth()
+assert gl.user.username == "root"
+runners = gl.runners_all.list(get_all=True)
+assert [r.description for r in runners] == ["sandbox"], runners
+detail = gl.runners.get(runners[0].id)
+assert detail.tag_list == ["sandbox"] and detail.run_untagged is True and detail.status == "online"
+p = gl.projects.get("platform/kaniko-builder")
+p.variables.create({"key": "CICD_TAG_AMD64", "value": "sandbox-amd64", "raw": True})
+v = p.variables.get("CICD_TAG_AMD64")
+assert (v.value, v.protected, v.masked, v.raw, v.environment_scope) == ("sandbox-amd64", False, False, True, "*")
+assert [x.key for x in p.variables.list(get_all=True)] == ["CICD_TAG_AMD64"]
+f = p.files.get(file_path=".gitlab-ci.yml", ref="main")
+text = f.decode().decode()
+assert "build_arm64:" in text and len(f.blob_id) == 40 and len(f.last_commit_id) == 40
+# Many pages: python-gitlab follows x-next-page / Link itself.
+g = gl.groups.get("fleet")
+assert len(g.projects.list(get_all=True, per_page=7)) == 30
+try:
+    p.variables.get("NOPE")
+    sys.exit("expected a 404")
+except gitlab.exceptions.GitlabGetError as e:
+    assert e.response_code == 404
+print("ok")
+"#;
+
+#[test]
+fn python_gitlab_lists_runners_reads_variables_and_files() {
+    ensure_python_gitlab();
+    let sb = Sandbox::start("python-gitlab", &["--fleet", "30"]);
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .env("GITLAB_URL", &sb.gitlab_url)
+        .env("GITLAB_TOKEN", &sb.gitlab_token)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "python-gitlab script failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ok");
+}
