@@ -56,6 +56,12 @@ status:
     ))
 }
 
+pub fn system_pool(archs: &str) -> Value {
+    obj(&format!(
+        "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata:\n  name: system-pool\n  resourceVersion: \"1002\"\nspec:\n  template:\n    metadata:\n      labels:\n        lifecycle: OnDemand\n    spec:\n      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}\n      requirements:\n      - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}\n      - {{key: kubernetes.io/arch, operator: In, values: {archs}}}\n"
+    ))
+}
+
 pub const AMD64_ONLY: &str = "      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64]";
 
 pub fn node_class(archs: &[&str]) -> Value {
@@ -165,7 +171,7 @@ pub fn ci_file(project: &str, content: &str) -> CiFile {
 pub fn start() -> ObservedState {
     ObservedState {
         gitlab_url: Some("https://gitlab.sandbox.test".into()),
-        node_pools: vec![spot_pool(AMD64_ONLY)],
+        node_pools: vec![spot_pool(AMD64_ONLY), system_pool("[amd64, arm64]")],
         node_classes: vec![node_class(&["amd64", "arm64"])],
         releases: vec![baseline_release()],
         secrets: vec![SecretMeta {

@@ -182,6 +182,32 @@ fn check_node_class(state: &ObservedState, pool: &NodePoolView, wanted: &[Arch],
     }
 }
 
+/// Whether a node launched from `pool` could carry every label of `selector`: labels the
+/// pool's template sets, its own name, and well-known labels its requirements allow.
+pub fn pool_can_host(pool: &Value, selector: &std::collections::BTreeMap<String, String>) -> bool {
+    let Ok(view) = NodePoolView::from_object(pool) else { return false };
+    let template_labels = &pool["spec"]["template"]["metadata"]["labels"];
+    selector.iter().all(|(key, value)| {
+        if key == "karpenter.sh/nodepool" {
+            return *value == view.name;
+        }
+        if let Some(l) = template_labels.get(key).and_then(Value::as_str) {
+            return l == value;
+        }
+        let reqs: Vec<&Requirement> = view.requirements.iter().filter(|r| r.key == *key).collect();
+        let well_known = matches!(key.as_str(), ARCH_LABEL | "kubernetes.io/os" | "karpenter.sh/capacity-type" | "node.kubernetes.io/instance-type" | "topology.kubernetes.io/zone");
+        if reqs.is_empty() {
+            return well_known;
+        }
+        reqs.iter().all(|r| match r.operator.as_str() {
+            "In" => r.values.contains(value),
+            "NotIn" => !r.values.contains(value),
+            "Exists" => true,
+            _ => false,
+        })
+    })
+}
+
 pub(crate) fn kube_target(api_version: &str, kind: &str, name: &str) -> Target {
     Target::Kube { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() }
 }

@@ -153,6 +153,20 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
         None => {}
     }
 
+    // The manager pod must find a node, or the runner never comes online.
+    let mut manager_selector = r.manager_node_selector.clone();
+    manager_selector.insert(ARCH_LABEL.into(), arch.to_string());
+    if !state.node_pools.is_empty() && !state.node_pools.iter().any(|p| super::nodepool::pool_can_host(p, &manager_selector)) {
+        out.finding(
+            Severity::Risk,
+            format!("Release {release_name}"),
+            format!(
+                "no NodePool can launch a node for its runner manager ({}): the runner will never come online; allow {arch} in the pool named by runners.managerNodeSelector, or change that selector",
+                manager_selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+
     // 3. The Release.
     let existing = find_release(state, &release_name);
     let gitlab_url = r

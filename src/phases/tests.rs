@@ -189,6 +189,17 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
 }
 
 #[test]
+fn a_manager_no_pool_can_host_is_a_risk() {
+    let p = runners::plan(&start(), &plan());
+    assert!(!p.risks().any(|f| f.message.contains("no NodePool can launch")), "{}", render(&p));
+    let mut s = start();
+    s.node_pools[1] = fixtures::system_pool("[amd64]");
+    let p = runners::plan(&s, &plan());
+    let risks: Vec<&str> = p.risks().filter(|f| f.message.contains("no NodePool can launch")).map(|f| f.subject.as_str()).collect();
+    assert_eq!(risks, ["Release gitlab-runner-arm64"], "{}", render(&p));
+}
+
+#[test]
 fn runner_token_secret_is_masked_in_diffs() {
     let p = runners::plan(&start(), &plan());
     let d = change_diff(&p.changes[1], DiffOptions::default());

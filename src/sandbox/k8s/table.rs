@@ -27,7 +27,8 @@ fn columns(res: &Resource) -> Vec<PrinterColumn> {
             col("Age", "date", ".metadata.creationTimestamp"),
         ],
         (false, "Node") => vec![
-            col("Status", "string", ".status.conditions[?(@.type==\"Ready\")].status"),
+            col("Status", "node-ready", ".status.conditions[?(@.type==\"Ready\")].status"),
+            col("Roles", "node-roles", ".metadata.labels"),
             col("Age", "date", ".metadata.creationTimestamp"),
             col("Version", "string", ".status.nodeInfo.kubeletVersion"),
         ],
@@ -74,8 +75,12 @@ fn cell(obj: &Value, col: &PrinterColumn, now: DateTime<Utc>) -> Value {
     if col.kind == "integer" && col.json_path == ".data" {
         return json!(obj["data"].as_object().map_or(0, |m| m.len()));
     }
+    if col.kind == "node-roles" {
+        return json!("<none>");
+    }
     let Some(first) = found.first() else { return Value::Null };
     match col.kind.as_str() {
+        "node-ready" => json!(if first == "True" { "Ready" } else { "NotReady" }),
         "date" => first
             .as_str()
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
