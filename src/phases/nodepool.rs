@@ -195,7 +195,14 @@ pub fn pool_can_host(pool: &Value, selector: &std::collections::BTreeMap<String,
             return l == value;
         }
         let reqs: Vec<&Requirement> = view.requirements.iter().filter(|r| r.key == *key).collect();
-        let well_known = matches!(key.as_str(), ARCH_LABEL | "kubernetes.io/os" | "karpenter.sh/capacity-type" | "node.kubernetes.io/instance-type" | "topology.kubernetes.io/zone");
+        let well_known = matches!(
+            key.as_str(),
+            ARCH_LABEL
+                | "kubernetes.io/os"
+                | "karpenter.sh/capacity-type"
+                | "node.kubernetes.io/instance-type"
+                | "topology.kubernetes.io/zone"
+        );
         if reqs.is_empty() {
             return well_known;
         }

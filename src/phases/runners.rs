@@ -156,7 +156,9 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
     // The manager pod must find a node, or the runner never comes online.
     let mut manager_selector = r.manager_node_selector.clone();
     manager_selector.insert(ARCH_LABEL.into(), arch.to_string());
-    if !state.node_pools.is_empty() && !state.node_pools.iter().any(|p| super::nodepool::pool_can_host(p, &manager_selector)) {
+    if !state.node_pools.is_empty()
+        && !state.node_pools.iter().any(|p| super::nodepool::pool_can_host(p, &manager_selector))
+    {
         out.finding(
             Severity::Risk,
             format!("Release {release_name}"),

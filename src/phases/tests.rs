@@ -195,7 +195,8 @@ fn a_manager_no_pool_can_host_is_a_risk() {
     let mut s = start();
     s.node_pools[1] = fixtures::system_pool("[amd64]");
     let p = runners::plan(&s, &plan());
-    let risks: Vec<&str> = p.risks().filter(|f| f.message.contains("no NodePool can launch")).map(|f| f.subject.as_str()).collect();
+    let risks: Vec<&str> =
+        p.risks().filter(|f| f.message.contains("no NodePool can launch")).map(|f| f.subject.as_str()).collect();
     assert_eq!(risks, ["Release gitlab-runner-arm64"], "{}", render(&p));
 }
 

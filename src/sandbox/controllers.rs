@@ -59,7 +59,7 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
                     chart["repository"].as_str().unwrap_or("")
                 ))
             } else {
-                token_of(w, values, &ns, &rel).err()
+                token_of(w, values, &ns).err()
             };
         let generation = rel["metadata"]["generation"].as_i64().unwrap_or(1);
         let status = match &problem {
@@ -103,7 +103,7 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
         // The runner manager pod: it runs only where some node (existing or launched) fits.
         let selector = string_map(&values["nodeSelector"]);
         let Some(arch) = place_pod(w, &selector) else { continue };
-        let Ok(Some(token)) = token_of(w, values, &ns, &rel) else { continue };
+        let Ok(Some(token)) = token_of(w, values, &ns) else { continue };
         let job_selector = job_node_selector(values["runners"]["config"].as_str().unwrap_or(""));
         let system_id = format!(
             "r_{:012x}",
@@ -133,7 +133,7 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
 }
 
 /// `Ok(Some(token))` when the Release can read a runner token; `Err` says why not.
-fn token_of(w: &World, values: &Value, ns: &str, _rel: &Value) -> Result<Option<String>, String> {
+fn token_of(w: &World, values: &Value, ns: &str) -> Result<Option<String>, String> {
     if let Some(t) = values["runnerToken"].as_str() {
         return Ok(Some(t.to_string()));
     }

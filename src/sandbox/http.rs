@@ -38,7 +38,7 @@ impl Answer {
 }
 
 /// A request as the simulated APIs see it.
-pub struct Incoming2 {
+pub struct HttpRequest {
     pub method: String,
     pub path: String,
     pub raw_query: String,
@@ -103,7 +103,7 @@ async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> 
         .collect();
     let query: HashMap<String, String> = query_all.iter().cloned().collect();
     let incoming =
-        Incoming2 { method: method.clone(), path: req_path(&path), raw_query, query, query_all, headers, body };
+        HttpRequest { method: method.clone(), path: req_path(&path), raw_query, query, query_all, headers, body };
 
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;

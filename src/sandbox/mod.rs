@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use faults::{Fault, Server};
-use http::{Answer, AnswerBody, Incoming2};
+use http::{Answer, AnswerBody, HttpRequest};
 
 /// How to start the sandbox.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +62,7 @@ impl Shared {
         }
     }
 
-    fn authorized(&self, server: Server, req: &Incoming2) -> bool {
+    fn authorized(&self, server: Server, req: &HttpRequest) -> bool {
         let bearer = req.headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
         match server {
             Server::K8s => bearer == Some(self.kube_token.as_str()),
@@ -78,7 +78,7 @@ impl Shared {
         }
     }
 
-    pub fn dispatch(&self, server: Server, req: &Incoming2) -> Answer {
+    pub fn dispatch(&self, server: Server, req: &HttpRequest) -> Answer {
         if !self.authorized(server, req) {
             return match server {
                 Server::K8s => kube_answer(k8s::status::unauthorized()),
@@ -104,7 +104,7 @@ impl Shared {
     }
 
     /// A `conflict` fault: someone else writes the target first.
-    pub fn concurrent_write(&self, server: Server, req: &Incoming2) {
+    pub fn concurrent_write(&self, server: Server, req: &HttpRequest) {
         let mut world = self.world();
         match server {
             Server::K8s if matches!(req.method.as_str(), "PUT" | "PATCH" | "DELETE") => {
@@ -152,7 +152,7 @@ impl Shared {
     }
 }
 
-fn gitlab_param(req: &Incoming2, key: &str) -> Option<String> {
+fn gitlab_param(req: &HttpRequest, key: &str) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&req.body)
         && let Some(s) = v[key].as_str()
     {

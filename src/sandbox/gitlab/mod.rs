@@ -12,7 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::http::{Answer, AnswerBody, Incoming2, percent_decode};
+use super::http::{Answer, AnswerBody, HttpRequest, percent_decode};
 use repo::{Repo, blob_id};
 
 pub fn now() -> String {
@@ -305,7 +305,7 @@ impl GitLabState {
     }
 
     /// Serves one request to `/api/v4/...`.
-    pub fn handle(&mut self, req: &Incoming2) -> R {
+    pub fn handle(&mut self, req: &HttpRequest) -> R {
         let Some(rest) = req.path.strip_prefix("/api/v4") else { return msg(404, "404 Not Found") };
         let seg: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         let m = req.method.as_str();
@@ -1318,7 +1318,7 @@ fn variables(
     p: &Params,
     vars: &mut Vec<Variable>,
     what: &str,
-    req: &Incoming2,
+    req: &HttpRequest,
     base: &str,
 ) -> R {
     let scope_filter = p.get("filter[environment_scope]").cloned();
@@ -1420,7 +1420,7 @@ pub struct Params {
 }
 
 impl Params {
-    fn new(req: &Incoming2) -> Params {
+    fn new(req: &HttpRequest) -> Params {
         let mut map: HashMap<String, String> = HashMap::new();
         let mut lists: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in &req.query_all {
@@ -1508,7 +1508,7 @@ fn push_param(map: &mut HashMap<String, String>, lists: &mut HashMap<String, Vec
 }
 
 /// Offset pagination with the headers GitLab sends.
-fn paginate(req: &Incoming2, base: &str, items: Vec<Value>) -> R {
+fn paginate(req: &HttpRequest, base: &str, items: Vec<Value>) -> R {
     let page = req.query.get("page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0).unwrap_or(1);
     let per_page =
         req.query.get("per_page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0).unwrap_or(20).min(100);
