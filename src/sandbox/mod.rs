@@ -283,3 +283,33 @@ pub async fn run_until_signal(opts: Options) -> io::Result<()> {
     sandbox.stop();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn starts_in_process_and_serves_both_apis() {
+        // reqwest is built without a default provider (see Cargo.toml): install ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!("archshift-inproc-{}", std::process::id()));
+        let sb =
+            Sandbox::start(Options { dir: Some(dir.clone()), tick_ms: Some(50), ..Default::default() }).await.unwrap();
+        assert!(sb.k8s_url.starts_with("https://127.0.0.1:"));
+        let text = std::fs::read_to_string(dir.join("gitlab.env")).unwrap();
+        assert!(text.starts_with(&format!("GITLAB_URL={}\nGITLAB_TOKEN=glpat-", sb.gitlab_url)));
+        let gl = reqwest::Client::new()
+            .get(format!("{}/api/v4/version", sb.gitlab_url))
+            .header("PRIVATE-TOKEN", sb.gitlab_token.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gl.status().as_u16(), 200);
+        // The world is shared: a controller tick has run and the baseline runner is online.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let online = sb.shared.world().gitlab.runners.iter().any(|r| r.status() == "online");
+        assert!(online);
+        sb.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
