@@ -514,3 +514,35 @@ fn every_request_is_logged_and_no_token_is_written_anywhere_but_the_env_files() 
     }
     assert_eq!(output.trim(), "ready");
 }
+
+#[test]
+fn discovery_is_served_aggregated_or_legacy_as_asked() {
+    let sb = Sandbox::start("discovery", &[]);
+    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+    let r = sb.k8s("GET", "/apis").header("Accept", accept).send().unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList");
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["kind"], "APIGroupDiscoveryList");
+    let karpenter = v["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "karpenter.sh").unwrap();
+    let np = &karpenter["versions"][0]["resources"][0];
+    assert_eq!((np["resource"].as_str(), np["scope"].as_str()), (Some("nodepools"), Some("Cluster")));
+    assert_eq!(np["responseKind"], json!({"group": "karpenter.sh", "version": "v1", "kind": "NodePool"}));
+    assert_eq!(np["subresources"][0]["subresource"], "status");
+    let core: Value = sb.k8s("GET", "/api").header("Accept", accept).send().unwrap().json().unwrap();
+    assert!(core["items"][0]["metadata"].get("name").is_none(), "the core group has no name");
+
+    let r = sb.k8s("GET", "/apis").header("Accept", "application/json").send().unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["kind"], "APIGroupList");
+    let (code, list) = body(sb.k8s("GET", "/apis/karpenter.sh/v1").send().unwrap());
+    assert_eq!(
+        (code, list["kind"].as_str(), list["groupVersion"].as_str()),
+        (200, Some("APIResourceList"), Some("karpenter.sh/v1"))
+    );
+    assert_eq!(
+        body(sb.k8s("GET", "/apis/karpenter.sh/v1beta1").send().unwrap()).0,
+        404,
+        "only the storage version is served"
+    );
+}

@@ -190,7 +190,8 @@ fn to_response(a: Answer) -> Response<Full<Bytes>> {
         AnswerBody::Empty => (Vec::new(), None),
     };
     let mut builder = Response::builder().status(a.code);
-    if let Some(ct) = ct {
+    let own_type = a.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if let Some(ct) = ct.filter(|_| !own_type) {
         builder = builder.header("Content-Type", ct);
     }
     for (k, v) in a.headers {

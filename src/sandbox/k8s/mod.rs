@@ -192,6 +192,11 @@ impl KubeState {
             ["openapi", "v3"] => Reply::ok(200, openapi::root(&self.registry)),
             ["openapi", "v3", gv @ ..] => openapi::document(&self.registry, &gv.join("/"))
                 .map_or_else(|| status::path_not_found(&req.path), |d| Reply::ok(200, d)),
+            ["api"] | ["apis"] if resources::wants_aggregated(&req.accept) => {
+                let mut r = Reply::ok(200, self.registry.aggregated(req.path.trim_matches('/') == "api"));
+                r.headers.push(("Content-Type".into(), resources::AGGREGATED_CONTENT_TYPE.into()));
+                r
+            }
             ["api"] => Reply::ok(200, self.registry.api_versions(&self.server_address)),
             ["apis"] => Reply::ok(200, self.registry.group_list()),
             ["apis", group] => {

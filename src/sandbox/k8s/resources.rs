@@ -244,6 +244,56 @@ impl Registry {
     }
 }
 
+/// The media type of aggregated discovery answers; clients decide by it, not by the body.
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Does the client accept aggregated discovery (`as=APIGroupDiscoveryList`, v2)?
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|t| {
+        t.contains("as=APIGroupDiscoveryList")
+            && t.contains("g=apidiscovery.k8s.io")
+            && t.contains("v=v2")
+            && !t.contains("v=v2beta1")
+    })
+}
+
+impl Registry {
+    /// `GET /api` or `GET /apis` in aggregated form (`core`: the legacy group only).
+    pub fn aggregated(&self, core: bool) -> Value {
+        let mut items = Vec::new();
+        let groups: Vec<(String, String)> = if core { vec![(String::new(), "v1".into())] } else { self.groups() };
+        for (group, version) in groups {
+            let resources: Vec<Value> = self
+                .resources
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+                .map(|r| {
+                    let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+                    let mut item = json!({"resource": r.plural, "responseKind": kind, "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                          "singularResource": r.singular, "verbs": r.verbs});
+                    if !r.short_names.is_empty() {
+                        item["shortNames"] = json!(r.short_names);
+                    }
+                    if !r.categories.is_empty() {
+                        item["categories"] = json!(r.categories);
+                    }
+                    if r.status_subresource {
+                        item["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+                    }
+                    item
+                })
+                .collect();
+            let metadata = if group.is_empty() {
+                json!({"creationTimestamp": null})
+            } else {
+                json!({"name": group, "creationTimestamp": null})
+            };
+            items.push(json!({"metadata": metadata, "versions": [{"version": version, "resources": resources, "freshness": "Current"}]}));
+        }
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    }
+}
+
 fn group_json(group: &str, version: &str) -> Value {
     let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
