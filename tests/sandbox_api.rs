@@ -546,3 +546,27 @@ fn discovery_is_served_aggregated_or_legacy_as_asked() {
         "only the storage version is served"
     );
 }
+
+#[test]
+fn latency_delays_every_answer_and_rate_bounds_faults() {
+    let sb = Sandbox::start(
+        "latency",
+        &[
+            "--latency-ms",
+            "150",
+            "--fault",
+            "gitlab:503:rate=0",
+            "--fault",
+            "k8s:500:rate=1,count=2,method=GET,path=/api/v1/namespaces",
+        ],
+    );
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        assert_eq!(sb.gl("GET", "/version").send().unwrap().status().as_u16(), 200, "rate=0 never strikes");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(150), "answer came before the added latency");
+    }
+    let codes: Vec<u16> =
+        (0..3).map(|_| sb.k8s("GET", "/api/v1/namespaces").send().unwrap().status().as_u16()).collect();
+    assert_eq!(codes, [500, 500, 200], "rate=1 strikes every matching request, count=2 of them");
+    assert_eq!(sb.k8s("GET", "/api/v1/nodes").send().unwrap().status().as_u16(), 200, "path filter");
+}
