@@ -128,6 +128,34 @@ fn kubectl_server_side_apply_conflicts_force_and_dry_run() {
 }
 
 #[test]
+fn argo_examples_apply_as_on_a_cluster_with_argo() {
+    let sb = Sandbox::start("kubectl-argo", &[]);
+    let reference =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/argo-workflows/examples");
+    let templates = reference.join("workflow-template_templates.yaml");
+    if !templates.exists() {
+        // The reference folder sits beside the repository in every checkout this project
+        // has; without it, use a template of the same shape.
+        write(
+            &sb.dir,
+            "t.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {name: workflow-template-print-message}\nspec:\n  entrypoint: m\n  templates: [{name: m, container: {image: alpine}}]\n",
+        );
+    }
+    let file = if templates.exists() { templates } else { sb.dir.join("t.yaml") };
+    ok(&sb.kubectl(&["apply", "--server-side", "-n", "ci", "-f", file.to_str().unwrap()]));
+    assert!(ok(&sb.kubectl(&["get", "wftmpl", "-n", "ci"])).contains("workflow-template-print-message"));
+    let wf = write(
+        &sb.dir,
+        "wf.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata: {generateName: hello-}\nspec:\n  entrypoint: m\n  nodeSelector: {kubernetes.io/arch: amd64}\n  templates: [{name: m, container: {image: alpine}}]\n",
+    );
+    let created = ok(&sb.kubectl(&["create", "-n", "ci", "-f", wf.to_str().unwrap()]));
+    assert!(created.starts_with("workflow.argoproj.io/hello-"), "{created}");
+    assert_eq!(ok(&sb.kubectl(&["get", "wf", "-n", "ci", "--no-headers"])).lines().count(), 1);
+}
+
+#[test]
 fn kubectl_works_with_secrets_and_namespaces() {
     let sb = Sandbox::start("kubectl-core", &[]);
     ok(&sb.kubectl(&["create", "secret", "generic", "tok", "-n", "gitlab-runner", "--from-literal=runner-token=abc"]));
@@ -137,6 +165,8 @@ fn kubectl_works_with_secrets_and_namespaces() {
     let missing_ns = sb.kubectl(&["create", "secret", "generic", "x", "-n", "nope", "--from-literal=a=b"]);
     assert!(text(&missing_ns.stderr).contains(r#"namespaces "nope" not found"#), "{}", text(&missing_ns.stderr));
     assert!(ok(&sb.kubectl(&["get", "ns"])).contains("gitlab-runner"));
+    ok(&sb.kubectl(&["create", "configmap", "cfg", "-n", "ci", "--from-literal=concurrent=10"]));
+    assert!(ok(&sb.kubectl(&["get", "cm", "cfg", "-n", "ci", "-o", "jsonpath={.data.concurrent}"])) == "10");
     ok(&sb.kubectl(&["delete", "secret", "tok", "-n", "gitlab-runner"]));
     assert!(!sb.kubectl(&["get", "secret", "tok", "-n", "gitlab-runner"]).status.success());
 }

@@ -165,7 +165,7 @@ impl KubeState {
                 meta["generation"] = json!(1);
             }
         }
-        if !res.custom && matches!(res.kind.as_str(), "Secret" | "Namespace" | "Node") {
+        if !res.custom && matches!(res.kind.as_str(), "Secret" | "ConfigMap" | "Namespace" | "Node") {
             // Built-ins without a spec carry no generation.
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("generation");

@@ -1,6 +1,6 @@
 //! Kubernetes' protobuf encoding for the built-in kinds the sandbox serves, as kubectl sends
 //! them (`application/vnd.kubernetes.protobuf`): the `k8s\0` envelope (runtime.Unknown)
-//! around a Secret or a Namespace. Answers are JSON, which the client also accepts.
+//! around a Secret, a ConfigMap or a Namespace. Answers are JSON, which the client also accepts.
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -165,6 +165,30 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             }
             if !string_data.is_empty() {
                 obj["stringData"] = Value::Object(string_data);
+            }
+        }
+        "ConfigMap" => {
+            let (mut data, mut binary) = (Map::new(), Map::new());
+            while let Some((n, f)) = r.next()? {
+                match (n, f) {
+                    (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+                    (2, Field::Bytes(x)) => {
+                        let (k, v) = map_entry(x)?;
+                        data.insert(k, json!(string(&v)));
+                    }
+                    (3, Field::Bytes(x)) => {
+                        let (k, v) = map_entry(x)?;
+                        binary.insert(k, json!(b64.encode(v)));
+                    }
+                    (4, Field::Varint(v)) => obj["immutable"] = json!(v != 0),
+                    _ => {}
+                }
+            }
+            if !data.is_empty() {
+                obj["data"] = Value::Object(data);
+            }
+            if !binary.is_empty() {
+                obj["binaryData"] = Value::Object(binary);
             }
         }
         "Namespace" => {

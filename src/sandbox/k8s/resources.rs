@@ -2,13 +2,14 @@
 
 use serde_json::{Value, json};
 
-const CRDS: [&str; 6] = [
+const CRDS: [&str; 7] = [
     include_str!("../crds/karpenter.sh_nodepools.v1.14.1.yaml"),
     include_str!("../crds/karpenter.k8s.aws_ec2nodeclasses.v1.14.1.yaml"),
     include_str!("../crds/helm.crossplane.io_releases.yaml"),
     include_str!("../crds/helm.crossplane.io_providerconfigs.yaml"),
     include_str!("../crds/argoproj.io_workflowtemplates.yaml"),
     include_str!("../crds/argoproj.io_cronworkflows.yaml"),
+    include_str!("../crds/argoproj.io_workflows.sandbox.yaml"),
 ];
 
 #[derive(Debug, Clone)]
@@ -104,6 +105,7 @@ impl Registry {
             ),
             builtin("", "nodes", "node", "Node", false, &["no"], &ALL_VERBS),
             builtin("", "secrets", "secret", "Secret", true, &[], &ALL_VERBS),
+            builtin("", "configmaps", "configmap", "ConfigMap", true, &["cm"], &ALL_VERBS),
             builtin(
                 "authorization.k8s.io",
                 "selfsubjectaccessreviews",
