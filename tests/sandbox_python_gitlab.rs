@@ -26,6 +26,9 @@ runners = gl.runners_all.list(get_all=True)
 assert [r.description for r in runners] == ["sandbox"], runners
 detail = gl.runners.get(runners[0].id)
 assert detail.tag_list == ["sandbox"] and detail.run_untagged is True and detail.status == "online"
+import time; time.sleep(0.6)  # a few controller ticks: the manager keeps reporting under one system_id
+managers = gl.http_get(f"/runners/{detail.id}/managers")
+assert [(m["architecture"], m["status"]) for m in managers] == [("amd64", "online")], managers
 p = gl.projects.get("platform/kaniko-builder")
 p.variables.create({"key": "CICD_TAG_AMD64", "value": "sandbox-amd64", "raw": True})
 v = p.variables.get("CICD_TAG_AMD64")

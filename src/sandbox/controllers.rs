@@ -132,6 +132,15 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
     }
 }
 
+/// The `system_id` of the runner manager a Release runs (one pod, one stable id).
+pub fn system_id_for(release: &str) -> String {
+    format!(
+        "r_{:012x}",
+        release.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+            & 0xffff_ffff_ffff
+    )
+}
+
 /// `Ok(Some(token))` when the Release can read a runner token; `Err` says why not.
 fn token_of(w: &World, values: &Value, ns: &str) -> Result<Option<String>, String> {
     if let Some(t) = values["runnerToken"].as_str() {

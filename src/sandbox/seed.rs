@@ -216,7 +216,7 @@ spec:
         created_at: "2025-01-15T09:00:00.000Z".into(),
         managers: vec![Manager {
             id: mid,
-            system_id: "r_0baseline0000".into(),
+            system_id: super::controllers::system_id_for("gitlab-runner"),
             version: "18.1.1".into(),
             platform: "linux".into(),
             architecture: "amd64".into(),
