@@ -570,3 +570,50 @@ fn latency_delays_every_answer_and_rate_bounds_faults() {
     assert_eq!(codes, [500, 500, 200], "rate=1 strikes every matching request, count=2 of them");
     assert_eq!(sb.k8s("GET", "/api/v1/nodes").send().unwrap().status().as_u16(), 200, "path filter");
 }
+
+#[test]
+fn watches_stream_changes_from_a_resource_version() {
+    use std::io::{BufRead, BufReader};
+    let sb = Sandbox::start("watch", &[]);
+    // List, then watch from the list's resourceVersion, as kube-rs watchers do.
+    let (_, list) = body(sb.k8s("GET", NP).send().unwrap());
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let stream = sb.k8s("GET", &format!("{NP}?watch=true&resourceVersion={rv}&timeoutSeconds=5")).send().unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let patch = |w: i64| {
+        sb.k8s("PATCH", &format!("{NP}/spot-pool"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(json!({"spec": {"weight": w}}).to_string())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(patch(3).status().as_u16(), 200);
+    assert_eq!(sb.k8s("DELETE", &format!("{NP}/system-pool")).send().unwrap().status().as_u16(), 200);
+    let mut lines = BufReader::new(stream).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!((first["type"].as_str(), first["object"]["spec"]["weight"].as_i64()), (Some("MODIFIED"), Some(3)));
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (second["type"].as_str(), second["object"]["metadata"]["name"].as_str()),
+        (Some("DELETED"), Some("system-pool"))
+    );
+    assert!(
+        second["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap()
+            > rv.parse::<u64>().unwrap()
+    );
+
+    // Without a resourceVersion a watch starts with the current objects; the filter applies.
+    let stream = sb
+        .k8s("GET", &format!("{NP}?watch=1&fieldSelector=metadata.name%3Dspot-pool&timeoutSeconds=1"))
+        .send()
+        .unwrap();
+    let events: Vec<Value> =
+        BufReader::new(stream).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("spot-pool"))
+    );
+    let unauthorized = sb.kube().get(format!("{}{NP}?watch=true", sb.kube_url)).send().unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+}

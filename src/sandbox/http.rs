@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Channel, Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -71,6 +71,8 @@ pub async fn serve(listener: TcpListener, server: Server, shared: Arc<Shared>, t
     }
 }
 
+type Body = Either<Full<Bytes>, Channel<Bytes>>;
+
 #[derive(Debug)]
 struct Dropped;
 
@@ -82,7 +84,7 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> Result<Response<Body>, Dropped> {
     let method = req.method().as_str().to_string();
     // Kept encoded: GitLab paths carry `%2F` inside one segment.
     let path = req.uri().path().to_string();
@@ -134,6 +136,25 @@ async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> 
         Kind::Slow(_) => "slow",
         Kind::Conflict => "conflict",
     });
+    let is_watch = server == Server::K8s
+        && incoming.method == "GET"
+        && matches!(incoming.query.get("watch").map(String::as_str), Some("true" | "1"));
+    if answer.is_none() && is_watch {
+        match super::watch::start(&shared, &incoming) {
+            Ok(body) => {
+                shared.log(server, &method, &incoming.path, 200, fault_name);
+                let response = Response::builder()
+                    .status(200)
+                    .header("Content-Type", "application/json")
+                    .body(Either::Right(body));
+                return Ok(response.unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new())))));
+            }
+            Err(a) => {
+                shared.log(server, &method, &incoming.path, a.code, fault_name);
+                return Ok(to_response(a));
+            }
+        }
+    }
     let answer = match answer {
         Some(a) => a,
         None => shared.dispatch(server, &incoming),
@@ -183,7 +204,7 @@ fn fault_answer(server: Server, code: u16) -> Answer {
     a
 }
 
-fn to_response(a: Answer) -> Response<Full<Bytes>> {
+fn to_response(a: Answer) -> Response<Body> {
     let (bytes, ct) = match a.body {
         AnswerBody::Json(v) => (serde_json::to_vec(&v).unwrap_or_default(), Some("application/json")),
         AnswerBody::Raw(b, ct) => (b, Some(ct)),
@@ -197,7 +218,9 @@ fn to_response(a: Answer) -> Response<Full<Bytes>> {
     for (k, v) in a.headers {
         builder = builder.header(k, v);
     }
-    builder.body(Full::new(Bytes::from(bytes))).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    builder
+        .body(Either::Left(Full::new(Bytes::from(bytes))))
+        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
 pub fn percent_decode(s: &str) -> String {

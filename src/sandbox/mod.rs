@@ -12,6 +12,7 @@ pub mod http;
 pub mod k8s;
 pub mod seed;
 pub mod tls;
+pub mod watch;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -62,7 +63,7 @@ impl Shared {
         }
     }
 
-    fn authorized(&self, server: Server, req: &HttpRequest) -> bool {
+    pub fn authorized(&self, server: Server, req: &HttpRequest) -> bool {
         let bearer = req.headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
         match server {
             Server::K8s => bearer == Some(self.kube_token.as_str()),
@@ -87,18 +88,7 @@ impl Shared {
         }
         let mut world = self.world();
         match server {
-            Server::K8s => {
-                let kreq = k8s::Request {
-                    method: req.method.clone(),
-                    path: http::percent_decode(&req.path),
-                    query: req.query.clone(),
-                    accept: req.headers.get("accept").cloned().unwrap_or_default(),
-                    content_type: req.headers.get("content-type").cloned().unwrap_or_default(),
-                    user_agent: req.headers.get("user-agent").cloned().unwrap_or_default(),
-                    body: req.body.clone(),
-                };
-                kube_answer(world.kube.handle(&kreq))
-            }
+            Server::K8s => kube_answer(world.kube.handle(&kube_request(req))),
             Server::GitLab => world.gitlab.handle(req),
         }
     }
@@ -161,7 +151,19 @@ fn gitlab_param(req: &HttpRequest, key: &str) -> Option<String> {
     req.query.get(key).cloned()
 }
 
-fn kube_answer(r: k8s::status::Reply) -> Answer {
+pub fn kube_request(req: &HttpRequest) -> k8s::Request {
+    k8s::Request {
+        method: req.method.clone(),
+        path: http::percent_decode(&req.path),
+        query: req.query.clone(),
+        accept: req.headers.get("accept").cloned().unwrap_or_default(),
+        content_type: req.headers.get("content-type").cloned().unwrap_or_default(),
+        user_agent: req.headers.get("user-agent").cloned().unwrap_or_default(),
+        body: req.body.clone(),
+    }
+}
+
+pub fn kube_answer(r: k8s::status::Reply) -> Answer {
     Answer { code: r.code, body: AnswerBody::Json(r.body), headers: r.headers }
 }
 

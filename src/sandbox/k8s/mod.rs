@@ -10,7 +10,7 @@ pub mod ssa;
 pub mod status;
 pub mod table;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use base64::Engine;
 use chrono::{SecondsFormat, Utc};
@@ -42,7 +42,23 @@ pub struct KubeState {
     pub server_address: String,
     /// `Warning` headers for the reply being built (unknown fields without fieldValidation=Strict).
     warnings: Vec<String>,
+    /// Every stored change, oldest first, for watches (bounded, like etcd's history).
+    events: VecDeque<Event>,
+    /// The resourceVersion of the newest event; watches wait on it.
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
+
+/// One change to a stored object, as a watch reports it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rv: u64,
+    key: Key,
+    pub kind: &'static str,
+    pub object: Value,
+}
+
+/// How many events watches can resume from; older resourceVersions get 410 Expired.
+const EVENT_HISTORY: usize = 20_000;
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -63,6 +79,8 @@ impl KubeState {
             uid: 0,
             server_address: String::new(),
             warnings: vec![],
+            events: VecDeque::new(),
+            changes: tokio::sync::watch::channel(1000).0,
         }
     }
 
@@ -82,6 +100,88 @@ impl KubeState {
             (r & 0xfff),
             self.uid
         )
+    }
+
+    /// Stores an object and records the change for watches.
+    fn store(&mut self, key: Key, obj: Value) {
+        let kind = if self.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        let rv = obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(self.rv);
+        self.objects.insert(key.clone(), obj.clone());
+        self.record(Event { rv, key, kind, object: obj });
+    }
+
+    /// Removes an object; a deletion is a write and gets its own resourceVersion.
+    fn unstore(&mut self, key: &Key) {
+        if let Some(mut obj) = self.objects.remove(key) {
+            let rv = self.next_rv();
+            obj["metadata"]["resourceVersion"] = json!(rv);
+            self.record(Event { rv: self.rv, key: key.clone(), kind: "DELETED", object: obj });
+        }
+    }
+
+    fn record(&mut self, event: Event) {
+        let rv = event.rv;
+        self.events.push_back(event);
+        while self.events.len() > EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.changes.send_replace(rv);
+    }
+
+    /// Events of one resource after `after`, or `Err` when that point is no longer in history.
+    pub fn events_after(&self, watch: &WatchSpec, after: u64) -> Result<Vec<Event>, u64> {
+        if let Some(oldest) = self.events.front()
+            && after + 1 < oldest.rv
+            && self.events.len() >= EVENT_HISTORY
+        {
+            return Err(oldest.rv);
+        }
+        Ok(self.events.iter().filter(|e| e.rv > after && watch.matches(&e.key, &e.object)).cloned().collect())
+    }
+
+    /// The objects a watch without a resourceVersion starts with, and the version they are at.
+    pub fn current(&self, watch: &WatchSpec) -> (Vec<Value>, u64) {
+        let items = self.objects.iter().filter(|(k, o)| watch.matches(k, o)).map(|(_, o)| o.clone()).collect();
+        (items, self.rv)
+    }
+
+    /// Parses a watch request (`GET` on a collection with `watch=true`).
+    pub fn watch_spec(&self, req: &Request) -> Result<WatchSpec, Reply> {
+        let segments: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let (group, version, rest) = match segments.as_slice() {
+            ["api", "v1", rest @ ..] => ("", "v1", rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return Err(status::path_not_found(&req.path)),
+        };
+        let (ns, plural) = match rest {
+            ["namespaces", ns, plural] => (ns.to_string(), *plural),
+            [plural] => (String::new(), *plural),
+            _ => return Err(status::method_not_allowed()),
+        };
+        let res = self.registry.find(group, version, plural).ok_or_else(|| status::path_not_found(&req.path))?.clone();
+        let selector = match req.query.get("labelSelector").map(|s| LabelSelector::parse(s)) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => return Err(status::bad_request(&format!("unable to parse requirement: {e}"))),
+            None => None,
+        };
+        let name = req.query.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
+        Ok(WatchSpec {
+            qualified: res.qualified(),
+            ns,
+            selector,
+            name,
+            table: table::wants_table(&req.accept),
+            resource: res,
+        })
+    }
+
+    pub fn event_json(&self, watch: &WatchSpec, kind: &str, obj: &Value) -> Value {
+        let object = if watch.table {
+            table::table(&watch.resource, &[obj], &self.rv.to_string(), false, Utc::now())
+        } else {
+            obj.clone()
+        };
+        json!({"type": kind, "object": object})
     }
 
     fn key(res: &Resource, ns: &str, name: &str) -> Key {
@@ -131,7 +231,7 @@ impl KubeState {
             }
         }
         self.finish_write(&res, old.as_ref(), &mut obj, Some(manager));
-        self.objects.insert(key, obj.clone());
+        self.store(key, obj.clone());
         Ok(obj)
     }
 
@@ -139,10 +239,10 @@ impl KubeState {
     pub fn put_status(&mut self, kind: &str, ns: &str, name: &str, status: Value) -> Option<()> {
         let res = self.registry.by_kind(kind)?.clone();
         let key = Self::key(&res, ns, name);
-        let rv = self.next_rv();
-        let obj = self.objects.get_mut(&key)?;
+        let mut obj = self.objects.get(&key)?.clone();
         obj["status"] = status;
-        obj["metadata"]["resourceVersion"] = json!(rv);
+        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+        self.store(key, obj);
         Some(())
     }
 
@@ -468,7 +568,7 @@ impl KubeState {
         }
         self.finish_write(res, old, &mut obj, manager);
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-        self.objects.insert(Self::key(res, &ns, &name), obj.clone());
+        self.store(Self::key(res, &ns, &name), obj.clone());
         self.warnings = warnings;
         Ok(obj)
     }
@@ -729,9 +829,12 @@ impl KubeState {
         let key = Self::key(res, ns, name);
         let Some(obj) = self.objects.get(&key).cloned() else { return status::not_found(res, name) };
         if !dry_run {
-            self.objects.remove(&key);
+            self.unstore(&key);
             if res.kind == "Namespace" {
-                self.objects.retain(|(_, n, _), _| n != name);
+                let inside: Vec<Key> = self.objects.keys().filter(|(_, n, _)| n == name).cloned().collect();
+                for k in inside {
+                    self.unstore(&k);
+                }
             }
         }
         if res.custom {
@@ -883,6 +986,25 @@ fn decode_continue(token: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     Some((v["rv"].as_str()?.to_string(), v["start"].as_str()?.to_string()))
+}
+
+/// What one watch follows.
+pub struct WatchSpec {
+    qualified: String,
+    ns: String,
+    selector: Option<LabelSelector>,
+    name: Option<String>,
+    table: bool,
+    resource: Resource,
+}
+
+impl WatchSpec {
+    fn matches(&self, key: &Key, obj: &Value) -> bool {
+        key.0 == self.qualified
+            && (self.ns.is_empty() || key.1 == self.ns)
+            && self.name.as_ref().is_none_or(|n| key.2 == *n)
+            && self.selector.as_ref().is_none_or(|s| s.matches(&obj["metadata"]["labels"]))
+    }
 }
 
 /// Equality- and set-based label selectors: `a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`.
