@@ -39,6 +39,25 @@ fn release(name: &str, version: &str, secret: &str, manager_selector: Value, arc
                                                "runners": {"secret": secret, "config": format!("[[runners]]\n  [runners.kubernetes]\n    image = \"alpine\"\n    [runners.kubernetes.node_selector]\n      \"karpenter.sh/nodepool\" = \"spot-pool\"\n      \"kubernetes.io/arch\" = \"{arch}\"\n")}}}}})
 }
 
+/// A runner in GitLab, its token Secret and a Release using it; returns the runner's id.
+fn deploy_runner(
+    sb: &Sandbox,
+    tag: &str,
+    release_name: &str,
+    secret: &str,
+    manager_selector: Value,
+    arch: &str,
+) -> u64 {
+    let (id, token) = create_runner(sb, tag);
+    create_secret(sb, secret, &token);
+    let rel = release(release_name, "0.78.1", secret, manager_selector, arch);
+    assert_eq!(
+        sb.k8s("POST", "/apis/helm.crossplane.io/v1beta1/releases").json(&rel).send().unwrap().status().as_u16(),
+        201
+    );
+    id
+}
+
 fn ready(sb: &Sandbox, name: &str) -> Option<(String, String)> {
     let r = get(sb, &format!("/apis/helm.crossplane.io/v1beta1/releases/{name}"));
     let c = r["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
@@ -54,19 +73,8 @@ fn arm64_nodes(sb: &Sandbox) -> usize {
 fn an_arm64_runner_comes_online_and_runs_arm64_jobs() {
     let sb = Sandbox::start("world-arm64", &[]);
     assert_eq!(arm64_nodes(&sb), 0, "no arm64 node before anything needs one");
-    let (id, token) = create_runner(&sb, "sandbox-arm64");
-    create_secret(&sb, "gitlab-runner-arm64-token", &token);
-    let rel = release(
-        "gitlab-runner-arm64",
-        "0.78.1",
-        "gitlab-runner-arm64-token",
-        json!({"karpenter.sh/nodepool": "system-pool", "kubernetes.io/arch": "arm64"}),
-        "arm64",
-    );
-    assert_eq!(
-        sb.k8s("POST", "/apis/helm.crossplane.io/v1beta1/releases").json(&rel).send().unwrap().status().as_u16(),
-        201
-    );
+    let manager = json!({"karpenter.sh/nodepool": "system-pool", "kubernetes.io/arch": "arm64"});
+    let id = deploy_runner(&sb, "sandbox-arm64", "gitlab-runner-arm64", "gitlab-runner-arm64-token", manager, "arm64");
     sb.wait_for("Release Ready", 15, || ready(&sb, "gitlab-runner-arm64").filter(|(s, _)| s == "True"));
     let runner: Value = sb.wait_for("runner online", 15, || {
         let r: Value = sb.gl("GET", &format!("/runners/{id}")).send().unwrap().json().unwrap();
@@ -186,17 +194,9 @@ fn broken_releases_report_why() {
 #[test]
 fn an_unschedulable_manager_leaves_the_release_ready_and_the_runner_offline() {
     let sb = Sandbox::start("world-unschedulable", &[]);
-    let (id, token) = create_runner(&sb, "sandbox-arm64");
-    create_secret(&sb, "arm-token", &token);
     // spot-pool is amd64-only: nothing can host an arm64 manager there.
-    let rel = release(
-        "arm-on-spot",
-        "0.78.1",
-        "arm-token",
-        json!({"karpenter.sh/nodepool": "spot-pool", "kubernetes.io/arch": "arm64"}),
-        "arm64",
-    );
-    sb.k8s("POST", "/apis/helm.crossplane.io/v1beta1/releases").json(&rel).send().unwrap();
+    let manager = json!({"karpenter.sh/nodepool": "spot-pool", "kubernetes.io/arch": "arm64"});
+    let id = deploy_runner(&sb, "sandbox-arm64", "arm-on-spot", "arm-token", manager, "arm64");
     sb.wait_for("Release Ready", 15, || ready(&sb, "arm-on-spot").filter(|(s, _)| s == "True"));
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let r: Value = sb.gl("GET", &format!("/runners/{id}")).send().unwrap().json().unwrap();

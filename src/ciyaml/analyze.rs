@@ -99,7 +99,7 @@ pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
     merged.apply_merge().map_err(|e| CiYamlError::syntax(text, &e))?;
     let top = merged
         .as_mapping()
-        .ok_or_else(|| CiYamlError::at(text, 1, 1, "the top level must be a mapping of jobs and keywords"))?;
+        .ok_or_else(|| CiYamlError::at(1, 1, "the top level must be a mapping of jobs and keywords"))?;
     let raw_top = raw.as_mapping().cloned().unwrap_or_default();
     let default_tags = top.get("default").and_then(|d| d.get("tags")).and_then(tag_strings);
     let mut jobs = Vec::new();
@@ -133,7 +133,6 @@ pub(super) fn parse_config(text: &str) -> Result<Value, CiYamlError> {
         2 if docs[0].get("spec").is_some() => docs.pop().unwrap_or(Value::Null),
         n => {
             return Err(CiYamlError::at(
-                text,
                 1,
                 1,
                 &format!("{n} YAML documents; GitLab reads one, after an optional `spec:` header"),
@@ -142,8 +141,8 @@ pub(super) fn parse_config(text: &str) -> Result<Value, CiYamlError> {
     };
     match config {
         Value::Mapping(_) => Ok(config),
-        Value::Null => Err(CiYamlError::at(text, 1, 1, "the file is empty: a CI configuration is a mapping of jobs")),
-        _ => Err(CiYamlError::at(text, 1, 1, "the top level must be a mapping of jobs and keywords")),
+        Value::Null => Err(CiYamlError::at(1, 1, "the file is empty: a CI configuration is a mapping of jobs")),
+        _ => Err(CiYamlError::at(1, 1, "the top level must be a mapping of jobs and keywords")),
     }
 }
 

@@ -77,12 +77,14 @@ pub enum CiYamlError {
     #[error("line {line}, column {column}: {message}")]
     Invalid { line: usize, column: usize, message: String },
     /// The edit did not prove to mean what it should; nothing may be written.
-    #[error("internal check failed, nothing written: {0}")]
+    #[error(
+        "archshift could not prove its edit of this file correct, so nothing was written ({0}); tag these jobs by hand and report the file as an archshift bug"
+    )]
     Verification(String),
 }
 
 impl CiYamlError {
-    pub(crate) fn at(_text: &str, line: usize, column: usize, message: &str) -> Self {
+    pub(crate) fn at(line: usize, column: usize, message: &str) -> Self {
         CiYamlError::Invalid { line, column, message: message.to_string() }
     }
 

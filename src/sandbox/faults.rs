@@ -43,13 +43,6 @@ pub struct Fault {
     pub method: Option<String>,
     /// Matching requests seen so far.
     pub seen: u64,
-    spec: String,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.spec)
-    }
 }
 
 impl FromStr for Fault {
@@ -66,16 +59,7 @@ impl FromStr for Fault {
         };
         let kind_text =
             parts.next().ok_or_else(|| format!("fault {spec:?}: missing KIND (429, 5xx, drop, slow, conflict)"))?;
-        let mut fault = Fault {
-            server,
-            kind: Kind::Drop,
-            rate: 1.0,
-            count: None,
-            path: None,
-            method: None,
-            seen: 0,
-            spec: spec.into(),
-        };
+        let mut fault = Fault { server, kind: Kind::Drop, rate: 1.0, count: None, path: None, method: None, seen: 0 };
         let mut slow_ms = None;
         for opt in parts.next().unwrap_or("").split(',').filter(|o| !o.is_empty()) {
             let (k, v) =

@@ -307,6 +307,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(gl.status().as_u16(), 200);
+        // Faults can also be set on a running sandbox.
+        sb.add_fault("gitlab:503:count=1,path=/api/v4/version".parse().unwrap());
+        let version = |sb: &Sandbox| {
+            reqwest::Client::new()
+                .get(format!("{}/api/v4/version", sb.gitlab_url))
+                .header("PRIVATE-TOKEN", sb.gitlab_token.clone())
+                .send()
+        };
+        assert_eq!(version(&sb).await.unwrap().status().as_u16(), 503);
+        assert_eq!(version(&sb).await.unwrap().status().as_u16(), 200);
         // The world is shared: a controller tick has run and the baseline runner is online.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let online = sb.shared.world().gitlab.runners.iter().any(|r| r.status() == "online");

@@ -79,6 +79,21 @@ fn map_entry(b: &[u8]) -> Result<(String, Vec<u8>), String> {
     Ok((k, v))
 }
 
+/// Adds one `map<string, bytes>` entry to `into`, as text or as base64.
+fn put_entry(into: &mut Map<String, Value>, entry: &[u8], base64: bool) -> Result<(), String> {
+    let (k, v) = map_entry(entry)?;
+    let value = if base64 { base64::engine::general_purpose::STANDARD.encode(v) } else { string(&v) };
+    into.insert(k, json!(value));
+    Ok(())
+}
+
+/// Sets `obj[field]` to `map` unless it is empty (the API leaves empty maps out).
+fn set_map(obj: &mut Value, field: &str, map: Map<String, Value>) {
+    if !map.is_empty() {
+        obj[field] = Value::Object(map);
+    }
+}
+
 fn object_meta(b: &[u8]) -> Result<Value, String> {
     let mut r = Reader::new(b);
     let mut m = Map::new();
@@ -140,56 +155,35 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     }
     let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {}});
     let mut r = Reader::new(raw);
-    let b64 = base64::engine::general_purpose::STANDARD;
     match kind.as_str() {
         "Secret" => {
             let (mut data, mut string_data) = (Map::new(), Map::new());
             while let Some((n, f)) = r.next()? {
                 match (n, f) {
                     (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
-                    (2, Field::Bytes(x)) => {
-                        let (k, v) = map_entry(x)?;
-                        data.insert(k, json!(b64.encode(v)));
-                    }
+                    (2, Field::Bytes(x)) => put_entry(&mut data, x, true)?,
                     (3, Field::Bytes(x)) => obj["type"] = json!(string(x)),
-                    (4, Field::Bytes(x)) => {
-                        let (k, v) = map_entry(x)?;
-                        string_data.insert(k, json!(string(&v)));
-                    }
+                    (4, Field::Bytes(x)) => put_entry(&mut string_data, x, false)?,
                     (5, Field::Varint(v)) => obj["immutable"] = json!(v != 0),
                     _ => {}
                 }
             }
-            if !data.is_empty() {
-                obj["data"] = Value::Object(data);
-            }
-            if !string_data.is_empty() {
-                obj["stringData"] = Value::Object(string_data);
-            }
+            set_map(&mut obj, "data", data);
+            set_map(&mut obj, "stringData", string_data);
         }
         "ConfigMap" => {
             let (mut data, mut binary) = (Map::new(), Map::new());
             while let Some((n, f)) = r.next()? {
                 match (n, f) {
                     (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
-                    (2, Field::Bytes(x)) => {
-                        let (k, v) = map_entry(x)?;
-                        data.insert(k, json!(string(&v)));
-                    }
-                    (3, Field::Bytes(x)) => {
-                        let (k, v) = map_entry(x)?;
-                        binary.insert(k, json!(b64.encode(v)));
-                    }
+                    (2, Field::Bytes(x)) => put_entry(&mut data, x, false)?,
+                    (3, Field::Bytes(x)) => put_entry(&mut binary, x, true)?,
                     (4, Field::Varint(v)) => obj["immutable"] = json!(v != 0),
                     _ => {}
                 }
             }
-            if !data.is_empty() {
-                obj["data"] = Value::Object(data);
-            }
-            if !binary.is_empty() {
-                obj["binaryData"] = Value::Object(binary);
-            }
+            set_map(&mut obj, "data", data);
+            set_map(&mut obj, "binaryData", binary);
         }
         "Namespace" => {
             while let Some((n, f)) = r.next()? {
