@@ -1,14 +1,16 @@
-//! Unified diffs of a change's before and after, as `kubectl diff` shows them: server noise
-//! dropped (managedFields, resourceVersion, status unless asked), secrets shown as
-//! `(sensitive)` whatever asked for them.
+//! Diffs of a change's before and after, as data: `kubectl diff` content (server noise
+//! dropped, status only on request), secrets masked through `redact`, bindings shown as where
+//! their value comes from. Renderers for a terminal, plain text and Markdown sit at the edge;
+//! the TUI draws `Diff` lines itself.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use similar::TextDiff;
+use similar::{ChangeTag, TextDiff};
 
 use crate::model::{Change, Document};
+use crate::redact;
 
-/// Replaces every secret value in output.
-pub const SENSITIVE: &str = "(sensitive)";
+pub use crate::redact::SENSITIVE;
 
 /// Metadata the server writes; it changes on every write and says nothing about intent.
 const NOISY_METADATA: [&str; 7] = [
@@ -21,60 +23,136 @@ const NOISY_METADATA: [&str; 7] = [
     "deletionGracePeriodSeconds",
 ];
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-/// Keys whose values are credentials wherever they appear (chart values, runner config).
-const SECRET_KEYS: [&str; 5] = ["runnerToken", "runnerRegistrationToken", "token", "password", "registration-token"];
-/// Prefixes of GitLab tokens: personal/project/group access, runner authentication, legacy registration.
-const TOKEN_PREFIXES: [&str; 5] = ["glpat-", "glrt-", "gldt-", "glptt-", "GR1348941"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct DiffOptions {
     pub include_status: bool,
-    pub color: bool,
     pub context: usize,
 }
 
 impl Default for DiffOptions {
     fn default() -> Self {
-        Self { include_status: false, color: false, context: 3 }
+        Self { include_status: false, context: 3 }
     }
 }
 
-/// The unified diff of one change, with a `---`/`+++` header naming its target.
-pub fn change_diff(change: &Change, opts: DiffOptions) -> String {
-    let render = |d: &Option<Document>| match d {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineKind {
+    Context,
+    Added,
+    Removed,
+}
+
+/// One line of a hunk, without its line ending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub kind: LineKind,
+    pub text: String,
+    /// The line is the last of its side and has no newline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_newline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hunk {
+    /// `@@ -1,3 +1,4 @@`
+    pub header: String,
+    pub lines: Vec<Line>,
+}
+
+/// A unified diff as data; no hunks when the two sides are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Diff {
+    /// `a/<target>` or `/dev/null`.
+    pub old: String,
+    /// `b/<target>` or `/dev/null`.
+    pub new: String,
+    pub hunks: Vec<Hunk>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.hunks.is_empty()
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = &Line> {
+        self.hunks.iter().flat_map(|h| h.lines.iter())
+    }
+
+    /// (added, removed) line counts.
+    pub fn stat(&self) -> (usize, usize) {
+        self.lines().fold((0, 0), |(a, r), l| match l.kind {
+            LineKind::Added => (a + 1, r),
+            LineKind::Removed => (a, r + 1),
+            LineKind::Context => (a, r),
+        })
+    }
+}
+
+/// Plain unified text, as `diff -u` prints it.
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&render::plain(self))
+    }
+}
+
+/// The diff of one change, headed with its target.
+pub fn change_diff(change: &Change, opts: DiffOptions) -> Diff {
+    let render = |d: &Option<Document>, bound: bool| match d {
         None => String::new(),
-        Some(Document::Text(t)) => scrub_text(t),
-        Some(Document::Object(v)) => object_yaml(v, &change.sensitive, opts.include_status),
+        Some(Document::Text(t)) => redact::scrub_text(t),
+        Some(Document::Object(v)) => {
+            let mut shown = redact::mask(&strip_noise(v, opts.include_status), &change.sensitive);
+            if bound {
+                for b in &change.bindings {
+                    if let Some(slot) = shown.pointer_mut(&b.pointer) {
+                        *slot = Value::String(format!("({})", b.source));
+                    }
+                }
+            }
+            to_yaml(&shown)
+        }
     };
     let name = change.target.to_string();
-    let before = render(&change.before);
-    let after = render(&change.after);
-    let (old, new) = match (&change.before, &change.after) {
-        (None, _) => ("/dev/null".to_string(), format!("b/{name}")),
-        (_, None) => (format!("a/{name}"), "/dev/null".to_string()),
-        _ => (format!("a/{name}"), format!("b/{name}")),
-    };
-    let diff = unified(&before, &after, &old, &new, opts.context);
-    if opts.color { colorize(&diff) } else { diff }
+    let old = if change.before.is_some() { format!("a/{name}") } else { "/dev/null".into() };
+    let new = if change.after.is_some() { format!("b/{name}") } else { "/dev/null".into() };
+    text_diff(&render(&change.before, false), &render(&change.after, true), old, new, opts.context)
 }
 
-/// A unified diff of two texts; empty when they are equal.
-pub fn unified(before: &str, after: &str, old: &str, new: &str, context: usize) -> String {
+/// The diff of two texts.
+pub fn text_diff(before: &str, after: &str, old: String, new: String, context: usize) -> Diff {
+    let mut diff = Diff { old, new, hunks: Vec::new() };
     if before == after {
-        return String::new();
+        return diff;
     }
-    TextDiff::from_lines(before, after)
-        .unified_diff()
-        .context_radius(context)
-        .header(old, new)
-        .missing_newline_hint(true)
-        .to_string()
+    let td = TextDiff::from_lines(before, after);
+    let mut unified = td.unified_diff();
+    unified.context_radius(context);
+    for hunk in unified.iter_hunks() {
+        let lines = hunk
+            .iter_changes()
+            .map(|c| {
+                let value = c.value();
+                Line {
+                    kind: match c.tag() {
+                        ChangeTag::Equal => LineKind::Context,
+                        ChangeTag::Insert => LineKind::Added,
+                        ChangeTag::Delete => LineKind::Removed,
+                    },
+                    text: value.strip_suffix('\n').unwrap_or(value).to_string(),
+                    no_newline: c.missing_newline(),
+                }
+            })
+            .collect();
+        diff.hunks.push(Hunk { header: hunk.header().to_string(), lines });
+    }
+    diff
 }
 
-/// An object as YAML for review: noise dropped, secrets masked.
-pub fn object_yaml(obj: &Value, sensitive: &[String], include_status: bool) -> String {
-    let clean = mask(&strip_noise(obj, include_status), sensitive);
-    yaml_serde::to_string(&clean).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+/// An object as YAML for review.
+fn to_yaml(v: &Value) -> String {
+    yaml_serde::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }
 
 /// Drops what the server maintains and what no reviewer needs.
@@ -97,118 +175,74 @@ pub fn strip_noise(obj: &Value, include_status: bool) -> Value {
     v
 }
 
-/// Masks the listed JSON pointers, Secret data, credential-named keys and token-looking strings.
-pub fn mask(obj: &Value, pointers: &[String]) -> Value {
-    let mut v = obj.clone();
-    for p in pointers {
-        if let Some(slot) = v.pointer_mut(p)
-            && !slot.is_null()
-        {
-            *slot = Value::String(SENSITIVE.into());
-        }
-    }
-    let is_secret = v["kind"] == "Secret";
-    if is_secret {
-        for field in ["data", "stringData"] {
-            if let Some(m) = v.get_mut(field).and_then(Value::as_object_mut) {
-                for val in m.values_mut() {
-                    *val = Value::String(SENSITIVE.into());
-                }
-            }
-        }
-    }
-    if v["masked"] == true && v.get("value").is_some_and(|x| !x.is_null()) {
-        v["value"] = Value::String(SENSITIVE.into());
-    }
-    mask_walk(&mut v);
-    v
-}
+/// Renderers: the same `Diff` as plain unified text, with ANSI colours, or as Markdown.
+pub mod render {
+    use super::{Diff, LineKind};
 
-fn mask_walk(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, val) in m.iter_mut() {
-                if SECRET_KEYS.contains(&k.as_str()) && (val.is_string() || val.is_number()) {
-                    *val = Value::String(SENSITIVE.into());
-                } else {
-                    mask_walk(val);
-                }
-            }
+    fn marker(kind: LineKind) -> char {
+        match kind {
+            LineKind::Context => ' ',
+            LineKind::Added => '+',
+            LineKind::Removed => '-',
         }
-        Value::Array(a) => a.iter_mut().for_each(mask_walk),
-        Value::String(s) => {
-            let scrubbed = scrub_text(s);
-            if scrubbed != *s {
-                *s = scrubbed;
-            }
-        }
-        _ => {}
     }
-}
 
-/// Replaces token-looking words in free text (a runner `config.toml`, a CI file), and the
-/// value of `token = "…"` lines.
-pub fn scrub_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix("token")
-            && rest.trim_start().starts_with('=')
-        {
-            let indent = &line[..line.len() - trimmed.len()];
-            let eol = if line.ends_with("\r\n") {
-                "\r\n"
-            } else if line.ends_with('\n') {
-                "\n"
-            } else {
-                ""
-            };
-            out.push_str(&format!("{indent}token = \"{SENSITIVE}\"{eol}"));
-            continue;
-        }
-        out.push_str(&scrub_words(line));
+    /// `diff -u` text; empty for an empty diff.
+    pub fn plain(d: &Diff) -> String {
+        styled(d, |_, s| s)
     }
-    out
-}
 
-fn scrub_words(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some((pos, prefix)) =
-        TOKEN_PREFIXES.iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min_by_key(|(i, _)| *i)
-    {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos + prefix.len()..];
-        let len =
-            tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')).unwrap_or(tail.len());
-        if len >= 8 {
-            out.push_str(SENSITIVE);
-        } else {
-            out.push_str(&rest[pos..pos + prefix.len() + len]);
-        }
-        rest = &tail[len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// ANSI colours for a terminal: additions green, removals red, hunk headers cyan.
-pub fn colorize(diff: &str) -> String {
-    diff.lines()
-        .map(|l| {
-            if l.starts_with("+++") || l.starts_with("---") {
-                format!("\x1b[1m{l}\x1b[0m\n")
-            } else if l.starts_with('+') {
-                format!("\x1b[32m{l}\x1b[0m\n")
-            } else if l.starts_with('-') {
-                format!("\x1b[31m{l}\x1b[0m\n")
-            } else if l.starts_with("@@") {
-                format!("\x1b[36m{l}\x1b[0m\n")
-            } else {
-                format!("{l}\n")
-            }
+    /// For a terminal: additions green, removals red, hunk headers cyan, file headers bold.
+    pub fn ansi(d: &Diff) -> String {
+        styled(d, |style, s| match style {
+            Style::File => format!("\x1b[1m{s}\x1b[0m"),
+            Style::Hunk => format!("\x1b[36m{s}\x1b[0m"),
+            Style::Line(LineKind::Added) => format!("\x1b[32m{s}\x1b[0m"),
+            Style::Line(LineKind::Removed) => format!("\x1b[31m{s}\x1b[0m"),
+            Style::Line(LineKind::Context) => s,
         })
-        .collect()
+    }
+
+    /// A fenced `diff` block that pastes into a merge request.
+    pub fn markdown(d: &Diff) -> String {
+        if d.is_empty() {
+            return String::new();
+        }
+        let body = plain(d);
+        // A fence longer than any backtick run inside keeps the block closed.
+        let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+        let fence = "`".repeat(longest.max(2) + 1);
+        format!("{fence}diff\n{body}{fence}\n")
+    }
+
+    pub enum Style {
+        File,
+        Hunk,
+        Line(LineKind),
+    }
+
+    fn styled(d: &Diff, paint: impl Fn(Style, String) -> String) -> String {
+        if d.is_empty() {
+            return String::new();
+        }
+        let mut out = String::new();
+        out.push_str(&paint(Style::File, format!("--- {}", d.old)));
+        out.push('\n');
+        out.push_str(&paint(Style::File, format!("+++ {}", d.new)));
+        out.push('\n');
+        for h in &d.hunks {
+            out.push_str(&paint(Style::Hunk, h.header.clone()));
+            out.push('\n');
+            for l in &h.lines {
+                out.push_str(&paint(Style::Line(l.kind), format!("{}{}", marker(l.kind), l.text)));
+                out.push('\n');
+                if l.no_newline {
+                    out.push_str("\\ No newline at end of file\n");
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! archshift: move GitLab CI runners on Kubernetes from amd64-only to amd64 + arm64, safely.
 //!
-//! The pure core (`spec`, `model`, `phases`, `diff`, `ciyaml`) does no IO; adapters, the
+//! The pure core (`vocab`, `spec`, `model`, `phases`, `diff`, `redact`, `ciyaml`) does no IO
+//! (a test in `tests/architecture.rs` enforces it); adapters, the
 //! engine and the views build on it.
 #![forbid(unsafe_code)]
 
@@ -8,5 +9,7 @@ pub mod ciyaml;
 pub mod diff;
 pub mod model;
 pub mod phases;
+pub mod redact;
 pub mod sandbox;
 pub mod spec;
+pub mod vocab;

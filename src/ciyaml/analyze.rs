@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use yaml_serde::{Mapping, Value};
 
 use super::CiYamlError;
-use crate::model::Arch;
+use crate::vocab::Arch;
 
 /// Top-level keys that are not jobs (GitLab's global keywords).
 pub const GLOBAL_KEYWORDS: [&str; 10] = [

@@ -16,7 +16,7 @@ use std::fmt;
 
 pub use analyze::{Analysis, ArchHint, JobInfo, TagSource, analyze, is_job_name};
 
-use crate::model::Arch;
+use crate::vocab::Arch;
 
 /// What tags to give which jobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use yaml_serde::Value;
 
 use super::*;
-use crate::diff::unified;
+use crate::diff::text_diff;
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -79,7 +79,7 @@ fn check(input: &str, opts: &TagOptions) -> Retag {
 }
 
 fn report(input: &str, r: &Retag) -> String {
-    let mut s = unified(input, &r.output, "before", "after", 2);
+    let mut s = text_diff(input, &r.output, "before".into(), "after".into(), 2).to_string();
     s.push_str("--\n");
     if let Some(t) = &r.default_tags_added {
         s.push_str(&format!("default: tags [{t}] added\n"));

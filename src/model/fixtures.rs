@@ -170,7 +170,11 @@ pub fn ci_file(project: &str, content: &str) -> CiFile {
 /// untagged, Argo templates some pinned some not, other projects with untagged jobs.
 pub fn start() -> ObservedState {
     ObservedState {
-        gitlab_url: Some("https://gitlab.sandbox.test".into()),
+        endpoints: super::Endpoints {
+            cluster: None,
+            gitlab: Some(super::GitLabIdentity { url: "https://gitlab.sandbox.test".into(), ids: Default::default() }),
+        },
+        observed_at: None,
         node_pools: vec![spot_pool(AMD64_ONLY), system_pool("[amd64, arm64]")],
         node_classes: vec![node_class(&["amd64", "arm64"])],
         releases: vec![baseline_release()],

@@ -7,58 +7,26 @@
 //! is dropped on the way.
 
 mod change;
+mod finding;
 mod gitlab;
-mod kube;
+mod kubernetes;
+mod plan;
+mod refs;
 mod simulate;
-
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use change::{Action, Change, Document, Finding, Phase, PhasePlan, Precondition, Severity, Target};
+pub use crate::vocab::{ARCH_LABEL, Arch, ArgoKind, Phase};
+pub use change::{
+    Action, Binding, Change, Document, HttpMethod, MergeRequest, Output, Precondition, Reversal, Verification,
+    WaitClass, WriteMethod,
+};
+pub use finding::{Finding, FindingCode, Status};
 pub use gitlab::{CiFile, CiVariable, GitLabRunner, ProjectCi};
-pub use kube::{ArgoWorkloadView, NodeClassView, NodePoolView, ReleaseView, Requirement, SecretMeta, kube_id};
+pub use kubernetes::{ArgoWorkloadView, NodeClassView, NodePoolView, ReleaseView, Requirement, SecretMeta, kube_id};
+pub use plan::{ClusterIdentity, Endpoints, GitLabIdentity, GraphError, PLAN_FORMAT_VERSION, PhasePlan, Plan};
+pub use refs::{ChangeId, ObjectRef};
 pub use simulate::apply_change;
-
-/// The label every node carries with its CPU architecture.
-pub const ARCH_LABEL: &str = "kubernetes.io/arch";
-
-/// A CPU architecture archshift builds runners for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Amd64,
-    Arm64,
-}
-
-impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
-
-    /// The value of the `kubernetes.io/arch` label and of tag suffixes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// Reads the names builds use for an architecture (`x86_64`, `aarch64`, `linux/arm64`...).
-    pub fn from_alias(s: &str) -> Option<Arch> {
-        let s = s.trim().to_ascii_lowercase();
-        let s = s.strip_prefix("linux/").unwrap_or(&s);
-        match s {
-            "amd64" | "x86_64" | "x86-64" | "x64" => Some(Arch::Amd64),
-            "arm64" | "aarch64" | "arm64/v8" => Some(Arch::Arm64),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Everything the planners look at, read from the cluster and GitLab by the adapters.
 ///
@@ -66,8 +34,10 @@ impl fmt::Display for Arch {
 /// or hidden CI/CD variables carry no value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObservedState {
-    /// The GitLab base URL the tool talks to (used as the runners' `gitlabUrl` fallback).
-    pub gitlab_url: Option<String>,
+    /// Which cluster and GitLab this was read from.
+    pub endpoints: Endpoints,
+    /// When it was read (RFC 3339).
+    pub observed_at: Option<String>,
     /// Karpenter NodePools (`karpenter.sh/v1`), raw.
     pub node_pools: Vec<serde_json::Value>,
     /// EC2NodeClasses (`karpenter.k8s.aws/v1`), raw.
@@ -88,6 +58,13 @@ pub struct ObservedState {
     pub argo: Vec<serde_json::Value>,
     /// Other projects of the workloads group and their CI files.
     pub other_projects: Vec<ProjectCi>,
+}
+
+impl ObservedState {
+    /// The GitLab base URL the tool talks to (the runners' `gitlabUrl` fallback).
+    pub fn gitlab_url(&self) -> Option<&str> {
+        self.endpoints.gitlab.as_ref().map(|g| g.url.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{Action, Change, CiVariable, Document, GitLabRunner, ObservedState, SecretMeta, Target, kube_id};
+use super::{Action, Change, CiVariable, Document, GitLabRunner, ObjectRef, ObservedState, SecretMeta, kube_id};
 
 /// Applies `change` to `state` as the real API would, or says why it cannot.
 pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), String> {
@@ -14,7 +14,7 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
         Some(Document::Text(_)) | None => None,
     };
     match &change.target {
-        Target::Kube { kind, namespace, name, .. } => {
+        ObjectRef::Kube { kind, namespace, name, .. } => {
             if kind == "Secret" {
                 state.secrets.retain(|s| !(s.name == *name && Some(&s.namespace) == namespace.as_ref()));
                 if let Some(obj) = after {
@@ -56,7 +56,7 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                 _ => return Err(format!("{} {}: target state does not allow it", change.action, change.target)),
             }
         }
-        Target::GitLabRunner { tag, .. } => {
+        ObjectRef::GitLabRunner { tag, id: runner_id } => {
             let obj = after.ok_or("runner change without an after document")?;
             let tags: Vec<String> = obj["tag_list"]
                 .as_array()
@@ -79,20 +79,20 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                     });
                 }
                 Action::Update => {
-                    let id = obj["id"].as_u64().ok_or("runner update without an id")?;
+                    let id = (*runner_id).ok_or("runner update without an id")?;
                     let r = state.runners.iter_mut().find(|r| r.id == id).ok_or("runner to update is gone")?;
                     r.tag_list = tags;
                     r.run_untagged = run_untagged;
                 }
                 Action::Delete => {
-                    let id = obj["id"].as_u64().ok_or("runner delete without an id")?;
+                    let id = (*runner_id).ok_or("runner delete without an id")?;
                     state.runners.retain(|r| r.id != id);
                 }
             }
         }
-        Target::RunnerToken { .. } => {}
-        Target::ProjectVariable { key, .. } | Target::GroupVariable { key, .. } => {
-            let list = if matches!(change.target, Target::ProjectVariable { .. }) {
+        ObjectRef::RunnerToken { .. } => {}
+        ObjectRef::ProjectVariable { key, .. } | ObjectRef::GroupVariable { key, .. } => {
+            let list = if matches!(change.target, ObjectRef::ProjectVariable { .. }) {
                 &mut state.project_variables
             } else {
                 &mut state.group_variables
@@ -104,7 +104,7 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                 list.push(new.ok_or("variable change without a valid after document")?);
             }
         }
-        Target::CiFile { project, path, branch } => {
+        ObjectRef::CiFile { project, path, branch } => {
             let Some(Document::Text(text)) = &change.after else {
                 return Err("CI file change without text".into());
             };
@@ -120,6 +120,9 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
             file.content = text.clone();
             file.branch = branch.clone();
             file.last_commit_id = format!("{}+", file.last_commit_id);
+        }
+        ObjectRef::CiJob { .. } | ObjectRef::Project { .. } => {
+            return Err(format!("{} is not written by changes", change.target));
         }
     }
     Ok(())

@@ -9,11 +9,14 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::patch::guarded_patch;
+use super::{join, plural};
 use crate::model::{
-    ARCH_LABEL, Action, Arch, Change, Document, NodeClassView, NodePoolView, ObservedState, Phase, PhasePlan,
-    Precondition, Requirement, Severity, Target, kube_id,
+    ARCH_LABEL, Action, Arch, Change, ChangeId, Document, FindingCode, NodeClassView, NodePoolView, ObjectRef,
+    ObservedState, Phase, PhasePlan, Precondition, Requirement, Status, WriteMethod, kube_id,
 };
 use crate::spec::MigrationPlan;
+use crate::vocab::{EC2_NODE_CLASS, NODE_POOL, NODEPOOL_LABEL};
 
 /// Architectures a set of requirements lets the pool launch, among those archshift knows.
 pub fn allowed_archs(reqs: &[Requirement]) -> BTreeSet<Arch> {
@@ -33,22 +36,31 @@ pub fn allowed_archs(reqs: &[Requirement]) -> BTreeSet<Arch> {
     allowed
 }
 
-pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
+/// Plans the widening. `pins` are the changes that must be live before the pool may launch
+/// arm64 nodes (the Workloads phase's pins); the widening depends on every one of them.
+pub fn plan(state: &ObservedState, spec: &MigrationPlan, pins: &[ChangeId]) -> PhasePlan {
     let mut out = PhasePlan::new(Phase::NodePool);
     let name = &spec.node_pool.name;
-    let subject = format!("NodePool {name}");
     let Some(obj) = state.node_pools.iter().find(|o| kube_id(o).2 == name) else {
         out.finding(
-            Severity::Risk,
-            &subject,
+            FindingCode::NodePoolNotFound,
+            Status::Risk,
+            Some(ObjectRef::kube(NODE_POOL, None, name)),
             format!("not found in the cluster: check nodePool.name in the plan (pools seen: {})", pool_names(state)),
         );
         return out;
     };
+    // The object's own apiVersion: a pool served as karpenter.sh/v1beta1 is written back as one.
+    let target = ObjectRef::Kube {
+        api_version: obj["apiVersion"].as_str().unwrap_or(NODE_POOL.api_version).to_string(),
+        kind: NODE_POOL.kind.into(),
+        namespace: None,
+        name: name.clone(),
+    };
     let pool = match NodePoolView::from_object(obj) {
         Ok(p) => p,
         Err(e) => {
-            out.finding(Severity::Risk, &subject, e);
+            out.finding(FindingCode::NodePoolInvalid, Status::Risk, Some(target), e);
             return out;
         }
     };
@@ -63,13 +75,16 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
         } else {
             format!("allows {}", join(allowed.iter()))
         };
-        out.finding(Severity::Done, &subject, how);
+        out.finding(FindingCode::NodePoolAllows, Status::Done, Some(target.clone()), how);
     } else {
+        let id = ChangeId::node_pool(name);
         let new_reqs = widened(&pool.requirements, &arch_reqs, wanted, &allowed);
         if arch_reqs.len() != 1 || arch_reqs[0].1.operator != "In" {
-            out.finding(
-                Severity::Risk,
-                &subject,
+            out.finding_for(
+                FindingCode::NodePoolArchRewritten,
+                Status::Risk,
+                Some(target.clone()),
+                &id,
                 format!(
                     "kubernetes.io/arch is constrained by {} ({}); they are replaced by one `In [{}]`",
                     plural(arch_reqs.len(), "requirement"),
@@ -82,22 +97,40 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
         if let Some(slot) = after.pointer_mut(NodePoolView::REQUIREMENTS) {
             *slot = serde_json::to_value(&new_reqs).unwrap_or(Value::Null);
         }
-        out.changes.push(Change {
-            id: format!("nodepool/{name}"),
-            phase: Phase::NodePool,
-            target: kube_target("karpenter.sh/v1", "NodePool", name),
-            action: Action::Update,
-            summary: format!("allow {} on NodePool {name}", join(missing.iter())),
-            before: Some(Document::Object(obj.clone())),
-            after: Some(Document::Object(after)),
-            precondition: Precondition::ResourceVersion { resource_version: pool.resource_version.clone() },
-            sensitive: vec![],
-        });
-        out.finding(
-            Severity::Pending,
-            &subject,
+        let patch = guarded_patch(obj, &after);
+        out.changes.push(
+            Change::new(
+                id.clone(),
+                Phase::NodePool,
+                target.clone(),
+                Action::Update,
+                format!("allow {} on NodePool {name}", join(missing.iter())),
+                WriteMethod::KubeJsonPatch { patch },
+            )
+            .before(Document::Object(obj.clone()))
+            .after(Document::Object(after))
+            .precondition(Precondition::ResourceVersion { resource_version: pool.resource_version.clone() })
+            .depends_on(pins.iter().cloned()),
+        );
+        out.finding_for(
+            FindingCode::NodePoolWidenNeeded,
+            Status::Pending,
+            Some(target.clone()),
+            &id,
             format!("allows {}; needs {}", join_or_none(&allowed), join(missing.iter())),
         );
+        if !pins.is_empty() {
+            out.finding_for(
+                FindingCode::NodePoolWaitsForPins,
+                Status::Pending,
+                Some(target),
+                &id,
+                format!(
+                    "widened only after {} that pin workloads to amd64 (Phase 4): once arm64 is allowed, Karpenter may launch arm64 nodes for any pod without an architecture constraint",
+                    plural(pins.len(), "change")
+                ),
+            );
+        }
     }
     check_node_class(state, &pool, wanted, &mut out);
     out
@@ -148,32 +181,44 @@ fn wanted_in_order(wanted: &[Arch], allowed: &BTreeSet<Arch>) -> Vec<Arch> {
 /// arm64 nodes launch only if the EC2NodeClass resolves an arm64 AMI.
 fn check_node_class(state: &ObservedState, pool: &NodePoolView, wanted: &[Arch], out: &mut PhasePlan) {
     let Some((_, kind, class)) = &pool.node_class_ref else {
-        out.finding(Severity::Risk, format!("NodePool {}", pool.name), "has no spec.template.spec.nodeClassRef");
+        out.finding(
+            FindingCode::NodePoolNoNodeClass,
+            Status::Risk,
+            Some(ObjectRef::kube(NODE_POOL, None, &pool.name)),
+            "has no spec.template.spec.nodeClassRef",
+        );
         return;
     };
-    if kind != "EC2NodeClass" {
+    if kind != EC2_NODE_CLASS.kind {
         return; // Another provider: its image selection is outside what archshift can check.
     }
-    let subject = format!("EC2NodeClass {class}");
+    let target = Some(ObjectRef::kube(EC2_NODE_CLASS, None, class));
     let Some(view) = state.node_classes.iter().find(|o| kube_id(o).2 == class).map(NodeClassView::from_object) else {
-        out.finding(Severity::Risk, subject, format!("referenced by NodePool {} but not found", pool.name));
+        out.finding(
+            FindingCode::NodeClassNotFound,
+            Status::Risk,
+            target,
+            format!("referenced by NodePool {} but not found", pool.name),
+        );
         return;
     };
     let Some(archs) = view.ami_archs else {
         out.finding(
-            Severity::Pending,
-            subject,
+            FindingCode::NodeClassAmisUnknown,
+            Status::Pending,
+            target,
             "has not reported status.amis yet; cannot tell which architectures it can launch",
         );
         return;
     };
     let lacking: Vec<&Arch> = wanted.iter().filter(|a| !archs.contains(a.as_str())).collect();
     if lacking.is_empty() {
-        out.finding(Severity::Done, subject, format!("resolves AMIs for {}", join(archs.iter())));
+        out.finding(FindingCode::NodeClassAmis, Status::Done, target, format!("resolves AMIs for {}", join(archs.iter())));
     } else {
         out.finding(
-            Severity::Risk,
-            subject,
+            FindingCode::NodeClassNoAmi,
+            Status::Risk,
+            target,
             format!(
                 "resolves no AMI for {}: nodes of that architecture will fail to launch; use an alias such as al2023@latest or add an AMI for it",
                 join(lacking.iter())
@@ -188,7 +233,7 @@ pub fn pool_can_host(pool: &Value, selector: &std::collections::BTreeMap<String,
     let Ok(view) = NodePoolView::from_object(pool) else { return false };
     let template_labels = &pool["spec"]["template"]["metadata"]["labels"];
     selector.iter().all(|(key, value)| {
-        if key == "karpenter.sh/nodepool" {
+        if key == NODEPOOL_LABEL {
             return *value == view.name;
         }
         if let Some(l) = template_labels.get(key).and_then(Value::as_str) {
@@ -215,10 +260,6 @@ pub fn pool_can_host(pool: &Value, selector: &std::collections::BTreeMap<String,
     })
 }
 
-pub(crate) fn kube_target(api_version: &str, kind: &str, name: &str) -> Target {
-    Target::Kube { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() }
-}
-
 fn describe(r: &Requirement) -> String {
     if r.values.is_empty() { r.operator.clone() } else { format!("{} [{}]", r.operator, r.values.join(", ")) }
 }
@@ -226,14 +267,6 @@ fn describe(r: &Requirement) -> String {
 fn pool_names(state: &ObservedState) -> String {
     let names: Vec<&str> = state.node_pools.iter().map(|o| kube_id(o).2).collect();
     if names.is_empty() { "none".into() } else { names.join(", ") }
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
-}
-
-pub(crate) fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
-    items.map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn join_or_none(set: &BTreeSet<Arch>) -> String {

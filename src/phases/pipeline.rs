@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use super::ci_file_change;
+use super::{ci_file_change, ci_file_ref, ci_job};
 use crate::ciyaml::{self, Outcome, TagOptions};
 use crate::model::{
-    Action, Arch, Change, CiVariable, Document, ObservedState, Phase, PhasePlan, Precondition, Severity, Target,
+    Action, Arch, Change, ChangeId, CiVariable, Document, FindingCode, HttpMethod, ObjectRef, ObservedState, Phase,
+    PhasePlan, Precondition, Status, Verification, WriteMethod,
 };
 use crate::spec::MigrationPlan;
 
@@ -15,8 +16,8 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
     for &arch in spec.architectures() {
         let key = spec.pipeline.variables.name(arch);
         let tag = spec.runners.tag(arch);
-        let target = Target::ProjectVariable { project: project.clone(), key: key.to_string() };
-        plan_tag_variable(&mut out, &state.project_variables, target, key, &tag, &format!("variable/{key}"));
+        let target = ObjectRef::ProjectVariable { project: project.clone(), key: key.to_string() };
+        plan_tag_variable(&mut out, &state.project_variables, target, &tag);
     }
     plan_ci_file(state, spec, &mut out);
     out
@@ -24,16 +25,18 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
 
 /// Makes sure `key` holds `tag`, unprotected and unmasked in scope `*`, so the tag expands on
 /// every ref (a protected variable stays a literal `$KEY` on unprotected branches).
-pub(super) fn plan_tag_variable(
-    out: &mut PhasePlan,
-    vars: &[CiVariable],
-    target: Target,
-    key: &str,
-    tag: &str,
-    id: &str,
-) {
-    let subject = target.to_string();
-    let wanted = CiVariable::tag_variable(key, tag);
+pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target: ObjectRef, tag: &str) {
+    let (id, collection, key) = match &target {
+        ObjectRef::ProjectVariable { project, key } => {
+            (ChangeId::project_variable(project, key), format!("/projects/{}/variables", encode_path(project)), key)
+        }
+        ObjectRef::GroupVariable { group, key } => {
+            (ChangeId::group_variable(group, key), format!("/groups/{}/variables", encode_path(group)), key)
+        }
+        _ => return,
+    };
+    let key = key.clone();
+    let wanted = CiVariable::tag_variable(&key, tag);
     let star = vars.iter().find(|v| v.key == key && v.environment_scope == "*");
     let scoped: Vec<&str> = vars
         .iter()
@@ -42,8 +45,9 @@ pub(super) fn plan_tag_variable(
         .collect();
     if !scoped.is_empty() {
         out.finding(
-            Severity::Risk,
-            &subject,
+            FindingCode::VariableScoped,
+            Status::Risk,
+            Some(target.clone()),
             format!(
                 "also defined for environment scope(s) {}; jobs in those environments use that value",
                 scoped.join(", ")
@@ -51,17 +55,17 @@ pub(super) fn plan_tag_variable(
         );
     }
     let Some(have) = star else {
-        out.changes.push(Change {
-            id: id.into(),
-            phase: out.phase,
-            target,
-            action: Action::Create,
-            summary: format!("create variable {key}={tag} (unprotected, unmasked, raw)"),
-            before: None,
-            after: Some(Document::Object(wanted.to_json())),
-            precondition: Precondition::Absent,
-            sensitive: vec![],
-        });
+        out.changes.push(
+            Change::new(
+                id,
+                out.phase,
+                target,
+                Action::Create,
+                format!("create variable {key}={tag} (unprotected, unmasked, raw)"),
+                WriteMethod::GitLab { method: HttpMethod::Post, path: collection },
+            )
+            .after(Document::Object(wanted.to_json())),
+        );
         return;
     };
     let mut why = Vec::new();
@@ -78,37 +82,62 @@ pub(super) fn plan_tag_variable(
         why.push(format!("type {}", have.variable_type));
     }
     if why.is_empty() {
-        out.finding(Severity::Done, &subject, format!("= {tag}"));
+        out.finding(FindingCode::VariableSet, Status::Done, Some(target), format!("= {tag}"));
         return;
     }
     if have.hidden {
         out.finding(
-            Severity::Risk,
-            &subject,
+            FindingCode::VariableHidden,
+            Status::Risk,
+            Some(target),
             format!("is hidden ({}); GitLab will not unhide it: delete it and re-run to recreate it", why.join(", ")),
         );
         return;
     }
-    out.changes.push(Change {
-        id: id.into(),
-        phase: out.phase,
-        target,
-        action: Action::Update,
-        summary: format!("set variable {key}={tag}: {}", why.join(", ")),
-        before: Some(Document::Object(have.to_json())),
-        after: Some(Document::Object(wanted.to_json())),
-        precondition: Precondition::VariableValue { value: have.value.clone(), protected: have.protected },
-        sensitive: if have.masked { vec!["/value".into()] } else { vec![] },
-    });
+    out.changes.push(
+        Change::new(
+            id,
+            out.phase,
+            target,
+            Action::Update,
+            format!("set variable {key}={tag}: {}", why.join(", ")),
+            WriteMethod::GitLab {
+                method: HttpMethod::Put,
+                path: format!("{collection}/{key}?filter[environment_scope]=*"),
+            },
+        )
+        .before(Document::Object(have.to_json()))
+        .after(Document::Object(wanted.to_json()))
+        .precondition(Precondition::VariableValue { value: have.value.clone(), protected: have.protected })
+        .sensitive(if have.masked { vec!["/value".to_string()] } else { vec![] }),
+    );
+}
+
+/// A project or group path as one URL path segment (`platform/ci` -> `platform%2Fci`).
+pub(crate) fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan) {
     let p = &spec.pipeline;
-    let subject = format!("{}:{}", p.project, p.ci_file);
     let Some(file) = &state.ci_file else {
-        out.finding(Severity::Risk, subject, format!("not found on branch {}", p.branch));
+        out.finding(
+            FindingCode::CiFileNotFound,
+            Status::Risk,
+            Some(ObjectRef::CiFile { project: p.project.clone(), path: p.ci_file.clone(), branch: p.branch.clone() }),
+            format!("not found on branch {}", p.branch),
+        );
         return;
     };
+    let file_ref = Some(ci_file_ref(file));
     let vars = &p.variables;
     let mut opts = TagOptions::default();
     if p.jobs.detect {
@@ -122,15 +151,16 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     let analysis = match ciyaml::analyze(&file.content) {
         Ok(a) => a,
         Err(e) => {
-            out.finding(Severity::Risk, subject, format!("cannot be read: {e}"));
+            out.finding(FindingCode::CiFileUnreadable, Status::Risk, file_ref, format!("cannot be read: {e}"));
             return;
         }
     };
     for name in p.jobs.explicit.keys() {
         if !analysis.jobs.iter().any(|j| &j.name == name) {
             out.finding(
-                Severity::Risk,
-                &subject,
+                FindingCode::CiFileUnknownJob,
+                Status::Risk,
+                file_ref.clone(),
                 format!("pipeline.jobs.explicit names job {name}, which is not in the file"),
             );
         }
@@ -138,7 +168,7 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     let retag = match ciyaml::retag(&file.content, &opts) {
         Ok(r) => r,
         Err(e) => {
-            out.finding(Severity::Risk, subject, format!("cannot be rewritten: {e}"));
+            out.finding(FindingCode::CiFileUnreadable, Status::Risk, file_ref, format!("cannot be rewritten: {e}"));
             return;
         }
     };
@@ -154,8 +184,9 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     for &arch in spec.architectures() {
         if !arch_of.values().any(|a| *a == arch) {
             out.finding(
-                Severity::Risk,
-                &subject,
+                FindingCode::CiFileNoBuildJob,
+                Status::Risk,
+                file_ref.clone(),
                 format!("no job builds for {arch}: name it in pipeline.jobs.explicit"),
             );
         }
@@ -167,18 +198,33 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
             let ok = [vars.reference(*arch), format!("${{{}}}", vars.name(*arch)), spec.runners.tag(*arch)];
             if tags.iter().any(|t| ok.contains(t)) {
                 out.finding(
-                    Severity::Done,
-                    format!("{subject} job {}", job.job),
+                    FindingCode::CiJobTagged,
+                    Status::Done,
+                    Some(ci_job(file, &job.job)),
                     format!("runs on {arch} ([{}])", tags.join(", ")),
                 );
             } else {
                 out.finding(
-                    Severity::Risk,
-                    format!("{subject} job {}", job.job),
+                    FindingCode::CiJobWrongTags,
+                    Status::Risk,
+                    Some(ci_job(file, &job.job)),
                     format!("builds {arch} but keeps its {source} tags [{}], which do not select the {arch} runner: change them by hand", tags.join(", ")),
                 );
             }
         }
     }
-    ci_file_change(out, file, &retag, &p.delivery);
+    let Some(id) = ci_file_change(out, file, &retag, &p.delivery) else { return };
+    // Jobs move to the new runners only once those take jobs, on a pool that can run them.
+    let mut needs = vec![ChangeId::node_pool(&spec.node_pool.name)];
+    for &arch in spec.architectures() {
+        needs.push(ChangeId::project_variable(&p.project, p.variables.name(arch)));
+        needs.push(ChangeId::release(&spec.runners.release_name(arch)));
+        needs.push(ChangeId::runner(&spec.runners.tag(arch)));
+    }
+    let builds: BTreeMap<String, Arch> =
+        arch_of.into_iter().filter(|(job, _)| retag.jobs.iter().any(|j| &j.job == job)).collect();
+    if let Some(change) = out.changes.iter_mut().find(|c| c.id == id) {
+        *change = change.clone().depends_on(needs);
+        change.verify.push(Verification::PipelineProof { jobs: builds });
+    }
 }

@@ -3,14 +3,13 @@ use serde_json::json;
 use super::*;
 use crate::diff::{DiffOptions, change_diff};
 use crate::model::fixtures::{self, AMD64_ONLY, obj, plan, start};
-use crate::model::{Action, Document, NodePoolView, Requirement, Severity, apply_change};
+use crate::model::{Action, Document, FindingCode, NodePoolView, ObjectRef, Requirement, Status, apply_change};
 
-/// Applies every change of every phase, in order, as the real APIs would.
+/// Applies every change of the plan in dependency order, as the real APIs would.
 fn converge(state: &mut ObservedState, spec: &MigrationPlan) {
-    for phase in Phase::ALL {
-        for change in plan_phase(phase, state, spec).changes {
-            apply_change(state, &change).unwrap_or_else(|e| panic!("{}: {e}", change.id));
-        }
+    let plan = super::plan(state, spec, "");
+    for change in plan.order().expect("an acyclic plan") {
+        apply_change(state, change).unwrap_or_else(|e| panic!("{}: {e}", change.id));
     }
 }
 
@@ -20,9 +19,14 @@ fn render(p: &PhasePlan) -> String {
         out.push_str(&format!("{} {} [{}]: {}\n", c.action, c.target, c.id, c.summary));
     }
     for f in &p.findings {
-        out.push_str(&format!("{}: {}: {}\n", f.severity, f.subject, f.message));
+        out.push_str(&format!("{} {}: {}\n", f.status, f.code, f.headline()));
     }
     out
+}
+
+/// Whether `p` has a finding with this code about the object displayed as `target`.
+fn has(p: &PhasePlan, code: FindingCode, target: &str) -> bool {
+    p.findings.iter().any(|f| f.code == code && f.target.as_ref().map(|t| t.to_string()).as_deref() == Some(target))
 }
 
 fn arch_requirements(obj: &serde_json::Value) -> Vec<Requirement> {
@@ -47,7 +51,7 @@ fn after_text(c: &Change) -> &str {
 
 #[test]
 fn nodepool_amd64_only_is_widened_in_place() {
-    let p = nodepool::plan(&start(), &plan());
+    let p = plan_phase(Phase::NodePool, &start(), &plan());
     assert_eq!(p.changes.len(), 1);
     let c = &p.changes[0];
     assert_eq!(c.action, Action::Update);
@@ -69,7 +73,7 @@ fn nodepool_amd64_only_is_widened_in_place() {
         ["karpenter.sh/capacity-type", "kubernetes.io/arch", "kubernetes.io/os"]
     );
     assert_eq!(p.risks().count(), 0, "{}", render(&p));
-    insta::assert_snapshot!(change_diff(c, DiffOptions::default()));
+    insta::assert_snapshot!(change_diff(c, DiffOptions::default()).to_string());
 }
 
 #[test]
@@ -77,7 +81,7 @@ fn nodepool_notin_arm64_is_replaced_by_an_explicit_in_and_reported() {
     let mut s = start();
     s.node_pools =
         vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: NotIn\n        values: [arm64]")];
-    let p = nodepool::plan(&s, &plan());
+    let p = plan_phase(Phase::NodePool, &s, &plan());
     let reqs = arch_requirements(after_object(&p.changes[0]));
     assert_eq!(reqs.len(), 1);
     assert_eq!(
@@ -94,7 +98,7 @@ fn nodepool_duplicate_arch_requirements_are_merged() {
     let dup =
         format!("{AMD64_ONLY}\n      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]");
     s.node_pools = vec![fixtures::spot_pool(&dup)];
-    let p = nodepool::plan(&s, &plan());
+    let p = plan_phase(Phase::NodePool, &s, &plan());
     let reqs = arch_requirements(after_object(&p.changes[0]));
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].values, ["amd64", "arm64"]);
@@ -105,10 +109,10 @@ fn nodepool_duplicate_arch_requirements_are_merged() {
 fn nodepool_without_arch_requirement_or_already_wide_needs_nothing() {
     let mut s = start();
     s.node_pools = vec![fixtures::spot_pool("      - key: kubernetes.io/hostname\n        operator: Exists")];
-    let p = nodepool::plan(&s, &plan());
+    let p = plan_phase(Phase::NodePool, &s, &plan());
     assert!(p.changes.is_empty());
     assert!(
-        p.findings.iter().any(|f| f.severity == Severity::Done && f.message.contains("every architecture")),
+        p.findings.iter().any(|f| f.status == Status::Done && f.message.contains("every architecture")),
         "{}",
         render(&p)
     );
@@ -116,7 +120,7 @@ fn nodepool_without_arch_requirement_or_already_wide_needs_nothing() {
     s.node_pools = vec![fixtures::spot_pool(
         "      - key: kubernetes.io/arch\n        operator: In\n        values: [arm64, amd64]",
     )];
-    assert!(nodepool::plan(&s, &plan()).changes.is_empty());
+    assert!(plan_phase(Phase::NodePool, &s, &plan()).changes.is_empty());
 }
 
 #[test]
@@ -124,7 +128,7 @@ fn nodepool_x86_64_is_not_amd64_to_karpenter() {
     let mut s = start();
     s.node_pools =
         vec![fixtures::spot_pool("      - key: kubernetes.io/arch\n        operator: In\n        values: [x86_64]")];
-    let p = nodepool::plan(&s, &plan());
+    let p = plan_phase(Phase::NodePool, &s, &plan());
     let reqs = arch_requirements(after_object(&p.changes[0]));
     assert_eq!(reqs[0].values, ["x86_64", "amd64", "arm64"]);
 }
@@ -133,15 +137,15 @@ fn nodepool_x86_64_is_not_amd64_to_karpenter() {
 fn nodepool_flags_a_node_class_without_arm64_amis_and_a_missing_pool() {
     let mut s = start();
     s.node_classes = vec![fixtures::node_class(&["amd64"])];
-    let p = nodepool::plan(&s, &plan());
+    let p = plan_phase(Phase::NodePool, &s, &plan());
     assert!(
-        p.risks().any(|f| f.subject == "EC2NodeClass default" && f.message.contains("no AMI for arm64")),
+        has(&p, FindingCode::NodeClassNoAmi, "EC2NodeClass default") && p.risks().any(|f| f.code == FindingCode::NodeClassNoAmi),
         "{}",
         render(&p)
     );
 
     s.node_pools.clear();
-    let p = nodepool::plan(&s, &plan());
+    let p = plan_phase(Phase::NodePool, &s, &plan());
     assert!(p.changes.is_empty());
     assert!(p.risks().any(|f| f.message.contains("not found")), "{}", render(&p));
 }
@@ -156,10 +160,10 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
         ids,
         [
             ("runner/sandbox-amd64", Action::Create),
-            ("secret/gitlab-runner-amd64-token", Action::Create),
+            ("secret/gitlab-runner/gitlab-runner-amd64-token", Action::Create),
             ("release/gitlab-runner-amd64", Action::Create),
             ("runner/sandbox-arm64", Action::Create),
-            ("secret/gitlab-runner-arm64-token", Action::Create),
+            ("secret/gitlab-runner/gitlab-runner-arm64-token", Action::Create),
             ("release/gitlab-runner-arm64", Action::Create),
         ]
     );
@@ -185,7 +189,7 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
     assert_eq!(sets.len(), 1, "runnerToken set entry is not inherited: {sets:?}");
     assert_eq!(sets[0]["name"], "concurrent");
     assert!(p.findings.iter().any(|f| f.message.contains("runnerToken")), "{}", render(&p));
-    insta::assert_snapshot!(change_diff(&p.changes[5], DiffOptions::default()));
+    insta::assert_snapshot!(change_diff(&p.changes[5], DiffOptions::default()).to_string());
 }
 
 #[test]
@@ -195,17 +199,20 @@ fn a_manager_no_pool_can_host_is_a_risk() {
     let mut s = start();
     s.node_pools[1] = fixtures::system_pool("[amd64]");
     let p = runners::plan(&s, &plan());
-    let risks: Vec<&str> =
-        p.risks().filter(|f| f.message.contains("no NodePool can launch")).map(|f| f.subject.as_str()).collect();
+    let risks: Vec<String> = p
+        .risks()
+        .filter(|f| f.code == FindingCode::ReleaseManagerUnschedulable)
+        .filter_map(|f| f.target.as_ref().map(|t| t.to_string()))
+        .collect();
     assert_eq!(risks, ["Release gitlab-runner-arm64"], "{}", render(&p));
 }
 
 #[test]
 fn runner_token_secret_is_masked_in_diffs() {
     let p = runners::plan(&start(), &plan());
-    let d = change_diff(&p.changes[1], DiffOptions::default());
-    assert!(d.contains("runner-token: (sensitive)"), "{d}");
-    assert!(!d.contains(runners::TOKEN_FROM_GITLAB), "{d}");
+    let d = change_diff(&p.changes[1], DiffOptions::default()).to_string();
+    assert!(d.contains("runner-registration-token: (sensitive)"), "{d}");
+    assert!(d.contains("runner-token: (token of runner sandbox-amd64, from GitLab at apply time)"), "{d}");
 }
 
 #[test]
@@ -240,9 +247,9 @@ fn existing_runner_without_its_token_secret_gets_a_token_reset() {
     s.runners.push(fixtures::runner(8, &["sandbox-arm64"], "never_contacted"));
     let p = runners::plan(&s, &plan());
     let reset = p.changes.iter().find(|c| c.id == "runner-token/sandbox-arm64").expect("token reset");
-    assert_eq!(reset.target, Target::RunnerToken { tag: "sandbox-arm64".into(), id: 8 });
-    assert!(p.changes.iter().any(|c| c.id == "secret/gitlab-runner-arm64-token" && c.action == Action::Create));
-    assert!(p.risks().any(|f| f.message.contains("token is reset")), "{}", render(&p));
+    assert_eq!(reset.target, ObjectRef::RunnerToken { tag: "sandbox-arm64".into(), id: 8 });
+    assert!(p.changes.iter().any(|c| c.id == "secret/gitlab-runner/gitlab-runner-arm64-token" && c.action == Action::Create));
+    assert!(p.risks().any(|f| f.code == FindingCode::RunnerTokenReset), "{}", render(&p));
 }
 
 #[test]
@@ -251,7 +258,7 @@ fn not_plain_toml_runner_config_is_a_risk_not_a_guess() {
     s.releases[0]["spec"]["forProvider"]["values"]["runners"]["config"] =
         json!("{{- if .Values.x }}\n[[runners]]\n{{- end }}\n");
     let p = runners::plan(&s, &plan());
-    assert!(!p.changes.iter().any(|c| c.id.starts_with("release/")), "{}", render(&p));
+    assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("release/")), "{}", render(&p));
     assert!(p.risks().any(|f| f.message.contains("not plain TOML")), "{}", render(&p));
 }
 
@@ -283,7 +290,7 @@ fn job_node_selector_edit_keeps_comments_and_is_idempotent() {
 #[test]
 fn pipeline_creates_variables_and_tags_build_jobs() {
     let p = pipeline::plan(&start(), &plan());
-    let vars: Vec<&Change> = p.changes.iter().filter(|c| c.id.starts_with("variable/")).collect();
+    let vars: Vec<&Change> = p.changes.iter().filter(|c| c.id.as_str().starts_with("variable/")).collect();
     assert_eq!(vars.len(), 2);
     let arm = after_object(vars[1]);
     assert_eq!((arm["key"].as_str(), arm["value"].as_str()), (Some("CICD_TAG_ARM64"), Some("sandbox-arm64")));
@@ -292,17 +299,17 @@ fn pipeline_creates_variables_and_tags_build_jobs() {
         (Some(false), Some(false), Some(true))
     );
 
-    let file = p.changes.iter().find(|c| c.id.starts_with("cifile/")).unwrap();
+    let file = p.changes.iter().find(|c| c.id.as_str().starts_with("cifile/")).unwrap();
     assert_eq!(
         file.target,
-        Target::CiFile {
+        ObjectRef::CiFile {
             project: "platform/kaniko-builder".into(),
             path: ".gitlab-ci.yml".into(),
             branch: "archshift/multiarch-runners".into()
         }
     );
     assert_eq!(file.precondition, Precondition::LastCommit { last_commit_id: "c0ffee".into() });
-    insta::assert_snapshot!(change_diff(file, DiffOptions::default()));
+    insta::assert_snapshot!(change_diff(file, DiffOptions::default()).to_string());
 }
 
 #[test]
@@ -312,10 +319,10 @@ fn protected_variable_is_fixed_and_explained() {
     v.protected = true;
     s.project_variables = vec![fixtures::variable("CICD_TAG_AMD64", "sandbox-amd64"), v];
     let p = pipeline::plan(&s, &plan());
-    let c = p.changes.iter().find(|c| c.id == "variable/CICD_TAG_ARM64").unwrap();
+    let c = p.changes.iter().find(|c| c.id == "variable/platform/kaniko-builder/CICD_TAG_ARM64").unwrap();
     assert_eq!(c.action, Action::Update);
     assert!(c.summary.contains("protected"), "{}", c.summary);
-    assert!(!p.changes.iter().any(|c| c.id == "variable/CICD_TAG_AMD64"));
+    assert!(!p.changes.iter().any(|c| c.id == "variable/platform/kaniko-builder/CICD_TAG_AMD64"));
 }
 
 #[test]
@@ -326,9 +333,9 @@ fn masked_variable_value_never_reaches_the_diff() {
     v.value = None; // the adapter drops masked values
     s.project_variables = vec![v];
     let p = pipeline::plan(&s, &plan());
-    let c = p.changes.iter().find(|c| c.id == "variable/CICD_TAG_ARM64").unwrap();
+    let c = p.changes.iter().find(|c| c.id == "variable/platform/kaniko-builder/CICD_TAG_ARM64").unwrap();
     assert_eq!(c.precondition, Precondition::VariableValue { value: None, protected: false });
-    let d = change_diff(c, DiffOptions::default());
+    let d = change_diff(c, DiffOptions::default()).to_string();
     assert!(d.contains("masked: true"), "{d}");
 }
 
@@ -338,11 +345,11 @@ fn jobs_that_inherit_the_right_tags_through_extends_are_done() {
     let ci = ".arm:\n  tags: [$CICD_TAG_ARM64]\n.amd:\n  tags: [$CICD_TAG_AMD64]\n.base:\n  extends: .arm\nbuild_arm64:\n  extends: .base\n  script: [b]\nbuild_amd64:\n  extends: [.base, .amd]\n  script: [b]\n";
     s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ci));
     let p = pipeline::plan(&s, &plan());
-    assert!(!p.changes.iter().any(|c| c.id.starts_with("cifile/")), "{}", render(&p));
+    assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("cifile/")), "{}", render(&p));
     let done: Vec<&str> = p
         .findings
         .iter()
-        .filter(|f| f.severity == Severity::Done && f.subject.contains(" job "))
+        .filter(|f| f.code == FindingCode::CiJobTagged)
         .map(|f| f.message.as_str())
         .collect();
     assert_eq!(done, ["runs on arm64 ([$CICD_TAG_ARM64])", "runs on amd64 ([$CICD_TAG_AMD64])"]);
@@ -358,11 +365,11 @@ fn an_arm64_build_tagged_for_the_old_runner_is_a_risk() {
     let p = pipeline::plan(&s, &plan());
     assert!(
         p.risks()
-            .any(|f| f.subject.ends_with("job build_arm64") && f.message.contains("do not select the arm64 runner")),
+            .any(|f| f.code == FindingCode::CiJobWrongTags && f.target.as_ref().is_some_and(|t| t.to_string().ends_with("job build_arm64"))),
         "{}",
         render(&p)
     );
-    let file = p.changes.iter().find(|c| c.id.starts_with("cifile/")).unwrap();
+    let file = p.changes.iter().find(|c| c.id.as_str().starts_with("cifile/")).unwrap();
     assert!(after_text(file).starts_with("build_arm64:\n  tags: [sandbox]\n"), "kept exactly");
 }
 
@@ -370,7 +377,7 @@ fn an_arm64_build_tagged_for_the_old_runner_is_a_risk() {
 
 #[test]
 fn workloads_pin_unpinned_argo_templates_and_untagged_jobs() {
-    let p = workloads::plan(&start(), &plan());
+    let p = plan_phase(Phase::Workloads, &start(), &plan());
     let ids: Vec<&str> = p.changes.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -380,7 +387,7 @@ fn workloads_pin_unpinned_argo_templates_and_untagged_jobs() {
             "argo/CronWorkflow/data/nightly-report",
             "cifile/platform/docs/.gitlab-ci.yml",
             "cifile/platform/api/.gitlab-ci.yml",
-            "group-variable/CICD_TAG_AMD64",
+            "group-variable/platform/CICD_TAG_AMD64",
         ]
     );
     let etl = after_object(&p.changes[1]);
@@ -390,21 +397,26 @@ fn workloads_pin_unpinned_argo_templates_and_untagged_jobs() {
     let api = after_text(&p.changes[4]);
     assert!(api.contains("default:\n  tags: [$CICD_TAG_AMD64]\n"), "{api}");
     assert!(api.contains("  tags: [deploy]\n"), "release keeps its own tags: {api}");
-    assert!(p.findings.iter().any(|f| f.severity == Severity::Done && f.subject == "WorkflowTemplate ci/lint"));
+    assert!(has(&p, FindingCode::WorkloadPinned, "WorkflowTemplate ci/lint"), "{}", render(&p));
     insta::assert_snapshot!(render(&p));
 }
 
 #[test]
 fn workloads_flag_the_ordering_hazard_both_ways() {
-    let p = workloads::plan(&start(), &plan());
-    assert!(p.risks().any(|f| f.message.contains("before widening the pool (Phase 1)")), "{}", render(&p));
+    let p = plan_phase(Phase::Workloads, &start(), &plan());
+    // Not widened yet: the plan orders the pins first, so it is pending, not a risk.
+    assert!(
+        p.findings.iter().any(|f| f.code == FindingCode::OrderingHazard && f.status == Status::Pending),
+        "{}",
+        render(&p)
+    );
 
     let mut s = start();
     s.node_pools = vec![fixtures::spot_pool(
         "      - key: kubernetes.io/arch\n        operator: In\n        values: [amd64, arm64]",
     )];
-    let p = workloads::plan(&s, &plan());
-    assert!(p.risks().any(|f| f.message.contains("already allows arm64")), "{}", render(&p));
+    let p = plan_phase(Phase::Workloads, &s, &plan());
+    assert!(p.risks().any(|f| f.code == FindingCode::OrderingHazard), "{}", render(&p));
 }
 
 #[test]
@@ -418,9 +430,9 @@ fn argo_templates_pinned_by_affinity_or_per_template_are_done() {
     );
     s.argo = vec![by_affinity, per_template];
     s.other_projects.clear();
-    let p = workloads::plan(&s, &plan());
+    let p = plan_phase(Phase::Workloads, &s, &plan());
     assert!(p.changes.is_empty(), "{}", render(&p));
-    assert_eq!(p.findings.iter().filter(|f| f.severity == Severity::Done).count(), 2);
+    assert_eq!(p.findings.iter().filter(|f| f.status == Status::Done).count(), 2);
 }
 
 #[test]
@@ -428,7 +440,7 @@ fn argo_namespace_filter_is_honoured() {
     let mut spec = plan();
     spec.workloads.argo.namespaces = vec!["ci".into()];
     spec.workloads.gitlab = None;
-    let p = workloads::plan(&start(), &spec);
+    let p = plan_phase(Phase::Workloads, &start(), &spec);
     assert_eq!(p.changes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["argo/WorkflowTemplate/ci/build-images"]);
 }
 

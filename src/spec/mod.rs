@@ -7,11 +7,10 @@
 //! No IO here: callers hand in the text and the name to report.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Arch;
+pub use crate::vocab::{Arch, ArgoKind};
 
 pub const API_VERSION: &str = "archshift/v1";
 pub const KIND: &str = "MigrationPlan";
@@ -25,7 +24,7 @@ pub struct MigrationPlan {
     #[serde(default)]
     pub metadata: Metadata,
     #[serde(default)]
-    pub target: Target,
+    pub target: Endpoints,
     #[serde(default)]
     pub node_pool: NodePoolSpec,
     pub runners: RunnersSpec,
@@ -47,16 +46,16 @@ pub struct Metadata {
 /// environment variables (or a file path) that hold them.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct Target {
+pub struct Endpoints {
     /// Kube context; `None` means the current context of KUBECONFIG.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kube_context: Option<String>,
-    pub gitlab: GitLabTarget,
+    pub gitlab: GitLabEndpoint,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct GitLabTarget {
+pub struct GitLabEndpoint {
     /// Environment variable holding the GitLab base URL.
     pub url_env: String,
     /// Environment variable holding the access token.
@@ -66,7 +65,7 @@ pub struct GitLabTarget {
     pub token_file: Option<String>,
 }
 
-impl Default for GitLabTarget {
+impl Default for GitLabEndpoint {
     fn default() -> Self {
         Self { url_env: "GITLAB_URL".into(), token_env: "GITLAB_TOKEN".into(), token_file: None }
     }
@@ -324,21 +323,6 @@ impl Default for ArgoSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-pub enum ArgoKind {
-    WorkflowTemplate,
-    CronWorkflow,
-}
-
-impl fmt::Display for ArgoKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ArgoKind::WorkflowTemplate => "WorkflowTemplate",
-            ArgoKind::CronWorkflow => "CronWorkflow",
-        })
-    }
-}
-
 /// Other projects of a group whose untagged jobs get pinned to amd64.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -374,116 +358,6 @@ impl MigrationPlan {
         Ok(plan)
     }
 
-    /// Semantic checks serde cannot express. Returns the path of the offending field.
-    fn validate(&self) -> Result<(), (Vec<String>, String)> {
-        let err = |path: &[&str], msg: String| Err((path.iter().map(|s| s.to_string()).collect(), msg));
-        if self.api_version != API_VERSION {
-            return err(&["apiVersion"], format!("expected `{API_VERSION}`, found `{}`", self.api_version));
-        }
-        if self.kind != KIND {
-            return err(&["kind"], format!("expected `{KIND}`, found `{}`", self.kind));
-        }
-        if self.node_pool.name.is_empty() {
-            return err(&["nodePool", "name"], "must not be empty".into());
-        }
-        if self.node_pool.architectures.is_empty() {
-            return err(&["nodePool", "architectures"], "list at least one of amd64, arm64".into());
-        }
-        let mut seen = Vec::new();
-        for a in &self.node_pool.architectures {
-            if seen.contains(a) {
-                return err(&["nodePool", "architectures"], format!("`{a}` is listed twice"));
-            }
-            seen.push(*a);
-        }
-        let r = &self.runners;
-        if !is_tag_safe(&r.tag_prefix) {
-            return err(
-                &["runners", "tagPrefix"],
-                format!("`{}` is not a usable runner tag prefix: use letters, digits, `-`, `_` or `.`", r.tag_prefix),
-            );
-        }
-        if !is_dns_label(&r.namespace) {
-            return err(
-                &["runners", "namespace"],
-                format!("`{}` is not a valid namespace name (RFC 1123 label)", r.namespace),
-            );
-        }
-        for (field, name) in [("baselineRelease", &r.baseline_release), ("releasePrefix", &r.release_prefix)] {
-            if !is_dns_subdomain(name) {
-                return err(
-                    &["runners", field],
-                    format!("`{name}` is not a valid object name (lowercase RFC 1123 subdomain)"),
-                );
-            }
-        }
-        for arch in Arch::ALL {
-            if r.release_name(arch) == r.baseline_release {
-                return err(
-                    &["runners", "baselineRelease"],
-                    format!(
-                        "`{}` is also the name of the new {arch} Release (releasePrefix + `-{arch}`): it would overwrite the baseline Release kept for rollback; change releasePrefix or baselineRelease",
-                        r.baseline_release
-                    ),
-                );
-            }
-        }
-        match (r.scope.kind, &r.scope.path) {
-            (ScopeKind::Instance, Some(_)) => {
-                return err(&["runners", "scope", "path"], "an instance runner has no path; remove it".into());
-            }
-            (ScopeKind::Group | ScopeKind::Project, None) => {
-                return err(&["runners", "scope"], "missing field `path` (the group or project path)".into());
-            }
-            (_, Some(p)) if p.trim().is_empty() || p.starts_with('/') || p.ends_with('/') => {
-                return err(
-                    &["runners", "scope", "path"],
-                    format!("`{p}` is not a GitLab path like `platform` or `platform/ci`"),
-                );
-            }
-            _ => {}
-        }
-        match (r.registration.style, &r.registration.registration_token_env) {
-            (RegistrationStyle::RegistrationToken, None) => {
-                return err(
-                    &["runners", "registration"],
-                    "missing field `registrationTokenEnv` (required with style registrationToken)".into(),
-                );
-            }
-            (RegistrationStyle::AuthenticationToken, Some(_)) => {
-                return err(
-                    &["runners", "registration", "registrationTokenEnv"],
-                    "only used with style registrationToken; remove it".into(),
-                );
-            }
-            _ => {}
-        }
-        let p = &self.pipeline;
-        if !p.project.contains('/') {
-            return err(
-                &["pipeline", "project"],
-                format!("`{}` is not a project path like `group/project`", p.project),
-            );
-        }
-        for (field, name) in [("amd64", &p.variables.amd64), ("arm64", &p.variables.arm64)] {
-            if !is_variable_key(name) {
-                return err(
-                    &["pipeline", "variables", field],
-                    format!("`{name}` is not a valid CI/CD variable key (letters, digits and `_`, at most 255)"),
-                );
-            }
-        }
-        if p.variables.amd64 == p.variables.arm64 {
-            return err(&["pipeline", "variables"], "amd64 and arm64 need different variables".into());
-        }
-        if let Some(g) = &self.workloads.gitlab
-            && g.group.trim().is_empty()
-        {
-            return err(&["workloads", "gitlab", "group"], "must not be empty".into());
-        }
-        Ok(())
-    }
-
     /// Architectures the runners and pool are built for, in plan order.
     pub fn architectures(&self) -> &[Arch] {
         &self.node_pool.architectures
@@ -498,27 +372,6 @@ fn tidy_serde_message(msg: &str) -> String {
         None => msg,
     };
     msg.replace("struct ", "").replace("enum ", "")
-}
-
-fn is_tag_safe(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    // Leave room for the `-amd64` / `-token` suffixes the tool appends.
-    s.len() <= 240 && s.split('.').all(is_dns_label)
-}
-
-fn is_variable_key(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// 1-based line and column of the value at `path` in a YAML text, or of the deepest
@@ -542,3 +395,4 @@ pub fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests;
+mod validate;

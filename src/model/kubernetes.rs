@@ -5,8 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ARCH_LABEL;
-use crate::spec::ArgoKind;
+use crate::vocab::{ARCH_LABEL, ArgoKind};
 
 /// `(kind, namespace, name)` of a raw object.
 pub fn kube_id(obj: &Value) -> (&str, Option<&str>, &str) {
@@ -127,11 +126,8 @@ pub struct ArgoWorkloadView {
 impl ArgoWorkloadView {
     pub fn from_object(obj: &Value) -> Option<Self> {
         let (kind, ns, name) = kube_id(obj);
-        let (kind, spec_pointer) = match kind {
-            "WorkflowTemplate" => (ArgoKind::WorkflowTemplate, "/spec"),
-            "CronWorkflow" => (ArgoKind::CronWorkflow, "/spec/workflowSpec"),
-            _ => return None,
-        };
+        let kind = ArgoKind::from_kind(kind)?;
+        let spec_pointer = kind.spec_pointer();
         Some(Self {
             kind,
             namespace: ns.unwrap_or("default").to_string(),

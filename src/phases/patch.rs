@@ -1,0 +1,87 @@
+//! The write a planner decides for an update of a Kubernetes object it does not own: a JSON
+//! patch from the observed object to the wanted one, guarded by `test` operations, so that a
+//! concurrent edit of the fields it touches fails the patch instead of being overwritten,
+//! while edits elsewhere in the object do not get in the way.
+
+use serde_json::{Value, json};
+
+/// A JSON patch (RFC 6902) from `before` to `after`. Every `replace` or `remove` is preceded
+/// by a `test` of the value it replaces, every `add` by a `test` of the container it adds to.
+pub fn guarded_patch(before: &Value, after: &Value) -> Vec<Value> {
+    let ops = match serde_json::to_value(json_patch::diff(before, after)) {
+        Ok(Value::Array(ops)) => ops,
+        _ => return Vec::new(),
+    };
+    let mut tests: Vec<Value> = Vec::new();
+    let mut guard = |path: &str| {
+        if let Some(old) = before.pointer(path)
+            && !tests.iter().any(|t| t["path"] == path)
+        {
+            tests.push(json!({"op": "test", "path": path, "value": old}));
+        }
+    };
+    for op in &ops {
+        let path = op["path"].as_str().unwrap_or("");
+        match op["op"].as_str() {
+            Some("add") => guard(parent(path)),
+            Some("replace" | "remove") => guard(path),
+            Some("move" | "copy") => {
+                guard(op["from"].as_str().unwrap_or(""));
+                guard(parent(path));
+            }
+            _ => {}
+        }
+    }
+    tests.into_iter().chain(ops).collect()
+}
+
+fn parent(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+/// Applies a patch the way the API server does, for simulation and tests.
+pub fn apply_patch(doc: &Value, patch: &[Value]) -> Result<Value, String> {
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch.to_vec())).map_err(|e| e.to_string())?;
+    let mut out = doc.clone();
+    json_patch::patch(&mut out, &patch).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn patch_reaches_after_and_fails_when_a_touched_field_moved() {
+        let before = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"r": [{"k": "arch", "v": ["amd64"]}], "x": 1}});
+        let mut after = before.clone();
+        after["spec"]["r"][0]["v"] = json!(["amd64", "arm64"]);
+        let patch = guarded_patch(&before, &after);
+        assert_eq!(patch[0], json!({"op": "test", "path": "/spec/r/0/v", "value": ["amd64"]}));
+        assert_eq!(apply_patch(&before, &patch).unwrap(), after);
+
+        // Someone else edited another field: the patch still applies and keeps their edit.
+        let mut other = before.clone();
+        other["spec"]["x"] = json!(2);
+        let applied = apply_patch(&other, &patch).unwrap();
+        assert_eq!((applied["spec"]["x"].clone(), applied["spec"]["r"][0]["v"].clone()), (json!(2), json!(["amd64", "arm64"])));
+
+        // Someone else edited the same list: the test fails, nothing is written.
+        let mut clash = before.clone();
+        clash["spec"]["r"][0]["v"] = json!(["arm64"]);
+        assert!(apply_patch(&clash, &patch).is_err());
+    }
+
+    #[test]
+    fn adding_a_key_tests_its_container() {
+        let before = json!({"spec": {"templates": []}});
+        let after = json!({"spec": {"templates": [], "nodeSelector": {"kubernetes.io/arch": "amd64"}}});
+        let patch = guarded_patch(&before, &after);
+        assert_eq!(patch[0]["op"], "test");
+        assert_eq!(patch[0]["path"], "/spec");
+        assert_eq!(apply_patch(&before, &patch).unwrap(), after);
+        assert!(guarded_patch(&before, &before).is_empty());
+    }
+}
