@@ -129,9 +129,13 @@ mod tests {
 
     #[test]
     fn pointers_secret_data_masked_variables_and_credential_keys_are_masked() {
-        let v = json!({"kind": "Secret", "data": {"a": "c2VjcmV0"}, "x": {"runnerToken": "t", "ok": "GR1348941abcdefgh"}});
+        let v =
+            json!({"kind": "Secret", "data": {"a": "c2VjcmV0"}, "x": {"runnerToken": "t", "ok": "GR1348941abcdefgh"}});
         let m = mask(&v, &["/x/ok".into()]);
-        assert_eq!(m, json!({"kind": "Secret", "data": {"a": SENSITIVE}, "x": {"runnerToken": SENSITIVE, "ok": SENSITIVE}}));
+        assert_eq!(
+            m,
+            json!({"kind": "Secret", "data": {"a": SENSITIVE}, "x": {"runnerToken": SENSITIVE, "ok": SENSITIVE}})
+        );
         let var = json!({"key": "K", "value": "v", "masked": true});
         assert_eq!(mask(&var, &[])["value"], SENSITIVE);
         let nested = json!({"list": [{"note": "token glrt-0123456789abcdef here"}]});

@@ -8,7 +8,12 @@ fn change(before: Option<Value>, after: Option<Value>, sensitive: &[&str]) -> Ch
     let mut c = Change::new(
         ChangeId::from("x"),
         Phase::NodePool,
-        ObjectRef::Kube { api_version: "v1".into(), kind: "Thing".into(), namespace: Some("ns".into()), name: "t".into() },
+        ObjectRef::Kube {
+            api_version: "v1".into(),
+            kind: "Thing".into(),
+            namespace: Some("ns".into()),
+            name: "t".into(),
+        },
         Action::Update,
         "",
         WriteMethod::KubeCreate,
@@ -39,10 +44,8 @@ fn server_noise_is_dropped_and_status_only_on_request() {
     after["status"]["nodes"] = json!(4);
     // Only noise and status differ: nothing to review.
     assert_eq!(text(&change(Some(before.clone()), Some(after.clone()), &[]), DiffOptions::default()), "");
-    let with_status = text(
-        &change(Some(before), Some(after), &[]),
-        DiffOptions { include_status: true, ..Default::default() },
-    );
+    let with_status =
+        text(&change(Some(before), Some(after), &[]), DiffOptions { include_status: true, ..Default::default() });
     assert!(with_status.contains("-  nodes: 3\n+  nodes: 4\n"), "{with_status}");
     assert!(!with_status.contains("managedFields") && !with_status.contains("resourceVersion"), "{with_status}");
     assert!(!with_status.contains("last-applied"), "{with_status}");

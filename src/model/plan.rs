@@ -25,7 +25,13 @@ impl PhasePlan {
         Self { phase, changes: Vec::new(), findings: Vec::new() }
     }
 
-    pub fn finding(&mut self, code: FindingCode, status: Status, target: Option<ObjectRef>, message: impl Into<String>) {
+    pub fn finding(
+        &mut self,
+        code: FindingCode,
+        status: Status,
+        target: Option<ObjectRef>,
+        message: impl Into<String>,
+    ) {
         self.findings.push(Finding { code, status, target, change: None, message: message.into() });
     }
 
@@ -173,10 +179,9 @@ impl Plan {
                     out.push(all[i]);
                 }
                 None => {
-                    let stuck = (0..all.len()).find(|i| !placed.contains(i)).map_or_else(
-                        || ChangeId::from("?"),
-                        |i| all[i].id.clone(),
-                    );
+                    let stuck = (0..all.len())
+                        .find(|i| !placed.contains(i))
+                        .map_or_else(|| ChangeId::from("?"), |i| all[i].id.clone());
                     return Err(GraphError::Cycle(stuck));
                 }
             }

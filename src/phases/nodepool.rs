@@ -213,7 +213,12 @@ fn check_node_class(state: &ObservedState, pool: &NodePoolView, wanted: &[Arch],
     };
     let lacking: Vec<&Arch> = wanted.iter().filter(|a| !archs.contains(a.as_str())).collect();
     if lacking.is_empty() {
-        out.finding(FindingCode::NodeClassAmis, Status::Done, target, format!("resolves AMIs for {}", join(archs.iter())));
+        out.finding(
+            FindingCode::NodeClassAmis,
+            Status::Done,
+            target,
+            format!("resolves AMIs for {}", join(archs.iter())),
+        );
     } else {
         out.finding(
             FindingCode::NodeClassNoAmi,

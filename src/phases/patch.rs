@@ -66,7 +66,10 @@ mod tests {
         let mut other = before.clone();
         other["spec"]["x"] = json!(2);
         let applied = apply_patch(&other, &patch).unwrap();
-        assert_eq!((applied["spec"]["x"].clone(), applied["spec"]["r"][0]["v"].clone()), (json!(2), json!(["amd64", "arm64"])));
+        assert_eq!(
+            (applied["spec"]["x"].clone(), applied["spec"]["r"][0]["v"].clone()),
+            (json!(2), json!(["amd64", "arm64"]))
+        );
 
         // Someone else edited the same list: the test fails, nothing is written.
         let mut clash = before.clone();

@@ -3,7 +3,9 @@ use serde_json::json;
 use super::*;
 use crate::diff::{DiffOptions, change_diff};
 use crate::model::fixtures::{self, AMD64_ONLY, obj, plan, start};
-use crate::model::{Action, Document, FindingCode, NodePoolView, ObjectRef, Requirement, Status, apply_change};
+use crate::model::{
+    Action, ChangeId, Document, FindingCode, NodePoolView, ObjectRef, Requirement, Status, apply_change,
+};
 
 /// Applies every change of the plan in dependency order, as the real APIs would.
 fn converge(state: &mut ObservedState, spec: &MigrationPlan) {
@@ -139,7 +141,8 @@ fn nodepool_flags_a_node_class_without_arm64_amis_and_a_missing_pool() {
     s.node_classes = vec![fixtures::node_class(&["amd64"])];
     let p = plan_phase(Phase::NodePool, &s, &plan());
     assert!(
-        has(&p, FindingCode::NodeClassNoAmi, "EC2NodeClass default") && p.risks().any(|f| f.code == FindingCode::NodeClassNoAmi),
+        has(&p, FindingCode::NodeClassNoAmi, "EC2NodeClass default")
+            && p.risks().any(|f| f.code == FindingCode::NodeClassNoAmi),
         "{}",
         render(&p)
     );
@@ -248,7 +251,11 @@ fn existing_runner_without_its_token_secret_gets_a_token_reset() {
     let p = runners::plan(&s, &plan());
     let reset = p.changes.iter().find(|c| c.id == "runner-token/sandbox-arm64").expect("token reset");
     assert_eq!(reset.target, ObjectRef::RunnerToken { tag: "sandbox-arm64".into(), id: 8 });
-    assert!(p.changes.iter().any(|c| c.id == "secret/gitlab-runner/gitlab-runner-arm64-token" && c.action == Action::Create));
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.id == "secret/gitlab-runner/gitlab-runner-arm64-token" && c.action == Action::Create)
+    );
     assert!(p.risks().any(|f| f.code == FindingCode::RunnerTokenReset), "{}", render(&p));
 }
 
@@ -346,12 +353,8 @@ fn jobs_that_inherit_the_right_tags_through_extends_are_done() {
     s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ci));
     let p = pipeline::plan(&s, &plan());
     assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("cifile/")), "{}", render(&p));
-    let done: Vec<&str> = p
-        .findings
-        .iter()
-        .filter(|f| f.code == FindingCode::CiJobTagged)
-        .map(|f| f.message.as_str())
-        .collect();
+    let done: Vec<&str> =
+        p.findings.iter().filter(|f| f.code == FindingCode::CiJobTagged).map(|f| f.message.as_str()).collect();
     assert_eq!(done, ["runs on arm64 ([$CICD_TAG_ARM64])", "runs on amd64 ([$CICD_TAG_AMD64])"]);
 }
 
@@ -364,8 +367,8 @@ fn an_arm64_build_tagged_for_the_old_runner_is_a_risk() {
     ));
     let p = pipeline::plan(&s, &plan());
     assert!(
-        p.risks()
-            .any(|f| f.code == FindingCode::CiJobWrongTags && f.target.as_ref().is_some_and(|t| t.to_string().ends_with("job build_arm64"))),
+        p.risks().any(|f| f.code == FindingCode::CiJobWrongTags
+            && f.target.as_ref().is_some_and(|t| t.to_string().ends_with("job build_arm64"))),
         "{}",
         render(&p)
     );
@@ -491,4 +494,76 @@ fn plans_never_carry_a_token() {
     for needle in ["glrt-", "glpat-", "GR1348941"] {
         assert!(!text.contains(needle), "{needle} in a plan");
     }
+}
+
+// ---- The whole plan ----
+
+#[test]
+fn the_sandbox_plan_is_an_acyclic_graph_whose_bindings_name_real_outputs() {
+    let plan = super::plan(&start(), &plan(), include_str!("../../plans/sandbox.yaml"));
+    plan.check_graph().expect("a followable graph");
+    let order: Vec<&str> = plan.order().unwrap().iter().map(|c| c.id.as_str()).collect();
+    let pos = |id: &str| order.iter().position(|x| *x == id).unwrap_or_else(|| panic!("{id} not planned"));
+    for c in plan.changes() {
+        for d in &c.depends_on {
+            assert!(pos(d.as_str()) < pos(c.id.as_str()), "{} runs before its dependency {d}", c.id);
+        }
+        for b in &c.bindings {
+            let from = plan.change(&b.from).expect("binding names a change of the plan");
+            assert!(from.outputs().contains(&b.output), "{} does not produce {:?}", b.from, b.output);
+            let after = after_object(c);
+            assert!(after.pointer(&b.pointer).is_some(), "{}: bound pointer {} not in after", c.id, b.pointer);
+        }
+    }
+    // The safety property: every pin is live before the pool may launch arm64 nodes.
+    let widen = pos("nodepool/spot-pool");
+    for pin in plan.phase(Phase::Workloads).unwrap().changes.iter().filter(|c| !c.id.as_str().starts_with("group-")) {
+        assert!(pos(pin.id.as_str()) < widen, "{} is applied after the widening", pin.id);
+    }
+    // Jobs move to the new runners only once those exist, on a pool that can run them.
+    let ci = pos("cifile/platform/kaniko-builder/.gitlab-ci.yml");
+    for needed in
+        ["nodepool/spot-pool", "release/gitlab-runner-arm64", "variable/platform/kaniko-builder/CICD_TAG_ARM64"]
+    {
+        assert!(pos(needed) < ci, "{needed} must precede the pipeline's CI change");
+    }
+    assert!(pos("secret/gitlab-runner/gitlab-runner-arm64-token") < pos("release/gitlab-runner-arm64"));
+    assert!(pos("runner/sandbox-arm64") < pos("secret/gitlab-runner/gitlab-runner-arm64-token"));
+}
+
+#[test]
+fn a_plan_with_a_cycle_or_a_dangling_binding_is_refused() {
+    let spec = plan();
+    let mut plan = super::plan(&start(), &spec, "");
+    let first = plan.phases[0].changes[0].id.clone();
+    let last = plan.phases[3].changes.last().unwrap().id.clone();
+    plan.phases[3].changes.last_mut().unwrap().depends_on.push(first.clone());
+    plan.phases[0].changes[0].depends_on.push(last);
+    assert!(matches!(plan.check_graph(), Err(crate::model::GraphError::Cycle(_))));
+
+    let mut plan = super::plan(&start(), &spec, "");
+    let secret = plan.phases[1].changes.iter_mut().find(|c| !c.bindings.is_empty()).unwrap();
+    secret.bindings[0].from = ChangeId::release("gitlab-runner-amd64");
+    assert!(matches!(plan.check_graph(), Err(crate::model::GraphError::BadBinding { .. })));
+}
+
+#[test]
+fn the_whole_sandbox_plan_renders_for_review() {
+    let plan = super::plan(&start(), &plan(), include_str!("../../plans/sandbox.yaml"));
+    let text = crate::audit::render::plan_text(&plan, false);
+    for leaked in ["glrt-", "glpat-"] {
+        assert!(!text.contains(leaked), "{leaked} in the rendered plan");
+    }
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn the_plan_round_trips_through_json_with_its_format_version() {
+    let plan = super::plan(&start(), &plan(), "x");
+    assert_eq!(plan.format_version, crate::model::PLAN_FORMAT_VERSION);
+    assert_eq!(plan.spec_digest, "sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881");
+    let json = serde_json::to_string(&plan).unwrap();
+    let back: crate::model::Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plan);
+    assert!(json.contains("\"code\":\"nodepool.widen-needed\""), "codes serialise as their strings");
 }

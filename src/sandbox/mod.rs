@@ -5,14 +5,14 @@
 //! `archshift sandbox --dir DIR` runs it; tests, the demo and benchmarks start it in-process
 //! with [`Sandbox::start`].
 
-pub mod controllers;
+pub(crate) mod controllers;
 pub mod faults;
-pub mod gitlab;
-pub mod http;
-pub mod k8s;
-pub mod seed;
-pub mod tls;
-pub mod watch;
+pub(crate) mod gitlab;
+pub(crate) mod http;
+pub(crate) mod k8s;
+pub(crate) mod seed;
+pub(crate) mod tls;
+pub(crate) mod watch;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -37,13 +37,13 @@ pub struct Options {
 }
 
 /// Both simulated systems, behind one lock (handlers never await while holding it).
-pub struct World {
+pub(crate) struct World {
     pub kube: k8s::KubeState,
     pub gitlab: gitlab::GitLabState,
     pub sim: controllers::Memory,
 }
 
-pub struct Shared {
+pub(crate) struct Shared {
     world: Mutex<World>,
     pub faults: Mutex<Vec<Fault>>,
     pub latency: Duration,
@@ -171,7 +171,7 @@ pub fn kube_answer(r: k8s::status::Reply) -> Answer {
 pub struct Sandbox {
     pub k8s_url: String,
     pub gitlab_url: String,
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     kube_token: String,
     gitlab_token: String,

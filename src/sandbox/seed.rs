@@ -58,6 +58,7 @@ const BASELINE_CONFIG: &str = r#"[[runners]]
       "lifecycle" = "Ec2Spot"
 "#;
 
+#[allow(clippy::expect_used, reason = "seed YAML is a constant of this file; every sandbox test parses it")]
 fn obj(yaml: &str) -> Value {
     let y: yaml_serde::Value = yaml_serde::from_str(yaml).expect("seed YAML parses");
     serde_json::to_value(y).expect("seed YAML is JSON")

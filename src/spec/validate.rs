@@ -113,7 +113,6 @@ impl MigrationPlan {
         }
         Ok(())
     }
-
 }
 
 fn is_tag_safe(s: &str) -> bool {
@@ -136,4 +135,3 @@ fn is_dns_subdomain(s: &str) -> bool {
 fn is_variable_key(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
-

@@ -58,7 +58,6 @@ pub struct Job {
 pub struct Config {
     pub jobs: Vec<Job>,
     pub variables: BTreeMap<String, String>,
-    pub stages: Vec<String>,
     pub merged_yaml: String,
     pub includes: Vec<serde_json::Value>,
     pub warnings: Vec<String>,
@@ -225,7 +224,7 @@ pub fn load(content: &str, resolve: &Resolver) -> Result<Config, Vec<String>> {
     if jobs.is_empty() {
         return Err(vec!["jobs config should contain at least one visible job".into()]);
     }
-    Ok(Config { jobs, variables, stages, merged_yaml, includes, warnings: vec![] })
+    Ok(Config { jobs, variables, merged_yaml, includes, warnings: vec![] })
 }
 
 fn own_or_extended_tags(own: &Mapping) -> bool {

@@ -92,6 +92,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    #[allow(clippy::expect_used, reason = "the embedded CRDs are constants; every sandbox test loads them")]
     pub fn load() -> Registry {
         let mut resources = vec![
             builtin(

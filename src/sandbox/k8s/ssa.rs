@@ -113,6 +113,7 @@ fn overlaps(a: &Path, b: &Path) -> bool {
 }
 
 /// FieldsV1 JSON of a field set: `{"f:spec":{"f:replicas":{}}}`.
+#[allow(clippy::expect_used, reason = "every node this function inserts is an object")]
 pub fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
     for path in set {

@@ -1,0 +1,97 @@
+//! A plan as text for a terminal or a review: every change with how it is written, what it
+//! waits for, how it is undone and verified, its diff, then the findings and the apply order.
+
+use std::fmt::Write as _;
+
+use crate::diff::{DiffOptions, change_diff, render};
+use crate::model::{Action, Change, Plan, WriteMethod};
+
+/// Plain text (no colours); `color` adds ANSI colours to the diffs.
+pub fn plan_text(plan: &Plan, color: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "archshift plan (format {}), plan file {}", plan.format_version, plan.spec_digest);
+    let cluster = plan
+        .endpoints
+        .cluster
+        .as_ref()
+        .map_or("(not observed)".to_string(), |c| format!("{} (kube-system {})", c.server, c.kube_system_uid));
+    let gitlab = plan.endpoints.gitlab.as_ref().map_or("(not observed)", |g| g.url.as_str());
+    let _ = writeln!(out, "cluster: {cluster}\ngitlab:  {gitlab}");
+    if let Some(at) = &plan.observed_at {
+        let _ = writeln!(out, "observed at {at}");
+    }
+    for phase in &plan.phases {
+        let _ = writeln!(out, "\n{}: {} change(s)", phase.phase, phase.changes.len());
+        for c in &phase.changes {
+            change_text(&mut out, c, color);
+        }
+        if !phase.findings.is_empty() {
+            let _ = writeln!(out, "  findings:");
+            for f in &phase.findings {
+                let _ = writeln!(out, "    {:<7} {:<30} {}", f.status, f.code, f.headline());
+            }
+        }
+    }
+    match plan.order() {
+        Ok(order) if !order.is_empty() => {
+            let _ = writeln!(out, "\napply order:");
+            for (i, c) in order.iter().enumerate() {
+                let _ = writeln!(out, "  {:>3}. {} ({})", i + 1, c.id, c.phase.title());
+            }
+        }
+        Ok(_) => {
+            let _ = writeln!(out, "\nnothing to change");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "\nthe plan cannot be applied: {e}");
+        }
+    }
+    out
+}
+
+fn change_text(out: &mut String, c: &Change, color: bool) {
+    let sign = match c.action {
+        Action::Create => '+',
+        Action::Update => '~',
+        Action::Delete => '-',
+    };
+    let _ = writeln!(out, "  {sign} [{}] {}", c.id, c.summary);
+    let _ = writeln!(out, "      target:  {}", c.target);
+    let _ = writeln!(out, "      write:   {}", method_text(&c.method));
+    if !c.depends_on.is_empty() {
+        let ids: Vec<&str> = c.depends_on.iter().map(|d| d.as_str()).collect();
+        let _ = writeln!(out, "      after:   {}", ids.join(", "));
+    }
+    for b in &c.bindings {
+        let _ = writeln!(out, "      binds:   {} <- {} ({})", b.pointer, b.from, b.source);
+    }
+    let _ = writeln!(out, "      undo:    {}", c.reversal);
+    if !c.verify.is_empty() {
+        let v: Vec<String> = c.verify.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(out, "      verify:  {}", v.join("; then "));
+    }
+    let diff = change_diff(c, DiffOptions::default());
+    let text = if color { render::ansi(&diff) } else { render::plain(&diff) };
+    for line in text.lines() {
+        let _ = writeln!(out, "      {line}");
+    }
+}
+
+fn method_text(m: &WriteMethod) -> String {
+    match m {
+        WriteMethod::KubeCreate => "create (POST; refused if it exists)".into(),
+        WriteMethod::KubeApply { field_manager, .. } => format!("server-side apply as field manager {field_manager}"),
+        WriteMethod::KubeJsonPatch { patch } => {
+            let tests = patch.iter().filter(|op| op["op"] == "test").count();
+            format!("JSON patch, {} test(s) then {} operation(s)", tests, patch.len() - tests)
+        }
+        WriteMethod::KubeDelete => "delete with uid and resourceVersion preconditions".into(),
+        WriteMethod::GitLab { method, path } => format!("{method} {path}"),
+        WriteMethod::GitLabCommit { branch, start_branch, merge_request } => match (start_branch, merge_request) {
+            (Some(from), Some(mr)) => {
+                format!("commit to branch {branch} (from {from}), merge request into {}", mr.target_branch)
+            }
+            _ => format!("commit to {branch}"),
+        },
+    }
+}
