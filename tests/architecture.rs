@@ -1,6 +1,7 @@
 //! The layering the README promises, checked on the source: the pure core does no IO and
 //! knows nothing of the adapters, and the sandbox is written from the API reference, never
 //! from archshift's client code (so a misunderstanding in the client is caught, not mirrored).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,5 @@
 //! The real binary: subcommands, exit codes, `validate` and `ci-tags` end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! The sandbox's APIs at the HTTP level: optimistic locking, server-side apply conflicts,
 //! dry-run, pagination, authentication, faults and the request log.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 mod common;
 

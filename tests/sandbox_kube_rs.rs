@@ -1,6 +1,7 @@
 //! kube-rs, the client archshift's Kubernetes adapter is built on, against the sandbox:
 //! aggregated discovery, dynamic and typed APIs, server-side apply with conflicts and
 //! dry-run, and a watcher following changes.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 mod common;
 

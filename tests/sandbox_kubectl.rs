@@ -1,4 +1,5 @@
 //! kubectl 1.32 (from the machine image) against the sandbox's API server.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 mod common;
 

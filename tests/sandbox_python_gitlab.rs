@@ -1,5 +1,6 @@
 //! python-gitlab, a real GitLab client, against the sandbox. `scripts/setup-test-tools`
 //! installs it (`.ci/run` runs that script); the test fails with that hint when it is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 mod common;
 

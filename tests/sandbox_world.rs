@@ -1,6 +1,7 @@
 //! The simulated controllers: Releases reconcile, runner managers come online where a node
 //! can host them, arm64 nodes appear only when a pool allows arm64 and something needs one,
 //! and runners pick up only jobs whose expanded tags they cover.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
 
 mod common;
 

@@ -95,3 +95,20 @@ fn method_text(m: &WriteMethod) -> String {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::fixtures::{plan, start};
+
+    #[test]
+    fn the_whole_sandbox_plan_renders_for_review() {
+        let plan = crate::phases::plan(&start(), &plan(), include_str!("../../plans/sandbox.yaml"));
+        let text = super::plan_text(&plan, false);
+        for leaked in ["glrt-", "glpat-"] {
+            assert!(!text.contains(leaked), "{leaked} in the rendered plan");
+        }
+        assert!(!text.contains('\x1b'), "no colour unless asked");
+        assert!(super::plan_text(&plan, true).contains("\x1b[32m+"), "colour when asked");
+        insta::assert_snapshot!(text);
+    }
+}

@@ -170,7 +170,7 @@ pub fn ci_file(project: &str, content: &str) -> CiFile {
 /// untagged, Argo templates some pinned some not, other projects with untagged jobs.
 pub fn start() -> ObservedState {
     ObservedState {
-        endpoints: super::Endpoints {
+        endpoints: super::EndpointIdentity {
             cluster: None,
             gitlab: Some(super::GitLabIdentity { url: "https://gitlab.sandbox.test".into(), ids: Default::default() }),
         },

@@ -24,7 +24,7 @@ pub use change::{
 pub use finding::{Finding, FindingCode, Status};
 pub use gitlab::{CiFile, CiVariable, GitLabRunner, ProjectCi};
 pub use kubernetes::{ArgoWorkloadView, NodeClassView, NodePoolView, ReleaseView, Requirement, SecretMeta, kube_id};
-pub use plan::{ClusterIdentity, Endpoints, GitLabIdentity, GraphError, PLAN_FORMAT_VERSION, PhasePlan, Plan};
+pub use plan::{ClusterIdentity, EndpointIdentity, GitLabIdentity, GraphError, PLAN_FORMAT_VERSION, PhasePlan, Plan};
 pub use refs::{ChangeId, ObjectRef};
 pub use simulate::apply_change;
 
@@ -35,7 +35,7 @@ pub use simulate::apply_change;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObservedState {
     /// Which cluster and GitLab this was read from.
-    pub endpoints: Endpoints,
+    pub endpoints: EndpointIdentity,
     /// When it was read (RFC 3339).
     pub observed_at: Option<String>,
     /// Karpenter NodePools (`karpenter.sh/v1`), raw.

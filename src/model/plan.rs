@@ -59,7 +59,7 @@ impl PhasePlan {
 /// Which cluster and GitLab a plan was made against; a saved plan is refused elsewhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Endpoints {
+pub struct EndpointIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterIdentity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +95,7 @@ pub struct Plan {
     /// When the state was observed (RFC 3339), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<String>,
-    pub endpoints: Endpoints,
+    pub endpoints: EndpointIdentity,
     pub phases: Vec<PhasePlan>,
 }
 

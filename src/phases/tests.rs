@@ -91,7 +91,8 @@ fn nodepool_notin_arm64_is_replaced_by_an_explicit_in_and_reported() {
         ("In", vec!["amd64".to_string(), "arm64".to_string()])
     );
     let risk = p.risks().next().expect("a risk finding");
-    assert!(risk.message.contains("NotIn [arm64]"), "{}", risk.message);
+    assert_eq!(risk.code, FindingCode::NodePoolArchRewritten);
+    assert_eq!(risk.change.as_ref().map(ChangeId::as_str), Some("nodepool/spot-pool"));
 }
 
 #[test]
@@ -104,7 +105,7 @@ fn nodepool_duplicate_arch_requirements_are_merged() {
     let reqs = arch_requirements(after_object(&p.changes[0]));
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].values, ["amd64", "arm64"]);
-    assert!(p.risks().any(|f| f.message.contains("2 requirements")), "{}", render(&p));
+    assert!(p.risks().any(|f| f.code == FindingCode::NodePoolArchRewritten), "{}", render(&p));
 }
 
 #[test]
@@ -114,7 +115,7 @@ fn nodepool_without_arch_requirement_or_already_wide_needs_nothing() {
     let p = plan_phase(Phase::NodePool, &s, &plan());
     assert!(p.changes.is_empty());
     assert!(
-        p.findings.iter().any(|f| f.status == Status::Done && f.message.contains("every architecture")),
+        p.findings.iter().any(|f| f.status == Status::Done && f.code == FindingCode::NodePoolAllows),
         "{}",
         render(&p)
     );
@@ -150,7 +151,7 @@ fn nodepool_flags_a_node_class_without_arm64_amis_and_a_missing_pool() {
     s.node_pools.clear();
     let p = plan_phase(Phase::NodePool, &s, &plan());
     assert!(p.changes.is_empty());
-    assert!(p.risks().any(|f| f.message.contains("not found")), "{}", render(&p));
+    assert!(p.risks().any(|f| f.code == FindingCode::NodePoolNotFound), "{}", render(&p));
 }
 
 // ---- Phase 2 ----
@@ -191,14 +192,14 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
     let sets = rel["spec"]["forProvider"]["set"].as_array().unwrap();
     assert_eq!(sets.len(), 1, "runnerToken set entry is not inherited: {sets:?}");
     assert_eq!(sets[0]["name"], "concurrent");
-    assert!(p.findings.iter().any(|f| f.message.contains("runnerToken")), "{}", render(&p));
+    assert!(p.has(FindingCode::ReleaseSetsDropped), "{}", render(&p));
     insta::assert_snapshot!(change_diff(&p.changes[5], DiffOptions::default()).to_string());
 }
 
 #[test]
 fn a_manager_no_pool_can_host_is_a_risk() {
     let p = runners::plan(&start(), &plan());
-    assert!(!p.risks().any(|f| f.message.contains("no NodePool can launch")), "{}", render(&p));
+    assert!(!p.has(FindingCode::ReleaseManagerUnschedulable), "{}", render(&p));
     let mut s = start();
     s.node_pools[1] = fixtures::system_pool("[amd64]");
     let p = runners::plan(&s, &plan());
@@ -266,7 +267,7 @@ fn not_plain_toml_runner_config_is_a_risk_not_a_guess() {
         json!("{{- if .Values.x }}\n[[runners]]\n{{- end }}\n");
     let p = runners::plan(&s, &plan());
     assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("release/")), "{}", render(&p));
-    assert!(p.risks().any(|f| f.message.contains("not plain TOML")), "{}", render(&p));
+    assert!(p.risks().any(|f| f.code == FindingCode::ReleaseValuesUnusable), "{}", render(&p));
 }
 
 #[test]
@@ -274,7 +275,7 @@ fn missing_baseline_is_a_risk_but_releases_are_still_planned_from_defaults() {
     let mut s = start();
     s.releases.clear();
     let p = runners::plan(&s, &plan());
-    assert!(p.risks().any(|f| f.message.contains("no amd64-only runner to roll back to")));
+    assert!(p.risks().any(|f| f.code == FindingCode::BaselineNotFound), "{}", render(&p));
     let rel = p.changes.iter().find(|c| c.id == "release/gitlab-runner-arm64").unwrap();
     let v = &after_object(rel)["spec"]["forProvider"]["values"];
     assert_eq!(v["gitlabUrl"], "https://gitlab.sandbox.test");
@@ -545,16 +546,6 @@ fn a_plan_with_a_cycle_or_a_dangling_binding_is_refused() {
     let secret = plan.phases[1].changes.iter_mut().find(|c| !c.bindings.is_empty()).unwrap();
     secret.bindings[0].from = ChangeId::release("gitlab-runner-amd64");
     assert!(matches!(plan.check_graph(), Err(crate::model::GraphError::BadBinding { .. })));
-}
-
-#[test]
-fn the_whole_sandbox_plan_renders_for_review() {
-    let plan = super::plan(&start(), &plan(), include_str!("../../plans/sandbox.yaml"));
-    let text = crate::audit::render::plan_text(&plan, false);
-    for leaked in ["glrt-", "glpat-"] {
-        assert!(!text.contains(leaked), "{leaked} in the rendered plan");
-    }
-    insta::assert_snapshot!(text);
 }
 
 #[test]
