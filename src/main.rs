@@ -203,6 +203,7 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
         default_tag: args.default_tag,
         arch_tags: args.arch_tag.into_iter().collect(),
         job_tags: args.job_tag.into_iter().collect(),
+        prefer_default: false,
     };
     let retag = ciyaml::retag(&text, &opts).map_err(|e| match e {
         CiYamlError::Invalid { line, column, message } => anyhow!("{name}:{line}:{column}: {message}"),

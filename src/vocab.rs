@@ -108,6 +108,8 @@ impl fmt::Display for Phase {
 pub enum ArgoKind {
     WorkflowTemplate,
     CronWorkflow,
+    /// Cluster-scoped.
+    ClusterWorkflowTemplate,
 }
 
 impl ArgoKind {
@@ -115,13 +117,19 @@ impl ArgoKind {
         match self {
             ArgoKind::WorkflowTemplate => "WorkflowTemplate",
             ArgoKind::CronWorkflow => "CronWorkflow",
+            ArgoKind::ClusterWorkflowTemplate => "ClusterWorkflowTemplate",
         }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != ArgoKind::ClusterWorkflowTemplate
     }
 
     pub fn from_kind(kind: &str) -> Option<ArgoKind> {
         match kind {
             "WorkflowTemplate" => Some(ArgoKind::WorkflowTemplate),
             "CronWorkflow" => Some(ArgoKind::CronWorkflow),
+            "ClusterWorkflowTemplate" => Some(ArgoKind::ClusterWorkflowTemplate),
             _ => None,
         }
     }
@@ -129,7 +137,7 @@ impl ArgoKind {
     /// JSON pointer of the workflow spec inside the object.
     pub fn spec_pointer(self) -> &'static str {
         match self {
-            ArgoKind::WorkflowTemplate => "/spec",
+            ArgoKind::WorkflowTemplate | ArgoKind::ClusterWorkflowTemplate => "/spec",
             ArgoKind::CronWorkflow => "/spec/workflowSpec",
         }
     }

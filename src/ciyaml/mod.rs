@@ -27,6 +27,9 @@ pub struct TagOptions {
     pub arch_tags: BTreeMap<Arch, String>,
     /// Named jobs; wins over architecture detection.
     pub job_tags: BTreeMap<String, String>,
+    /// Put the default tag under `default:` even for a single job (when nothing else would
+    /// pick it up): it also reaches jobs that `include:` files define.
+    pub prefer_default: bool,
 }
 
 /// What happened to one job.
@@ -132,7 +135,8 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     if let Some(tag) = &opts.default_tag
         && !want_default.is_empty()
     {
-        if !would_be_swept && analysis.default_tags.is_none() && want_default.len() > 1 {
+        let enough = if opts.prefer_default { 1 } else { 2 };
+        if !would_be_swept && analysis.default_tags.is_none() && want_default.len() >= enough {
             default_tags_added = Some(tag.clone());
             for r in reports.iter_mut().filter(|r| want_default.contains(&r.job)) {
                 if let Outcome::Added { through_default, .. } = &mut r.outcome {

@@ -17,6 +17,7 @@ fn multiarch() -> TagOptions {
         default_tag: Some("$CICD_TAG_AMD64".into()),
         arch_tags: BTreeMap::from([(Arch::Amd64, "$CICD_TAG_AMD64".into()), (Arch::Arm64, "$CICD_TAG_ARM64".into())]),
         job_tags: BTreeMap::new(),
+        prefer_default: false,
     }
 }
 

@@ -172,7 +172,10 @@ pub fn start() -> ObservedState {
     ObservedState {
         endpoints: super::EndpointIdentity {
             cluster: None,
-            gitlab: Some(super::GitLabIdentity { url: "https://gitlab.sandbox.test".into(), ids: Default::default() }),
+            gitlab: Some(super::GitLabIdentity {
+                url: "https://gitlab.sandbox.test".into(),
+                ids: [("platform".to_string(), 42), ("platform/kaniko-builder".to_string(), 7)].into(),
+            }),
         },
         observed_at: None,
         node_pools: vec![spot_pool(AMD64_ONLY), system_pool("[amd64, arm64]")],
@@ -194,6 +197,7 @@ pub fn start() -> ObservedState {
             workflow_template("data", "etl", Some("team: data")),
             cron_workflow("data", "nightly-report"),
         ],
+        pool_workloads: vec![],
         other_projects: vec![
             ProjectCi {
                 path: "platform/docs".into(),

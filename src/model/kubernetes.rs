@@ -116,7 +116,8 @@ pub struct SecretMeta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArgoWorkloadView {
     pub kind: ArgoKind,
-    pub namespace: String,
+    /// `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
     pub name: String,
     pub resource_version: String,
     /// JSON pointer of the workflow spec: `/spec` or `/spec/workflowSpec` (CronWorkflow).
@@ -130,7 +131,7 @@ impl ArgoWorkloadView {
         let spec_pointer = kind.spec_pointer();
         Some(Self {
             kind,
-            namespace: ns.unwrap_or("default").to_string(),
+            namespace: if kind.namespaced() { Some(ns.unwrap_or("default").to_string()) } else { None },
             name: name.to_string(),
             resource_version: resource_version(obj),
             spec_pointer,

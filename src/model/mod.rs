@@ -54,8 +54,12 @@ pub struct ObservedState {
     pub group_variables: Vec<CiVariable>,
     /// The pipeline project's CI file, if it exists.
     pub ci_file: Option<CiFile>,
-    /// Argo WorkflowTemplates and CronWorkflows, raw.
+    /// Argo WorkflowTemplates, CronWorkflows and ClusterWorkflowTemplates, raw.
     pub argo: Vec<serde_json::Value>,
+    /// Deployments, StatefulSets, Jobs, CronJobs and DaemonSets with pods on the plan's
+    /// NodePool, raw (what would float to arm64 nodes once it widens).
+    #[serde(default)]
+    pub pool_workloads: Vec<serde_json::Value>,
     /// Other projects of the workloads group and their CI files.
     pub other_projects: Vec<ProjectCi>,
 }

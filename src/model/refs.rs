@@ -44,11 +44,11 @@ impl ObjectRef {
         }
     }
 
-    pub fn argo(kind: ArgoKind, namespace: &str, name: &str) -> Self {
+    pub fn argo(kind: ArgoKind, namespace: Option<&str>, name: &str) -> Self {
         ObjectRef::Kube {
             api_version: crate::vocab::ARGO_API_VERSION.into(),
             kind: kind.to_string(),
-            namespace: Some(namespace.into()),
+            namespace: namespace.map(str::to_string),
             name: name.into(),
         }
     }
@@ -113,8 +113,11 @@ impl ChangeId {
     pub fn ci_file(project: &str, path: &str) -> Self {
         Self(format!("cifile/{project}/{path}"))
     }
-    pub fn argo(kind: ArgoKind, namespace: &str, name: &str) -> Self {
-        Self(format!("argo/{kind}/{namespace}/{name}"))
+    pub fn argo(kind: ArgoKind, namespace: Option<&str>, name: &str) -> Self {
+        match namespace {
+            Some(ns) => Self(format!("argo/{kind}/{ns}/{name}")),
+            None => Self(format!("argo/{kind}/{name}")),
+        }
     }
 }
 

@@ -104,7 +104,7 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                 list.push(new.ok_or("variable change without a valid after document")?);
             }
         }
-        ObjectRef::CiFile { project, path, branch } => {
+        ObjectRef::CiFile { project, path, .. } => {
             let Some(Document::Text(text)) = &change.after else {
                 return Err("CI file change without text".into());
             };
@@ -117,8 +117,8 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                     .find_map(|p| p.file.as_mut().filter(|f| f.path == *path)),
             };
             let file = file.ok_or_else(|| format!("{project}:{path} is not in the observed state"))?;
+            // Merged (or committed) onto the branch it was read from.
             file.content = text.clone();
-            file.branch = branch.clone();
             file.last_commit_id = format!("{}+", file.last_commit_id);
         }
         ObjectRef::CiJob { .. } | ObjectRef::Project { .. } => {

@@ -42,15 +42,22 @@ pub fn digest(text: &str) -> String {
     format!("sha256:{hex}")
 }
 
+/// What the NodePool widening must wait for, or cannot go ahead without. Once arm64 is
+/// allowed, Karpenter may launch arm64 nodes for any pod without an architecture constraint.
+#[derive(Debug, Default)]
+pub struct WideningGate {
+    /// Changes that pin something to amd64; the widening depends on each.
+    pub pins: Vec<ChangeId>,
+    /// What would float to arm64 and no change of this plan pins: the widening is refused.
+    pub blockers: Vec<String>,
+}
+
 /// Plans every phase, in phase order.
 pub fn plan_all(state: &ObservedState, spec: &MigrationPlan) -> Vec<PhasePlan> {
-    let workloads = workloads::plan(state, spec);
-    let mut phases = vec![
-        nodepool::plan(state, spec, &workloads.pins()),
-        runners::plan(state, spec),
-        pipeline::plan(state, spec),
-        workloads.phase,
-    ];
+    let mut gate = WideningGate::default();
+    let runners = runners::plan(state, spec, &mut gate);
+    let workloads = workloads::plan(state, spec, &mut gate);
+    let mut phases = vec![nodepool::plan(state, spec, &gate), runners, pipeline::plan(state, spec), workloads];
     // A dependency on a change this world does not need is already satisfied.
     let ids: BTreeSet<ChangeId> = phases.iter().flat_map(|p| p.changes.iter().map(|c| c.id.clone())).collect();
     for change in phases.iter_mut().flat_map(|p| p.changes.iter_mut()) {
@@ -127,6 +134,67 @@ fn ci_job(file: &CiFile, job: &str) -> ObjectRef {
 
 fn ci_file_ref(file: &CiFile) -> ObjectRef {
     ObjectRef::CiFile { project: file.project.clone(), path: file.path.clone(), branch: file.branch.clone() }
+}
+
+/// Who else reconciles a Kubernetes object, if anyone: a direct change to it lasts only until
+/// their next sync, so the change belongs in their source (git, the composition) instead.
+pub(crate) fn reconciler(obj: &serde_json::Value) -> Option<String> {
+    let meta = &obj["metadata"];
+    let label = |k: &str| meta["labels"][k].as_str();
+    let annotation = |k: &str| meta["annotations"][k].as_str();
+    if let Some(app) = label("argocd.argoproj.io/instance") {
+        return Some(format!("Argo CD application {app}"));
+    }
+    if let Some(id) = annotation("argocd.argoproj.io/tracking-id") {
+        return Some(format!("Argo CD ({id})"));
+    }
+    for (key, what) in
+        [("kustomize.toolkit.fluxcd.io", "Flux Kustomization"), ("helm.toolkit.fluxcd.io", "Flux HelmRelease")]
+    {
+        if let Some(name) = label(&format!("{key}/name")) {
+            let ns = label(&format!("{key}/namespace")).map(|n| format!("{n}/")).unwrap_or_default();
+            return Some(format!("{what} {ns}{name}"));
+        }
+    }
+    // Argo CD's label tracking (its default before 3.0); Helm sets the same label with managed-by Helm.
+    if let Some(app) = label("app.kubernetes.io/instance")
+        && label(crate::vocab::MANAGED_BY) != Some("Helm")
+    {
+        return Some(format!("Argo CD application {app} (label tracking)"));
+    }
+    if let Some(owner) =
+        meta["ownerReferences"].as_array().and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+    {
+        return Some(format!(
+            "its controller {} {}",
+            owner["kind"].as_str().unwrap_or("?"),
+            owner["name"].as_str().unwrap_or("?")
+        ));
+    }
+    let appliers: Vec<&str> = meta["managedFields"]
+        .as_array()
+        .map(|mf| {
+            mf.iter()
+                .filter(|m| m["operation"] == "Apply")
+                .filter_map(|m| m["manager"].as_str())
+                .filter(|m| *m != crate::vocab::FIELD_MANAGER && !m.starts_with("kubectl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    appliers.first().map(|m| format!("field manager {m} (server-side apply)"))
+}
+
+/// Reports a reconciler that would revert `change`.
+fn flag_reconciler(out: &mut PhasePlan, obj: &serde_json::Value, target: &ObjectRef, change: &ChangeId) {
+    if let Some(who) = reconciler(obj) {
+        out.finding_for(
+            FindingCode::Reconciled,
+            Status::Risk,
+            Some(target.clone()),
+            change,
+            format!("managed by {who}: its next sync reverts this change; make it in that source instead (or stop the sync first)"),
+        );
+    }
 }
 
 pub(crate) fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::patch::guarded_patch;
-use super::{join, plural};
+use super::{WideningGate, flag_reconciler, join, plural};
 use crate::model::{
     ARCH_LABEL, Action, Arch, Change, ChangeId, Document, FindingCode, NodeClassView, NodePoolView, ObjectRef,
     ObservedState, Phase, PhasePlan, Precondition, Requirement, Status, WriteMethod, kube_id,
@@ -36,9 +36,10 @@ pub fn allowed_archs(reqs: &[Requirement]) -> BTreeSet<Arch> {
     allowed
 }
 
-/// Plans the widening. `pins` are the changes that must be live before the pool may launch
-/// arm64 nodes (the Workloads phase's pins); the widening depends on every one of them.
-pub fn plan(state: &ObservedState, spec: &MigrationPlan, pins: &[ChangeId]) -> PhasePlan {
+/// Plans the widening. It depends on every pin of `gate`, and is refused while `gate` has
+/// blockers: something that would float to arm64 and that this plan cannot pin.
+pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &WideningGate) -> PhasePlan {
+    let pins = &gate.pins;
     let mut out = PhasePlan::new(Phase::NodePool);
     let name = &spec.node_pool.name;
     let Some(obj) = state.node_pools.iter().find(|o| kube_id(o).2 == name) else {
@@ -69,6 +70,16 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, pins: &[ChangeId]) -> P
     let missing: Vec<Arch> = wanted.iter().copied().filter(|a| !allowed.contains(a)).collect();
     let arch_reqs: Vec<(usize, &Requirement)> = pool.arch_requirements().collect();
 
+    if wanted.contains(&Arch::Arm64)
+        && let Some(why) = excludes_graviton(&pool.requirements)
+    {
+        out.finding(
+            FindingCode::NodePoolArm64Impossible,
+            Status::Risk,
+            Some(target.clone()),
+            format!("{why}: no arm64 (Graviton) instance type qualifies, so arm64 nodes can never launch; widen that requirement too"),
+        );
+    }
     if missing.is_empty() {
         let how = if arch_reqs.is_empty() {
             "has no kubernetes.io/arch requirement, so every architecture is allowed".to_string()
@@ -76,9 +87,31 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, pins: &[ChangeId]) -> P
             format!("allows {}", join(allowed.iter()))
         };
         out.finding(FindingCode::NodePoolAllows, Status::Done, Some(target.clone()), how);
+    } else if !gate.blockers.is_empty() {
+        out.finding(
+            FindingCode::NodePoolWidenBlocked,
+            Status::Risk,
+            Some(target.clone()),
+            format!(
+                "not widened: {} would run on arm64 nodes and this plan cannot pin {}: {}",
+                plural(gate.blockers.len(), "workload"),
+                if gate.blockers.len() == 1 { "it" } else { "them" },
+                join(gate.blockers.iter())
+            ),
+        );
     } else {
         let id = ChangeId::node_pool(name);
         let new_reqs = widened(&pool.requirements, &arch_reqs, wanted, &allowed);
+        let min_values: Vec<u64> = arch_reqs.iter().filter_map(|(_, r)| r.min_values).collect();
+        if arch_reqs.len() > 1 && !min_values.is_empty() {
+            out.finding_for(
+                FindingCode::NodePoolMinValuesMerged,
+                Status::Pending,
+                Some(target.clone()),
+                &id,
+                format!("minValues {} carried over to the merged requirement", min_values.iter().max().unwrap_or(&0)),
+            );
+        }
         if arch_reqs.len() != 1 || arch_reqs[0].1.operator != "In" {
             out.finding_for(
                 FindingCode::NodePoolArchRewritten,
@@ -98,6 +131,7 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, pins: &[ChangeId]) -> P
             *slot = serde_json::to_value(&new_reqs).unwrap_or(Value::Null);
         }
         let patch = guarded_patch(obj, &after);
+        flag_reconciler(&mut out, obj, &target, &id);
         out.changes.push(
             Change::new(
                 id.clone(),
@@ -126,7 +160,7 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, pins: &[ChangeId]) -> P
                 Some(target),
                 &id,
                 format!(
-                    "widened only after {} that pin workloads to amd64 (Phase 4): once arm64 is allowed, Karpenter may launch arm64 nodes for any pod without an architecture constraint",
+                    "widened only after {} that pin workloads and the baseline's job pods to amd64: once arm64 is allowed, Karpenter may launch arm64 nodes for any pod without an architecture constraint",
                     plural(pins.len(), "change")
                 ),
             );
@@ -153,7 +187,9 @@ fn widened(
         return out;
     }
     let values: Vec<String> = wanted_in_order(wanted, allowed).iter().map(|a| a.to_string()).collect();
-    let merged = Requirement { key: ARCH_LABEL.into(), operator: "In".into(), values, min_values: None };
+    // The strictest minValues of the requirements merged stays (Karpenter's flexibility floor).
+    let min_values = arch_reqs.iter().filter_map(|(_, r)| r.min_values).max();
+    let merged = Requirement { key: ARCH_LABEL.into(), operator: "In".into(), values, min_values };
     let first = arch_reqs.first().map_or(reqs.len(), |(i, _)| *i);
     let mut out: Vec<Requirement> = Vec::with_capacity(reqs.len());
     for (i, r) in reqs.iter().enumerate() {
@@ -234,8 +270,24 @@ fn check_node_class(state: &ObservedState, pool: &NodePoolView, wanted: &[Arch],
 
 /// Whether a node launched from `pool` could carry every label of `selector`: labels the
 /// pool's template sets, its own name, and well-known labels its requirements allow.
-pub fn pool_can_host(pool: &Value, selector: &std::collections::BTreeMap<String, String>) -> bool {
-    let Ok(view) = NodePoolView::from_object(pool) else { return false };
+/// `widened`: a pool (by name) taken to allow these architectures, as after its widening.
+pub fn pool_can_host(
+    pool: &Value,
+    selector: &std::collections::BTreeMap<String, String>,
+    widened: Option<(&str, &[Arch])>,
+) -> bool {
+    let Ok(mut view) = NodePoolView::from_object(pool) else { return false };
+    if let Some((name, archs)) = widened
+        && name == view.name
+    {
+        view.requirements.retain(|r| r.key != ARCH_LABEL);
+        view.requirements.push(Requirement {
+            key: ARCH_LABEL.into(),
+            operator: "In".into(),
+            values: archs.iter().map(|a| a.to_string()).collect(),
+            min_values: None,
+        });
+    }
     let template_labels = &pool["spec"]["template"]["metadata"]["labels"];
     selector.iter().all(|(key, value)| {
         if key == NODEPOOL_LABEL {
@@ -263,6 +315,44 @@ pub fn pool_can_host(pool: &Value, selector: &std::collections::BTreeMap<String,
             _ => false,
         })
     })
+}
+
+/// Why other requirements leave no arm64 instance type, if they do: a CPU manufacturer other
+/// than AWS (Graviton), or instance families or types that are all x86.
+fn excludes_graviton(reqs: &[Requirement]) -> Option<String> {
+    for r in reqs {
+        let values = || r.values.iter().map(String::as_str);
+        match (r.key.as_str(), r.operator.as_str()) {
+            ("karpenter.k8s.aws/instance-cpu-manufacturer", "In") if !values().any(|v| v == "aws") => {
+                return Some(format!("{} In [{}]", r.key, r.values.join(", ")));
+            }
+            ("karpenter.k8s.aws/instance-cpu-manufacturer", "NotIn") if values().any(|v| v == "aws") => {
+                return Some(format!("{} NotIn [{}]", r.key, r.values.join(", ")));
+            }
+            ("karpenter.k8s.aws/instance-family", "In") if !values().any(is_graviton_family) => {
+                return Some(format!("{} In [{}]", r.key, r.values.join(", ")));
+            }
+            ("node.kubernetes.io/instance-type", "In")
+                if !values().any(|t| is_graviton_family(t.split('.').next().unwrap_or(t))) =>
+            {
+                return Some(format!("{} In [{}]", r.key, r.values.join(", ")));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// EC2 families with Graviton CPUs: a `g` among the letters after the generation digit
+/// (`m7g`, `c6gn`, `im4gn`, `is4gen`, `x2gd`), and the first-generation `a1`.
+fn is_graviton_family(family: &str) -> bool {
+    if family == "a1" {
+        return true;
+    }
+    let Some(digit) = family.find(|c: char| c.is_ascii_digit()) else { return false };
+    let after = family[digit..].trim_start_matches(|c: char| c.is_ascii_digit());
+    let letters = after.split(['-', '.']).next().unwrap_or("");
+    letters.contains('g')
 }
 
 fn describe(r: &Requirement) -> String {

@@ -113,6 +113,30 @@ pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target
     );
 }
 
+/// Whether the `arch` runner will take jobs retagged onto it: not when it is paused, or
+/// offline although its Release reports Ready (its manager cannot reach GitLab). A runner
+/// this plan creates is waited for by the changes that depend on it.
+pub(super) fn runner_takes_jobs(state: &ObservedState, spec: &MigrationPlan, arch: Arch) -> Result<(), String> {
+    let tag = spec.runners.tag(arch);
+    let Some(runner) = state.runners.iter().find(|r| r.tag_list.contains(&tag)) else { return Ok(()) };
+    if runner.paused {
+        return Err(format!("runner #{} ({tag}) is paused and would leave them pending", runner.id));
+    }
+    let release = spec.runners.release_name(arch);
+    let ready = state
+        .releases
+        .iter()
+        .find(|o| crate::model::kube_id(o).2 == release)
+        .is_some_and(|o| crate::model::ReleaseView::from_object(o).ready.is_some_and(|(ok, _)| ok));
+    if !runner.is_online() && ready {
+        return Err(format!(
+            "runner #{} ({tag}) is {} although Release {release} is Ready: its manager does not reach GitLab",
+            runner.id, runner.status
+        ));
+    }
+    Ok(())
+}
+
 /// A project or group path as one URL path segment (`platform/ci` -> `platform%2Fci`).
 pub(crate) fn encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 8);
@@ -132,8 +156,12 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
         out.finding(
             FindingCode::CiFileNotFound,
             Status::Risk,
-            Some(ObjectRef::CiFile { project: p.project.clone(), path: p.ci_file.clone(), branch: p.branch.clone() }),
-            format!("not found on branch {}", p.branch),
+            Some(ObjectRef::CiFile {
+                project: p.project.clone(),
+                path: p.ci_file.clone(),
+                branch: p.branch.clone().unwrap_or_default(),
+            }),
+            format!("not found on branch {}", p.branch.as_deref().unwrap_or("(the project's default branch)")),
         );
         return;
     };
@@ -211,6 +239,17 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
                     format!("builds {arch} but keeps its {source} tags [{}], which do not select the {arch} runner: change them by hand", tags.join(", ")),
                 );
             }
+        }
+    }
+    for &arch in spec.architectures() {
+        if let Err(why) = runner_takes_jobs(state, spec, arch) {
+            out.finding(
+                FindingCode::RunnerPaused,
+                Status::Risk,
+                Some(ObjectRef::GitLabRunner { tag: spec.runners.tag(arch), id: None }),
+                format!("the build jobs are not retagged: {why}"),
+            );
+            return;
         }
     }
     let Some(id) = ci_file_change(out, file, &retag, &p.delivery) else { return };

@@ -158,11 +158,12 @@ fn nodepool_flags_a_node_class_without_arm64_amis_and_a_missing_pool() {
 
 #[test]
 fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
-    let p = runners::plan(&start(), &plan());
+    let p = plan_phase(Phase::Runners, &start(), &plan());
     let ids: Vec<(&str, Action)> = p.changes.iter().map(|c| (c.id.as_str(), c.action)).collect();
     assert_eq!(
         ids,
         [
+            ("release/gitlab-runner", Action::Update),
             ("runner/sandbox-amd64", Action::Create),
             ("secret/gitlab-runner/gitlab-runner-amd64-token", Action::Create),
             ("release/gitlab-runner-amd64", Action::Create),
@@ -171,12 +172,12 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
             ("release/gitlab-runner-arm64", Action::Create),
         ]
     );
-    let runner = after_object(&p.changes[3]);
+    let runner = after_object(&p.changes[4]);
     assert_eq!(runner["tag_list"], json!(["sandbox-arm64"]));
     assert_eq!(runner["run_untagged"], json!(false));
-    assert_eq!(runner["group"], json!("platform"));
+    assert_eq!(runner["group_id"], json!(42), "POST /user/runners takes the group's integer id");
 
-    let rel = after_object(&p.changes[5]);
+    let rel = after_object(&p.changes[6]);
     let values = &rel["spec"]["forProvider"]["values"];
     assert_eq!(values["nodeSelector"]["kubernetes.io/arch"], "arm64");
     assert_eq!(values["nodeSelector"]["karpenter.sh/nodepool"], "system-pool");
@@ -185,6 +186,8 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
     let config = values["runners"]["config"].as_str().unwrap();
     assert!(config.contains("\"kubernetes.io/arch\" = \"arm64\""), "{config}");
     assert!(config.contains("\"karpenter.sh/do-not-evict\" = \"true\""), "inherited config kept: {config}");
+    assert!(config.contains("\"karpenter.sh/do-not-disrupt\" = \"true\""), "the v1 annotation is added: {config}");
+    assert!(config.contains("\"karpenter.sh/nodepool\" = \"spot-pool\""), "job placement inherited: {config}");
     assert_eq!(rel["spec"]["forProvider"]["chart"]["version"], "0.78.1");
     assert_eq!(rel["spec"]["providerConfigRef"]["name"], "helm-provider");
     assert!(rel["metadata"].get("annotations").is_none(), "external-name must not be inherited");
@@ -192,17 +195,17 @@ fn runners_from_amd64_only_create_runner_secret_and_release_per_arch() {
     let sets = rel["spec"]["forProvider"]["set"].as_array().unwrap();
     assert_eq!(sets.len(), 1, "runnerToken set entry is not inherited: {sets:?}");
     assert_eq!(sets[0]["name"], "concurrent");
-    assert!(p.has(FindingCode::ReleaseSetsDropped), "{}", render(&p));
-    insta::assert_snapshot!(change_diff(&p.changes[5], DiffOptions::default()).to_string());
+    assert!(p.has(FindingCode::ReleaseNotInherited) && p.has(FindingCode::ReleaseDoNotDisrupt), "{}", render(&p));
+    insta::assert_snapshot!(change_diff(&p.changes[6], DiffOptions::default()).to_string());
 }
 
 #[test]
 fn a_manager_no_pool_can_host_is_a_risk() {
-    let p = runners::plan(&start(), &plan());
+    let p = plan_phase(Phase::Runners, &start(), &plan());
     assert!(!p.has(FindingCode::ReleaseManagerUnschedulable), "{}", render(&p));
     let mut s = start();
     s.node_pools[1] = fixtures::system_pool("[amd64]");
-    let p = runners::plan(&s, &plan());
+    let p = plan_phase(Phase::Runners, &s, &plan());
     let risks: Vec<String> = p
         .risks()
         .filter(|f| f.code == FindingCode::ReleaseManagerUnschedulable)
@@ -213,8 +216,9 @@ fn a_manager_no_pool_can_host_is_a_risk() {
 
 #[test]
 fn runner_token_secret_is_masked_in_diffs() {
-    let p = runners::plan(&start(), &plan());
-    let d = change_diff(&p.changes[1], DiffOptions::default()).to_string();
+    let p = plan_phase(Phase::Runners, &start(), &plan());
+    let secret = p.changes.iter().find(|c| c.id == "secret/gitlab-runner/gitlab-runner-amd64-token").unwrap();
+    let d = change_diff(secret, DiffOptions::default()).to_string();
     assert!(d.contains("runner-registration-token: (sensitive)"), "{d}");
     assert!(d.contains("runner-token: (token of runner sandbox-amd64, from GitLab at apply time)"), "{d}");
 }
@@ -232,7 +236,7 @@ fn arm64_runner_with_the_wrong_tag_is_retagged() {
         keys: vec!["runner-registration-token".into(), "runner-token".into()],
         resource_version: "11".into(),
     });
-    let p = runners::plan(&s, &plan());
+    let p = plan_phase(Phase::Runners, &s, &plan());
     // sandbox-amd64 is carried by runner 7 too: the amd64 side sees it as its runner as well.
     let arm = p.changes.iter().find(|c| c.id == "runner/sandbox-arm64").expect("arm64 runner update");
     assert_eq!(arm.action, Action::Update);
@@ -249,7 +253,7 @@ fn arm64_runner_with_the_wrong_tag_is_retagged() {
 fn existing_runner_without_its_token_secret_gets_a_token_reset() {
     let mut s = start();
     s.runners.push(fixtures::runner(8, &["sandbox-arm64"], "never_contacted"));
-    let p = runners::plan(&s, &plan());
+    let p = plan_phase(Phase::Runners, &s, &plan());
     let reset = p.changes.iter().find(|c| c.id == "runner-token/sandbox-arm64").expect("token reset");
     assert_eq!(reset.target, ObjectRef::RunnerToken { tag: "sandbox-arm64".into(), id: 8 });
     assert!(
@@ -265,7 +269,7 @@ fn not_plain_toml_runner_config_is_a_risk_not_a_guess() {
     let mut s = start();
     s.releases[0]["spec"]["forProvider"]["values"]["runners"]["config"] =
         json!("{{- if .Values.x }}\n[[runners]]\n{{- end }}\n");
-    let p = runners::plan(&s, &plan());
+    let p = plan_phase(Phase::Runners, &s, &plan());
     assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("release/")), "{}", render(&p));
     assert!(p.risks().any(|f| f.code == FindingCode::ReleaseValuesUnusable), "{}", render(&p));
 }
@@ -274,7 +278,7 @@ fn not_plain_toml_runner_config_is_a_risk_not_a_guess() {
 fn missing_baseline_is_a_risk_but_releases_are_still_planned_from_defaults() {
     let mut s = start();
     s.releases.clear();
-    let p = runners::plan(&s, &plan());
+    let p = plan_phase(Phase::Runners, &s, &plan());
     assert!(p.risks().any(|f| f.code == FindingCode::BaselineNotFound), "{}", render(&p));
     let rel = p.changes.iter().find(|c| c.id == "release/gitlab-runner-arm64").unwrap();
     let v = &after_object(rel)["spec"]["forProvider"]["values"];
@@ -286,11 +290,11 @@ fn missing_baseline_is_a_risk_but_releases_are_still_planned_from_defaults() {
 fn job_node_selector_edit_keeps_comments_and_is_idempotent() {
     let cfg = "# managed by platform\n[[runners]]\n  [runners.kubernetes]\n    image = \"alpine\" # default image\n";
     let sel = [("kubernetes.io/arch".to_string(), "arm64".to_string())].into();
-    let once = runners::pin_job_node_selector(cfg, &sel).unwrap();
+    let once = runners::pin_job_node_selector(cfg, &sel, &Default::default()).unwrap();
     assert!(once.starts_with("# managed by platform\n"), "{once}");
     assert!(once.contains("image = \"alpine\" # default image"), "{once}");
     assert!(once.contains("\"kubernetes.io/arch\" = \"arm64\""), "{once}");
-    assert_eq!(runners::pin_job_node_selector(&once, &sel).unwrap(), once);
+    assert_eq!(runners::pin_job_node_selector(&once, &sel, &Default::default()).unwrap(), once);
 }
 
 // ---- Phase 3 ----

@@ -31,6 +31,18 @@ pub struct MigrationPlan {
     pub pipeline: PipelineSpec,
     #[serde(default)]
     pub workloads: WorkloadsSpec,
+    #[serde(default)]
+    pub rollback: RollbackSpec,
+}
+
+/// How rollback routes work back to the baseline runner.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RollbackSpec {
+    /// A tag the baseline runner carries; rollback sets the amd64 tag variables to it so amd64
+    /// jobs go back to the baseline at once. Default: the baseline runner's first tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reroute_tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -91,8 +103,9 @@ pub struct RunnersSpec {
     pub tag_prefix: String,
     /// Where the runners are registered in GitLab.
     pub scope: RunnerScope,
-    #[serde(default = "default_runner_namespace")]
-    pub namespace: String,
+    /// Namespace of the runners and their token Secrets; default: the baseline's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     #[serde(default)]
     pub chart: ChartSpec,
     /// The existing amd64-only Release, kept as the rollback target.
@@ -104,27 +117,53 @@ pub struct RunnersSpec {
     /// `gitlabUrl` for the chart; default: the baseline Release's, else the target URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitlab_url: Option<String>,
-    /// Places the runner manager pod (chart `nodeSelector`); the arch label is added.
-    #[serde(default = "default_manager_selector")]
+    /// Labels laid over the runner manager pod's `nodeSelector`; default: the baseline's
+    /// (inherited), with the architecture `managerArch` says.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub manager_node_selector: BTreeMap<String, String>,
-    /// Places job pods (`[runners.kubernetes.node_selector]`); the arch label is added.
-    #[serde(default = "default_job_selector")]
+    /// Which architecture the manager pod runs on. Its jobs' architecture does not depend on it.
+    #[serde(default)]
+    pub manager_arch: ManagerArch,
+    /// Labels laid over the job pods' `[runners.kubernetes.node_selector]`; default: the
+    /// baseline's (inherited) with `karpenter.sh/nodepool` defaulting to `nodePool.name`; the
+    /// architecture is always added.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub job_node_selector: BTreeMap<String, String>,
+    /// Pin the baseline Release's job pods to amd64 before the pool widens (default true). The
+    /// baseline is the rollback target and runs untagged jobs: unpinned, they float to arm64
+    /// nodes once the pool allows arm64. `false` blocks the widening instead.
+    #[serde(default = "yes")]
+    pub pin_baseline: bool,
     #[serde(default)]
     pub registration: Registration,
 }
 
-fn default_runner_namespace() -> String {
-    "gitlab-runner".into()
-}
 fn default_baseline() -> String {
     "gitlab-runner".into()
 }
-fn default_manager_selector() -> BTreeMap<String, String> {
-    BTreeMap::from([("lifecycle".into(), "OnDemand".into()), ("karpenter.sh/nodepool".into(), "system-pool".into())])
+
+/// The architecture of the runner manager pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ManagerArch {
+    /// The same as the runner's jobs (the manager pod is placed like them).
+    #[default]
+    Follow,
+    /// amd64 for both runners: the manager's pool need not allow arm64.
+    Amd64,
+    /// No architecture constraint on the manager pod (its image is multi-arch).
+    Any,
 }
-fn default_job_selector() -> BTreeMap<String, String> {
-    BTreeMap::from([("karpenter.sh/nodepool".into(), "spot-pool".into()), ("lifecycle".into(), "Ec2Spot".into())])
+
+impl ManagerArch {
+    /// The `kubernetes.io/arch` value for the manager of `arch`'s runner, if any.
+    pub fn for_runner(self, arch: Arch) -> Option<Arch> {
+        match self {
+            ManagerArch::Follow => Some(arch),
+            ManagerArch::Amd64 => Some(Arch::Amd64),
+            ManagerArch::Any => None,
+        }
+    }
 }
 
 impl RunnersSpec {
@@ -173,8 +212,28 @@ pub enum ScopeKind {
     Project,
 }
 
+impl RunnerScope {
+    /// Whether a runner of this scope can take jobs of the project (or the group's projects) at `path`.
+    pub fn covers(&self, path: &str) -> bool {
+        match (self.kind, &self.path) {
+            (ScopeKind::Instance, _) => true,
+            (ScopeKind::Group, Some(g)) => path == g || path.starts_with(&format!("{g}/")),
+            (ScopeKind::Project, Some(p)) => path == p,
+            _ => false,
+        }
+    }
+}
+
 impl ScopeKind {
     /// The `runner_type` value of `POST /user/runners`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ScopeKind::Instance => "instance",
+            ScopeKind::Group => "group",
+            ScopeKind::Project => "project",
+        }
+    }
+
     pub fn runner_type(self) -> &'static str {
         match self {
             ScopeKind::Instance => "instance_type",
@@ -217,8 +276,10 @@ pub struct PipelineSpec {
     pub variables: TagVariables,
     #[serde(default = "default_ci_file")]
     pub ci_file: String,
-    #[serde(default = "default_ref")]
-    pub branch: String,
+    /// The branch the CI file is read from and changes are merged into; default: the
+    /// project's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     #[serde(default)]
     pub jobs: JobMapping,
     #[serde(default)]
@@ -227,9 +288,6 @@ pub struct PipelineSpec {
 
 fn default_ci_file() -> String {
     ".gitlab-ci.yml".into()
-}
-fn default_ref() -> String {
-    "main".into()
 }
 
 /// Names of the CI/CD variables holding each architecture's runner tag.
@@ -315,11 +373,22 @@ pub struct ArgoSpec {
     /// Namespaces to scan; empty means every namespace.
     pub namespaces: Vec<String>,
     pub kinds: Vec<ArgoKind>,
+    /// Only objects carrying all these labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_selector: BTreeMap<String, String>,
+    /// Objects left alone: `namespace/name`, or `name` for cluster-scoped kinds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 impl Default for ArgoSpec {
     fn default() -> Self {
-        Self { namespaces: Vec::new(), kinds: vec![ArgoKind::WorkflowTemplate, ArgoKind::CronWorkflow] }
+        Self {
+            namespaces: Vec::new(),
+            kinds: vec![ArgoKind::WorkflowTemplate, ArgoKind::CronWorkflow, ArgoKind::ClusterWorkflowTemplate],
+            label_selector: BTreeMap::new(),
+            exclude: Vec::new(),
+        }
     }
 }
 

@@ -25,14 +25,21 @@ fn minimal_plan_gets_the_migration_plans_defaults() {
     assert_eq!(plan.runners.chart.repository, "https://charts.gitlab.io/");
     assert_eq!(plan.runners.tag(Arch::Arm64), "sandbox-arm64");
     assert_eq!(plan.runners.release_name(Arch::Amd64), "gitlab-runner-amd64");
-    assert_eq!(plan.runners.manager_node_selector["karpenter.sh/nodepool"], "system-pool");
-    assert_eq!(plan.runners.job_node_selector["lifecycle"], "Ec2Spot");
+    // Placement, namespace and branch default to what the baseline and the project have.
+    assert!(plan.runners.manager_node_selector.is_empty() && plan.runners.job_node_selector.is_empty());
+    assert_eq!(plan.runners.manager_arch, crate::spec::ManagerArch::Follow);
+    assert_eq!((plan.runners.namespace.clone(), plan.pipeline.branch.clone()), (None, None));
+    assert!(plan.runners.pin_baseline);
+    assert_eq!(plan.rollback.reroute_tag, None);
     assert_eq!(plan.pipeline.variables.reference(Arch::Arm64), "$CICD_TAG_ARM64");
     assert_eq!(plan.target.gitlab.token_env, "GITLAB_TOKEN");
     assert_eq!(plan.target.gitlab.url_env, "GITLAB_URL");
     assert_eq!(plan.runners.registration.style, RegistrationStyle::AuthenticationToken);
     assert_eq!(plan.pipeline.delivery.mode, DeliveryMode::MergeRequest);
-    assert_eq!(plan.workloads.argo.kinds, vec![ArgoKind::WorkflowTemplate, ArgoKind::CronWorkflow]);
+    assert_eq!(
+        plan.workloads.argo.kinds,
+        vec![ArgoKind::WorkflowTemplate, ArgoKind::CronWorkflow, ArgoKind::ClusterWorkflowTemplate]
+    );
 }
 
 #[test]

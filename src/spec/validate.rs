@@ -33,11 +33,10 @@ impl MigrationPlan {
                 format!("`{}` is not a usable runner tag prefix: use letters, digits, `-`, `_` or `.`", r.tag_prefix),
             );
         }
-        if !is_dns_label(&r.namespace) {
-            return err(
-                &["runners", "namespace"],
-                format!("`{}` is not a valid namespace name (RFC 1123 label)", r.namespace),
-            );
+        if let Some(ns) = &r.namespace
+            && !is_dns_label(ns)
+        {
+            return err(&["runners", "namespace"], format!("`{ns}` is not a valid namespace name (RFC 1123 label)"));
         }
         for (field, name) in [("baselineRelease", &r.baseline_release), ("releasePrefix", &r.release_prefix)] {
             if !is_dns_subdomain(name) {
@@ -110,6 +109,39 @@ impl MigrationPlan {
             && g.group.trim().is_empty()
         {
             return err(&["workloads", "gitlab", "group"], "must not be empty".into());
+        }
+        // Jobs are retagged onto the new runners: those must be able to take them.
+        if !r.scope.covers(&p.project) {
+            return err(
+                &["pipeline", "project"],
+                format!("`{}` is outside runners.scope: the new runners could never take its jobs", p.project),
+            );
+        }
+        if let Some(g) = &self.workloads.gitlab {
+            let covered = match r.scope.kind {
+                ScopeKind::Project => false,
+                _ => r.scope.covers(&g.group),
+            };
+            if !covered {
+                return err(
+                    &["workloads", "gitlab", "group"],
+                    format!(
+                        "`{}` is outside runners.scope: its projects' jobs would be retagged onto a runner that cannot take them and stay pending",
+                        g.group
+                    ),
+                );
+            }
+        }
+        if let Some(tag) = &self.rollback.reroute_tag
+            && (tag.trim().is_empty() || tag.starts_with(&format!("{}-", r.tag_prefix)))
+        {
+            return err(
+                &["rollback", "rerouteTag"],
+                format!(
+                    "`{tag}` must be a tag of the baseline runner, not empty and not one of archshift's `{}-*` tags",
+                    r.tag_prefix
+                ),
+            );
         }
         Ok(())
     }

@@ -13,13 +13,16 @@ mod runner;
 mod secret;
 mod toml;
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 pub use release::pin_release;
 pub use secret::{REGISTRATION_KEY, TOKEN_KEY};
-pub use toml::{DEFAULT_CONFIG, pin_job_node_selector};
+pub use toml::{DEFAULT_CONFIG, job_pods_pinned, job_selectors, pin_job_node_selector};
 
 use super::patch::guarded_patch;
+use super::{WideningGate, flag_reconciler};
 use crate::model::{
     Action, Change, ChangeId, Document, FindingCode, GitLabRunner, ObjectRef, ObservedState, Phase, PhasePlan,
     Precondition, ReleaseView, Status, Verification, WriteMethod, kube_id,
@@ -28,46 +31,166 @@ use crate::phases::join;
 use crate::spec::{MigrationPlan, RegistrationStyle};
 use crate::vocab::{ARCH_LABEL, Arch, RELEASE};
 
-pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
+pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &mut WideningGate) -> PhasePlan {
     let mut out = PhasePlan::new(Phase::Runners);
     let r = &spec.runners;
     let baseline = find_release(state, &r.baseline_release);
-    let baseline_ref = Some(ObjectRef::kube(RELEASE, None, &r.baseline_release));
+    let baseline_ref = ObjectRef::kube(RELEASE, None, &r.baseline_release);
     match baseline {
         Some(obj) => {
             out.finding(
                 FindingCode::BaselinePresent,
                 Status::Done,
-                baseline_ref.clone(),
-                format!("baseline present and left unchanged: it is the rollback target{}", ready_note(obj)),
+                Some(baseline_ref.clone()),
+                format!("baseline present: it is the rollback target{}", ready_note(obj)),
             );
-            let config = obj
-                .pointer("/spec/forProvider/values/runners/config")
-                .and_then(Value::as_str)
-                .unwrap_or(DEFAULT_CONFIG);
-            if !toml::job_pods_pinned(config) {
-                out.finding(
-                    FindingCode::BaselineJobsUnpinned,
-                    Status::Risk,
-                    baseline_ref,
-                    "its job pods have no kubernetes.io/arch node selector: once the NodePool allows arm64, jobs it runs (untagged ones included) can land on arm64 nodes; Phase 3 and 4 move them to the amd64 runner",
-                );
-            }
+            pin_baseline(obj, spec, &baseline_ref, gate, &mut out);
         }
         None => out.finding(
             FindingCode::BaselineNotFound,
             Status::Risk,
-            baseline_ref,
+            Some(baseline_ref),
             "baseline Release not found: there is no amd64-only runner to roll back to; check runners.baselineRelease",
         ),
     }
+    let namespace = namespace(state, spec);
+    if let (Some(ns), Some(base_ns)) = (&r.namespace, baseline_namespace(baseline))
+        && *ns != base_ns
+    {
+        out.finding(
+            FindingCode::ReleaseNamespaceDiffers,
+            Status::Risk,
+            Some(ObjectRef::kube(RELEASE, None, &r.baseline_release)),
+            format!(
+                "runners.namespace is {ns} but the baseline deploys to {base_ns}: the new runners run apart from it"
+            ),
+        );
+    }
     for &arch in spec.architectures() {
-        plan_arch(state, spec, arch, baseline, &mut out);
+        plan_arch(state, spec, arch, baseline, &namespace, &mut out);
     }
     out
 }
 
-fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: Option<&Value>, out: &mut PhasePlan) {
+/// The namespace the runners are deployed to: the plan's, else the baseline's, else `gitlab-runner`.
+pub fn namespace(state: &ObservedState, spec: &MigrationPlan) -> String {
+    spec.runners
+        .namespace
+        .clone()
+        .or_else(|| baseline_namespace(find_release(state, &spec.runners.baseline_release)))
+        .unwrap_or_else(|| "gitlab-runner".into())
+}
+
+fn baseline_namespace(baseline: Option<&Value>) -> Option<String> {
+    baseline.and_then(|b| b.pointer("/spec/forProvider/namespace")).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The baseline is the rollback target and takes untagged jobs: its job pods must stay on
+/// amd64 once the pool widens. One TOML edit pins them, ordered before the widening; when it
+/// cannot be made (or the plan forbids it), the widening is blocked.
+fn pin_baseline(obj: &Value, spec: &MigrationPlan, target: &ObjectRef, gate: &mut WideningGate, out: &mut PhasePlan) {
+    let r = &spec.runners;
+    let config =
+        obj.pointer("/spec/forProvider/values/runners/config").and_then(Value::as_str).unwrap_or(DEFAULT_CONFIG);
+    let blocker = format!("the job pods of baseline Release {}", r.baseline_release);
+    if job_pods_pinned(config) {
+        let archs: Vec<String> = job_selectors(config).iter().filter_map(|s| s.get(ARCH_LABEL).cloned()).collect();
+        out.finding(
+            FindingCode::BaselinePinned,
+            Status::Done,
+            Some(target.clone()),
+            format!("its job pods are pinned to {}", join(archs.iter())),
+        );
+        return;
+    }
+    if !r.pin_baseline {
+        out.finding(
+            FindingCode::BaselineJobsUnpinned,
+            Status::Risk,
+            Some(target.clone()),
+            "its job pods have no kubernetes.io/arch node selector and runners.pinBaseline is false: the pool is not widened, since its jobs (untagged ones included) would land on arm64 nodes",
+        );
+        gate.blockers.push(blocker);
+        return;
+    }
+    let sets: Vec<String> = obj
+        .pointer("/spec/forProvider/set")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str())
+                .filter(|n| n.starts_with("runners.config"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let values_from =
+        obj.pointer("/spec/forProvider/valuesFrom").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if !sets.is_empty() || values_from {
+        let by = if sets.is_empty() { "valuesFrom".to_string() } else { format!("set {}", sets.join(", ")) };
+        out.finding(
+            FindingCode::BaselinePinOverridden,
+            Status::Risk,
+            Some(target.clone()),
+            format!("its runner config may come from {by}, applied over values: pin its job pods to amd64 there; the pool is not widened until they are"),
+        );
+        gate.blockers.push(blocker);
+        return;
+    }
+    let amd64 = BTreeMap::from([(ARCH_LABEL.to_string(), Arch::Amd64.to_string())]);
+    let pinned = match pin_job_node_selector(config, &amd64, &BTreeMap::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            out.finding(FindingCode::ReleaseValuesUnusable, Status::Risk, Some(target.clone()), e);
+            gate.blockers.push(blocker);
+            return;
+        }
+    };
+    let mut after = obj.clone();
+    if let Some(slot) = after.pointer_mut("/spec/forProvider/values/runners/config") {
+        *slot = Value::String(pinned);
+    } else if let Some(values) = after.pointer_mut("/spec/forProvider/values").and_then(Value::as_object_mut) {
+        let runners = values.entry("runners").or_insert_with(|| serde_json::json!({}));
+        if let Some(runners) = runners.as_object_mut() {
+            runners.insert("config".into(), Value::String(pinned));
+        }
+    }
+    let id = ChangeId::release(&r.baseline_release);
+    out.finding_for(
+        FindingCode::BaselineJobsUnpinned,
+        Status::Pending,
+        Some(target.clone()),
+        &id,
+        "its job pods have no kubernetes.io/arch node selector: they are pinned to amd64 before the pool widens, so the rollback target and its untagged jobs stay on amd64",
+    );
+    flag_reconciler(out, obj, target, &id);
+    gate.pins.push(id.clone());
+    out.changes.push(
+        Change::new(
+            id,
+            Phase::Runners,
+            target.clone(),
+            Action::Update,
+            format!("pin the job pods of baseline Release {} to amd64", r.baseline_release),
+            WriteMethod::KubeJsonPatch { patch: guarded_patch(obj, &after) },
+        )
+        .before(Document::Object(obj.clone()))
+        .after(Document::Object(after))
+        .precondition(Precondition::ResourceVersion {
+            resource_version: ReleaseView::from_object(obj).resource_version,
+        })
+        .verify(vec![Verification::ReleaseReady]),
+    );
+}
+
+fn plan_arch(
+    state: &ObservedState,
+    spec: &MigrationPlan,
+    arch: Arch,
+    baseline: Option<&Value>,
+    namespace: &str,
+    out: &mut PhasePlan,
+) {
     let r = &spec.runners;
     let tag = r.tag(arch);
     let release_name = r.release_name(arch);
@@ -81,9 +204,13 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
     let mut token_from: Option<ChangeId> = None;
     match carriers.as_slice() {
         [] if r.registration.style == RegistrationStyle::AuthenticationToken => {
-            let create = runner::create_runner(r, arch);
-            token_from = Some(create.id.clone());
-            out.changes.push(create);
+            match runner::create_runner(state, r, arch) {
+                Ok(create) => {
+                    token_from = Some(create.id.clone());
+                    out.changes.push(create);
+                }
+                Err(why) => out.finding(FindingCode::RunnerScopeIdUnknown, Status::Risk, Some(runner_ref), why),
+            }
         }
         [] => out.finding(
             FindingCode::RunnerSelfRegisters,
@@ -105,8 +232,8 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
     }
 
     // 2. The Secret with the token.
-    let secret = state.secrets.iter().find(|s| s.name == secret_name && s.namespace == r.namespace);
-    let secret_ref = ObjectRef::kube(crate::vocab::SECRET, Some(&r.namespace), &secret_name);
+    let secret = state.secrets.iter().find(|s| s.name == secret_name && s.namespace == namespace);
+    let secret_ref = ObjectRef::kube(crate::vocab::SECRET, Some(namespace), &secret_name);
     if let ([runner], None, RegistrationStyle::AuthenticationToken) =
         (carriers.as_slice(), secret, r.registration.style)
     {
@@ -117,8 +244,8 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
             Some(reset.target.clone()),
             &reset.id,
             format!(
-                "runner #{} exists but Secret {}/{secret_name} does not; GitLab shows a token only once, so its token is reset (a manager still using the old one stops)",
-                runner.id, r.namespace
+                "runner #{} exists but Secret {namespace}/{secret_name} does not; GitLab shows a token only once, so its token is reset (a manager still using the old one stops)",
+                runner.id
             ),
         );
         token_from = Some(reset.id.clone());
@@ -126,10 +253,10 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
     }
     match secret {
         None if token_from.is_some() || r.registration.style == RegistrationStyle::RegistrationToken => {
-            out.changes.push(secret::secret_change(r, arch, None, token_from.clone()));
+            out.changes.push(secret::secret_change(r, arch, namespace, None, token_from.clone()));
         }
         Some(s) if token_from.is_some() => {
-            out.changes.push(secret::secret_change(r, arch, Some(&s.resource_version), token_from.clone()))
+            out.changes.push(secret::secret_change(r, arch, namespace, Some(&s.resource_version), token_from.clone()))
         }
         Some(s) => {
             let missing: Vec<&str> =
@@ -144,23 +271,6 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
             }
         }
         None => {}
-    }
-
-    // The manager pod must find a node, or the runner never comes online.
-    let mut manager_selector = r.manager_node_selector.clone();
-    manager_selector.insert(ARCH_LABEL.into(), arch.to_string());
-    if !state.node_pools.is_empty()
-        && !state.node_pools.iter().any(|p| super::nodepool::pool_can_host(p, &manager_selector))
-    {
-        out.finding(
-            FindingCode::ReleaseManagerUnschedulable,
-            Status::Risk,
-            Some(release_ref.clone()),
-            format!(
-                "no NodePool can launch a node for its runner manager ({}): the runner will never come online; allow {arch} in the pool named by runners.managerNodeSelector, or change that selector",
-                manager_selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-            ),
-        );
     }
 
     // 3. The Release.
@@ -188,19 +298,21 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
         Some(obj) => obj.clone(),
         None => release::release_template(&release_name, baseline, out),
     };
-    let desired = match release::pin_release(start, r, arch, &gitlab_url) {
+    let desired = match release::pin_release(start, r, arch, &gitlab_url, &spec.node_pool.name, namespace) {
         Ok(v) => v,
         Err(e) => {
             out.finding(FindingCode::ReleaseValuesUnusable, Status::Risk, Some(release_ref), e);
             return;
         }
     };
+    check_placement(state, spec, arch, &desired, &release_ref, out);
+    release::check_config(&desired, existing, arch, &release_ref, out);
     // The Release runs the runner: it is done when the runner is online with its tag.
     let verify = vec![
         Verification::ReleaseReady,
         Verification::RunnerOnline { tag_list: vec![tag.clone()], architecture: arch },
     ];
-    let needs = [ChangeId::runner(&tag), ChangeId::secret(&r.namespace, &secret_name)];
+    let needs = [ChangeId::runner(&tag), ChangeId::secret(namespace, &secret_name)];
     let id = ChangeId::release(&release_name);
     match existing {
         None => out.changes.push(
@@ -240,12 +352,23 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
                 Some(release_ref),
                 format!("Ready=False: {msg}"),
             ),
-            Some((true, _)) => out.finding(
-                FindingCode::ReleaseReady,
-                Status::Done,
-                Some(release_ref),
-                format!("deployed, {arch} only"),
-            ),
+            Some((true, _)) => match obj.pointer("/status/atProvider/version").and_then(Value::as_str) {
+                Some(v) if v != r.chart.version => out.finding(
+                    FindingCode::ReleaseVersionMismatch,
+                    Status::Pending,
+                    Some(release_ref),
+                    format!(
+                        "Ready, but chart {v} is deployed while {} is wanted: the provider is upgrading it",
+                        r.chart.version
+                    ),
+                ),
+                _ => out.finding(
+                    FindingCode::ReleaseReady,
+                    Status::Done,
+                    Some(release_ref),
+                    format!("deployed, {arch} only"),
+                ),
+            },
             None => out.finding(
                 FindingCode::ReleaseNotReconciled,
                 Status::Pending,
@@ -253,6 +376,56 @@ fn plan_arch(state: &ObservedState, spec: &MigrationPlan, arch: Arch, baseline: 
                 "no Ready condition yet: the provider has not reconciled it",
             ),
         },
+    }
+}
+
+/// The manager and the job pods must each find a node, checked on the exact selectors the
+/// Release deploys: otherwise it shows Ready while its runner never comes online, or its
+/// jobs stay pending.
+fn check_placement(
+    state: &ObservedState,
+    spec: &MigrationPlan,
+    arch: Arch,
+    desired: &Value,
+    target: &ObjectRef,
+    out: &mut PhasePlan,
+) {
+    if state.node_pools.is_empty() {
+        return;
+    }
+    let selector = |v: Option<&Value>| -> BTreeMap<String, String> {
+        v.and_then(Value::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    let manager = selector(desired.pointer("/spec/forProvider/values/nodeSelector"));
+    // The manager's pool is not the one this plan widens: it is checked as it is.
+    if !state.node_pools.iter().any(|p| super::nodepool::pool_can_host(p, &manager, None)) {
+        out.finding(
+            FindingCode::ReleaseManagerUnschedulable,
+            Status::Risk,
+            Some(target.clone()),
+            format!(
+                "no NodePool can launch a node for its runner manager ({}): the runner will never come online; allow that architecture in the manager's pool, set runners.managerArch (amd64 or any), or change runners.managerNodeSelector",
+                manager.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    let config = desired.pointer("/spec/forProvider/values/runners/config").and_then(Value::as_str).unwrap_or("");
+    let widened = (spec.node_pool.name.as_str(), spec.architectures());
+    for jobs in job_selectors(config) {
+        if !state.node_pools.iter().any(|p| super::nodepool::pool_can_host(p, &jobs, Some(widened))) {
+            out.finding(
+                FindingCode::ReleaseJobsUnschedulable,
+                Status::Risk,
+                Some(target.clone()),
+                format!(
+                    "no NodePool can launch a node for its {arch} job pods ({}), even with {} widened: its jobs would stay pending; fix runners.jobNodeSelector",
+                    jobs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                    spec.node_pool.name
+                ),
+            );
+        }
     }
 }
 

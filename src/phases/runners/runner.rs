@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::model::{
-    Action, Change, ChangeId, Document, FindingCode, GitLabRunner, HttpMethod, ObjectRef, Phase, PhasePlan,
-    Precondition, Reversal, Status, WriteMethod,
+    Action, Change, ChangeId, Document, FindingCode, GitLabRunner, HttpMethod, ObjectRef, ObservedState, Phase,
+    PhasePlan, Precondition, Reversal, Status, WriteMethod,
 };
 use crate::phases::join;
 use crate::spec::{RunnersSpec, ScopeKind};
@@ -109,8 +109,9 @@ fn runner_doc(tags: &[String], run_untagged: bool) -> Value {
 }
 
 /// `POST /user/runners`: the runner with its tag, no untagged jobs. GitLab answers with its
-/// `glrt-` token, which the token Secret binds.
-pub fn create_runner(r: &RunnersSpec, arch: Arch) -> Change {
+/// `glrt-` token, which the token Secret binds. The body names the group or project by the
+/// integer id GitLab requires (`group_id`/`project_id`); the diff shows exactly what is sent.
+pub fn create_runner(state: &ObservedState, r: &RunnersSpec, arch: Arch) -> Result<Change, String> {
     let tag = r.tag(arch);
     let mut body = json!({
         "runner_type": r.scope.kind.runner_type(),
@@ -122,10 +123,16 @@ pub fn create_runner(r: &RunnersSpec, arch: Arch) -> Change {
     if let (ScopeKind::Group | ScopeKind::Project, Some(p), Some(b)) =
         (r.scope.kind, &r.scope.path, body.as_object_mut())
     {
-        let key = if r.scope.kind == ScopeKind::Group { "group" } else { "project" };
-        b.insert(key.into(), json!(p));
+        let key = if r.scope.kind == ScopeKind::Group { "group_id" } else { "project_id" };
+        let id = state.endpoints.gitlab.as_ref().and_then(|g| g.ids.get(p)).ok_or_else(|| {
+            format!(
+                "the id of {} {p} is unknown: it was not found in GitLab, or the token cannot see it",
+                r.scope.kind.noun()
+            )
+        })?;
+        b.insert(key.into(), json!(id));
     }
-    Change::new(
+    Ok(Change::new(
         ChangeId::runner(&tag),
         Phase::Runners,
         ObjectRef::GitLabRunner { tag: tag.clone(), id: None },
@@ -133,7 +140,7 @@ pub fn create_runner(r: &RunnersSpec, arch: Arch) -> Change {
         format!("create {} runner {tag} in GitLab (tagged {tag}, no untagged jobs)", r.scope.kind.runner_type()),
         WriteMethod::GitLab { method: HttpMethod::Post, path: "/user/runners".into() },
     )
-    .after(Document::Object(body))
+    .after(Document::Object(body)))
 }
 
 /// `POST /runners/:id/reset_authentication_token`, for a runner whose token archshift never saw.

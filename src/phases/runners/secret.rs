@@ -13,13 +13,19 @@ pub const REGISTRATION_KEY: &str = "runner-registration-token";
 
 /// Creates the Secret, or (after a token reset) replaces its token. `token_from` is the change
 /// whose output fills `runner-token`, when there is one.
-pub fn secret_change(r: &RunnersSpec, arch: Arch, existing_rv: Option<&str>, token_from: Option<ChangeId>) -> Change {
+pub fn secret_change(
+    r: &RunnersSpec,
+    arch: Arch,
+    namespace: &str,
+    existing_rv: Option<&str>,
+    token_from: Option<ChangeId>,
+) -> Change {
     let name = r.token_secret_name(arch);
-    let target = ObjectRef::kube(SECRET, Some(&r.namespace), &name);
+    let target = ObjectRef::kube(SECRET, Some(namespace), &name);
     let obj = json!({
         "apiVersion": SECRET.api_version,
         "kind": SECRET.kind,
-        "metadata": {"name": name, "namespace": r.namespace, "labels": {MANAGED_BY: FIELD_MANAGER, "archshift.io/arch": arch.as_str()}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY: FIELD_MANAGER, "archshift.io/arch": arch.as_str()}},
         "type": "Opaque",
         // Filled at apply time: the token by its binding, the legacy registration token from
         // the environment variable the plan names. Empty values keep both keys the chart mounts.
@@ -34,11 +40,11 @@ pub fn secret_change(r: &RunnersSpec, arch: Arch, existing_rv: Option<&str>, tok
     };
     let mut change = match existing_rv {
         None => Change::new(
-            ChangeId::secret(&r.namespace, &name),
+            ChangeId::secret(namespace, &name),
             Phase::Runners,
             target,
             Action::Create,
-            format!("create Secret {}/{name} with {source}", r.namespace),
+            format!("create Secret {}/{name} with {source}", namespace),
             WriteMethod::KubeCreate,
         )
         .after(Document::Object(obj)),
@@ -46,15 +52,15 @@ pub fn secret_change(r: &RunnersSpec, arch: Arch, existing_rv: Option<&str>, tok
             let patch = json!({
                 "apiVersion": SECRET.api_version,
                 "kind": SECRET.kind,
-                "metadata": {"name": name, "namespace": r.namespace},
+                "metadata": {"name": name, "namespace": namespace},
                 "stringData": {TOKEN_KEY: ""},
             });
             Change::new(
-                ChangeId::secret(&r.namespace, &name),
+                ChangeId::secret(namespace, &name),
                 Phase::Runners,
                 target,
                 Action::Update,
-                format!("put the new token of the {arch} runner in Secret {}/{name}", r.namespace),
+                format!("put the new token of the {arch} runner in Secret {}/{name}", namespace),
                 WriteMethod::KubeApply { field_manager: FIELD_MANAGER.into(), patch },
             )
             .after(Document::Object(obj))
