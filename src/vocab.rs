@@ -78,6 +78,8 @@ pub enum Phase {
     Runners,
     Pipeline,
     Workloads,
+    /// Back to the amd64-only runner; not one of the four phases of the migration.
+    Rollback,
 }
 
 impl Phase {
@@ -93,13 +95,17 @@ impl Phase {
             Phase::Runners => "Runners",
             Phase::Pipeline => "Pipeline",
             Phase::Workloads => "Workloads",
+            Phase::Rollback => "Rollback",
         }
     }
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Phase {} {}", self.number(), self.title())
+        match self {
+            Phase::Rollback => f.write_str("Rollback"),
+            _ => write!(f, "Phase {} {}", self.number(), self.title()),
+        }
     }
 }
 

@@ -65,6 +65,10 @@ fn change_text(out: &mut String, c: &Change, color: bool) {
     for b in &c.bindings {
         let _ = writeln!(out, "      binds:   {} <- {} ({})", b.pointer, b.from, b.source);
     }
+    if !c.waits_for.is_empty() {
+        let w: Vec<String> = c.waits_for.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(out, "      waits:   {}", w.join("; "));
+    }
     let _ = writeln!(out, "      undo:    {}", c.reversal);
     if !c.verify.is_empty() {
         let v: Vec<String> = c.verify.iter().map(|v| v.to_string()).collect();

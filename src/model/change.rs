@@ -180,6 +180,10 @@ pub enum Verification {
     CiFileOnBranch { branch: String },
     /// A pipeline ran each of these jobs on a runner whose manager reports that architecture.
     PipelineProof { jobs: BTreeMap<String, Arch> },
+    /// No pod runs on a node of this architecture launched by the pool (narrowing the pool
+    /// drifts such nodes, evicting what runs there).
+    #[serde(rename_all = "camelCase")]
+    ArchDrained { node_pool: String, architecture: Arch },
 }
 
 /// How long a verification may take, so the engine can pick a timeout.
@@ -203,6 +207,7 @@ impl Verification {
             Verification::ReleaseReady => WaitClass::Reconcile,
             Verification::RunnerOnline { .. } => WaitClass::RunnerOnline,
             Verification::CiFileOnBranch { .. } | Verification::PipelineProof { .. } => WaitClass::Pipeline,
+            Verification::ArchDrained { .. } => WaitClass::Reconcile,
         }
     }
 }
@@ -219,6 +224,9 @@ impl fmt::Display for Verification {
             Verification::PipelineProof { jobs } => {
                 let jobs: Vec<String> = jobs.iter().map(|(j, a)| format!("{j} on {a}")).collect();
                 write!(f, "a pipeline runs {}", jobs.join(", "))
+            }
+            Verification::ArchDrained { node_pool, architecture } => {
+                write!(f, "no pod left on {architecture} nodes of NodePool {node_pool}")
             }
         }
     }
@@ -250,6 +258,9 @@ pub struct Change {
     pub reversal: Reversal,
     /// Checked in order after the write.
     pub verify: Vec<Verification>,
+    /// Observed before the write; the step waits for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<Verification>,
 }
 
 impl Change {
@@ -281,6 +292,7 @@ impl Change {
             method,
             reversal,
             verify: vec![Verification::ReadBack],
+            waits_for: Vec::new(),
         }
     }
 
@@ -320,6 +332,10 @@ impl Change {
     }
     pub fn verify(mut self, v: Vec<Verification>) -> Self {
         self.verify = v;
+        self
+    }
+    pub fn waits_for(mut self, v: Vec<Verification>) -> Self {
+        self.waits_for = v;
         self
     }
 

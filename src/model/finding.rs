@@ -124,6 +124,7 @@ finding_codes! {
     RollbackNoRerouteTag = "rollback.no-reroute-tag": "no tag of the baseline runner is known to route amd64 jobs back to",
     RollbackArm64JobsPending = "rollback.arm64-jobs-pending": "jobs tagged for arm64 stay pending once the arm64 runner is gone",
     RollbackWaitsForArm64Pods = "rollback.waits-for-arm64-pods": "the pool is narrowed only once no arm64 pod remains",
+    RollbackPinsKept = "rollback.pins-kept": "workload and baseline pins stay on purpose",
     RollbackNothing = "rollback.nothing": "nothing of archshift's is left to roll back",
 }
 

@@ -113,6 +113,14 @@ impl ChangeId {
     pub fn ci_file(project: &str, path: &str) -> Self {
         Self(format!("cifile/{project}/{path}"))
     }
+    /// The rollback step for what `forward` changed.
+    pub fn rollback(forward: &ChangeId) -> Self {
+        Self(format!("rollback/{}", forward.0))
+    }
+    /// A preparatory rollback step (`pause`) on what `forward` changed.
+    pub fn rollback_step(step: &str, forward: &ChangeId) -> Self {
+        Self(format!("rollback/{step}/{}", forward.0))
+    }
     pub fn argo(kind: ArgoKind, namespace: Option<&str>, name: &str) -> Self {
         match namespace {
             Some(ns) => Self(format!("argo/{kind}/{ns}/{name}")),

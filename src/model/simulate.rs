@@ -57,32 +57,40 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
             }
         }
         ObjectRef::GitLabRunner { tag, id: runner_id } => {
-            let obj = after.ok_or("runner change without an after document")?;
-            let tags: Vec<String> = obj["tag_list"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            let run_untagged = obj["run_untagged"].as_bool().unwrap_or(false);
+            let tags = |obj: &Value| -> Option<Vec<String>> {
+                obj["tag_list"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            };
             match change.action {
                 Action::Create => {
+                    let obj = after.ok_or("runner create without a body")?;
                     let id = state.runners.iter().map(|r| r.id).max().unwrap_or(0) + 1;
                     state.runners.push(GitLabRunner {
                         id,
                         description: obj["description"].as_str().unwrap_or(tag).to_string(),
                         runner_type: obj["runner_type"].as_str().unwrap_or("").to_string(),
                         status: "never_contacted".into(),
-                        paused: false,
-                        tag_list: tags,
-                        run_untagged,
+                        paused: obj["paused"].as_bool().unwrap_or(false),
+                        tag_list: tags(obj).unwrap_or_default(),
+                        // POST /user/runners defaults run_untagged to true.
+                        run_untagged: obj["run_untagged"].as_bool().unwrap_or(true),
                         locked: obj["locked"].as_bool().unwrap_or(false),
                         manager_architectures: vec![],
                     });
                 }
+                // PUT /runners/:id changes the fields it is sent.
                 Action::Update => {
+                    let obj = after.ok_or("runner update without a body")?;
                     let id = (*runner_id).ok_or("runner update without an id")?;
                     let r = state.runners.iter_mut().find(|r| r.id == id).ok_or("runner to update is gone")?;
-                    r.tag_list = tags;
-                    r.run_untagged = run_untagged;
+                    if let Some(t) = tags(obj) {
+                        r.tag_list = t;
+                    }
+                    if let Some(u) = obj["run_untagged"].as_bool() {
+                        r.run_untagged = u;
+                    }
+                    if let Some(p) = obj["paused"].as_bool() {
+                        r.paused = p;
+                    }
                 }
                 Action::Delete => {
                     let id = (*runner_id).ok_or("runner delete without an id")?;

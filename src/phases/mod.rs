@@ -9,6 +9,7 @@
 pub mod nodepool;
 pub mod patch;
 pub mod pipeline;
+pub mod rollback;
 pub mod runners;
 pub mod workloads;
 
@@ -72,7 +73,7 @@ pub fn plan_phase(phase: Phase, state: &ObservedState, spec: &MigrationPlan) -> 
 }
 
 /// Where a CI change is committed, and how it reaches the base branch.
-fn delivery_method(delivery: &Delivery, base: &str, title: &str) -> WriteMethod {
+pub(crate) fn delivery_method(delivery: &Delivery, base: &str, title: &str) -> WriteMethod {
     match delivery.mode {
         DeliveryMode::MergeRequest => WriteMethod::GitLabCommit {
             branch: delivery.branch.clone(),
@@ -205,5 +206,9 @@ fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
+#[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
+mod safety_tests;
 #[cfg(test)]
 mod tests;

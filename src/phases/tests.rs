@@ -8,14 +8,14 @@ use crate::model::{
 };
 
 /// Applies every change of the plan in dependency order, as the real APIs would.
-fn converge(state: &mut ObservedState, spec: &MigrationPlan) {
+pub(super) fn converge(state: &mut ObservedState, spec: &MigrationPlan) {
     let plan = super::plan(state, spec, "");
     for change in plan.order().expect("an acyclic plan") {
         apply_change(state, change).unwrap_or_else(|e| panic!("{}: {e}", change.id));
     }
 }
 
-fn render(p: &PhasePlan) -> String {
+pub(super) fn render(p: &PhasePlan) -> String {
     let mut out = String::new();
     for c in &p.changes {
         out.push_str(&format!("{} {} [{}]: {}\n", c.action, c.target, c.id, c.summary));
@@ -27,22 +27,22 @@ fn render(p: &PhasePlan) -> String {
 }
 
 /// Whether `p` has a finding with this code about the object displayed as `target`.
-fn has(p: &PhasePlan, code: FindingCode, target: &str) -> bool {
+pub(super) fn has(p: &PhasePlan, code: FindingCode, target: &str) -> bool {
     p.findings.iter().any(|f| f.code == code && f.target.as_ref().map(|t| t.to_string()).as_deref() == Some(target))
 }
 
-fn arch_requirements(obj: &serde_json::Value) -> Vec<Requirement> {
+pub(super) fn arch_requirements(obj: &serde_json::Value) -> Vec<Requirement> {
     NodePoolView::from_object(obj).unwrap().arch_requirements().map(|(_, r)| r.clone()).collect()
 }
 
-fn after_object(c: &Change) -> &serde_json::Value {
+pub(super) fn after_object(c: &Change) -> &serde_json::Value {
     match &c.after {
         Some(Document::Object(v)) => v,
         other => panic!("{}: expected an object, got {other:?}", c.id),
     }
 }
 
-fn after_text(c: &Change) -> &str {
+pub(super) fn after_text(c: &Change) -> &str {
     match &c.after {
         Some(Document::Text(t)) => t,
         other => panic!("{}: expected text, got {other:?}", c.id),

@@ -1,0 +1,173 @@
+//! Rollback (issue 8): plan, apply (simulated), roll back (simulated), and the world is the
+//! start again except for the pins kept on purpose.
+
+use serde_json::json;
+
+use super::rollback::{Applied, Journal};
+use super::tests::render;
+use super::*;
+use crate::model::fixtures::{self, plan, start};
+use crate::model::{Arch, FindingCode, NodePoolView, Requirement, Verification, apply_change};
+
+/// Applies the whole plan in dependency order, journaling each change as the engine will.
+fn migrate(state: &mut ObservedState, spec: &MigrationPlan) -> Journal {
+    let mut journal = Journal::new();
+    let plan = super::plan(state, spec, "");
+    for c in plan.order().unwrap() {
+        apply_change(state, c).unwrap_or_else(|e| panic!("{}: {e}", c.id));
+        journal.insert(c.id.clone(), Applied { before: c.before.clone(), after: c.after.clone() });
+    }
+    // Controllers: the new runners come online.
+    for r in state.runners.iter_mut() {
+        r.status = "online".into();
+    }
+    journal
+}
+
+fn roll_back(state: &mut ObservedState, spec: &MigrationPlan, journal: &Journal) -> Vec<String> {
+    let p = rollback::plan(state, spec, journal);
+    let plan = Plan {
+        format_version: crate::model::PLAN_FORMAT_VERSION,
+        spec_digest: String::new(),
+        observed_at: None,
+        endpoints: Default::default(),
+        phases: vec![p],
+    };
+    let order: Vec<Change> = plan.order().expect("acyclic rollback").into_iter().cloned().collect();
+    for c in &order {
+        apply_change(state, c).unwrap_or_else(|e| panic!("{}: {e}", c.id));
+    }
+    order.iter().map(|c| c.id.to_string()).collect()
+}
+
+fn requirements(s: &ObservedState) -> Vec<Requirement> {
+    NodePoolView::from_object(&s.node_pools[0]).unwrap().requirements
+}
+
+#[test]
+fn rollback_after_a_full_migration_returns_to_the_start_except_the_pins() {
+    let spec = plan();
+    let start = start();
+    let mut s = start.clone();
+    let journal = migrate(&mut s, &spec);
+    assert!(nodepool::allowed_archs(&requirements(&s)).contains(&Arch::Arm64));
+
+    let order = roll_back(&mut s, &spec, &journal);
+    assert_eq!(requirements(&s), requirements(&start), "NodePool requirements as before");
+    let releases: Vec<&str> = s.releases.iter().map(|r| crate::model::kube_id(r).2).collect();
+    assert_eq!(releases, ["gitlab-runner"], "only the baseline Release");
+    assert_eq!(s.runners.iter().map(|r| r.id).collect::<Vec<_>>(), [1], "only the baseline runner");
+    assert_eq!(s.secrets, start.secrets, "token Secrets removed");
+    assert_eq!(s.ci_file.as_ref().unwrap().content, start.ci_file.as_ref().unwrap().content, "CI file byte-equal");
+    assert!(s.project_variables.is_empty(), "the variables archshift created are gone: {:?}", s.project_variables);
+    // Kept on purpose: the baseline's amd64 pin, Argo and other projects' pins, and the group
+    // variable those pins use, now routed to the baseline runner.
+    let config = s.releases[0].pointer("/spec/forProvider/values/runners/config").unwrap().as_str().unwrap();
+    assert!(config.contains("\"kubernetes.io/arch\" = \"amd64\""));
+    assert_eq!(s.argo, migrated_argo(&spec));
+    assert_eq!(s.group_variables.len(), 1);
+    assert_eq!(s.group_variables[0].value.as_deref(), Some("sandbox"), "routed to the baseline's tag");
+    assert!(order.last().unwrap().starts_with("rollback/nodepool/"), "the pool is narrowed last: {order:?}");
+}
+
+fn migrated_argo(spec: &MigrationPlan) -> Vec<serde_json::Value> {
+    let mut s = start();
+    migrate(&mut s, spec);
+    s.argo
+}
+
+#[test]
+fn rollback_strands_nothing_reroute_first_quiesce_then_remove_narrow_last() {
+    let spec = plan();
+    let mut s = start();
+    let journal = migrate(&mut s, &spec);
+    let p = rollback::plan(&s, &spec, &journal);
+    let plan = Plan {
+        format_version: 1,
+        spec_digest: String::new(),
+        observed_at: None,
+        endpoints: Default::default(),
+        phases: vec![p.clone()],
+    };
+    let order: Vec<&str> = plan.order().unwrap().iter().map(|c| c.id.as_str()).collect();
+    let pos = |id: &str| order.iter().position(|x| *x == id).unwrap_or_else(|| panic!("{id} not in {order:?}"));
+    let reroute = pos("rollback/reroute/variable/platform/kaniko-builder/CICD_TAG_AMD64");
+    let group = pos("rollback/reroute/group-variable/platform/CICD_TAG_AMD64");
+    let pause = pos("rollback/pause/runner/sandbox-arm64");
+    let revert = pos("rollback/cifile/platform/kaniko-builder/.gitlab-ci.yml");
+    for release in ["rollback/release/gitlab-runner-amd64", "rollback/release/gitlab-runner-arm64"] {
+        assert!(reroute < pos(release) && group < pos(release) && pause < pos(release) && revert < pos(release));
+    }
+    assert!(revert > reroute, "amd64 jobs are routed back before the file changes");
+    assert!(pos("rollback/release/gitlab-runner-arm64") < pos("rollback/runner/sandbox-arm64"));
+    assert!(
+        pos("rollback/release/gitlab-runner-arm64") < pos("rollback/secret/gitlab-runner/gitlab-runner-arm64-token")
+    );
+    let narrow = p.changes.iter().find(|c| c.id == "rollback/nodepool/spot-pool").unwrap();
+    assert_eq!(
+        narrow.waits_for,
+        [Verification::ArchDrained { node_pool: "spot-pool".into(), architecture: Arch::Arm64 }]
+    );
+    assert_eq!(pos("rollback/nodepool/spot-pool"), order.len() - 1);
+    assert!(p.has(FindingCode::RollbackPinsKept), "{}", render(&p));
+}
+
+#[test]
+fn rollback_is_idempotent() {
+    let spec = plan();
+    let mut s = start();
+    let journal = migrate(&mut s, &spec);
+    roll_back(&mut s, &spec, &journal);
+    let again = rollback::plan(&s, &spec, &journal);
+    assert!(again.changes.is_empty(), "{}", render(&again));
+}
+
+#[test]
+fn without_a_before_image_the_ci_file_is_not_reverted_and_arm64_jobs_are_reported() {
+    let spec = plan();
+    let mut s = start();
+    let mut journal = migrate(&mut s, &spec);
+    journal.remove(&ChangeId::ci_file("platform/kaniko-builder", ".gitlab-ci.yml"));
+    journal.remove(&ChangeId::node_pool("spot-pool"));
+    let p = rollback::plan(&s, &spec, &journal);
+    assert!(p.risks().any(|f| f.code == FindingCode::RollbackArm64JobsPending), "{}", render(&p));
+    assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("rollback/cifile/")));
+    // Without the journal's requirement list, arm64 is taken out of the arch requirement.
+    let narrow = p.changes.iter().find(|c| c.id == "rollback/nodepool/spot-pool").unwrap();
+    let reqs = NodePoolView::from_object(narrow.after_object().unwrap()).unwrap();
+    assert_eq!(nodepool::allowed_archs(&reqs.requirements).into_iter().collect::<Vec<_>>(), [Arch::Amd64]);
+}
+
+#[test]
+fn a_ci_file_changed_since_archshift_wrote_it_is_left_for_a_person() {
+    let spec = plan();
+    let mut s = start();
+    let journal = migrate(&mut s, &spec);
+    s.ci_file.as_mut().unwrap().content.push_str("\n# a later edit\n");
+    let p = rollback::plan(&s, &spec, &journal);
+    assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("rollback/cifile/")), "{}", render(&p));
+    assert!(p.risks().any(|f| f.code == FindingCode::RollbackArm64JobsPending));
+}
+
+#[test]
+fn with_no_known_baseline_tag_rollback_says_what_to_set() {
+    let spec = plan();
+    let mut s = start();
+    let journal = migrate(&mut s, &spec);
+    s.runners.push(fixtures::runner(40, &["other-team"], "online"));
+    let p = rollback::plan(&s, &spec, &journal);
+    assert!(p.risks().any(|f| f.code == FindingCode::RollbackNoRerouteTag), "{}", render(&p));
+    let mut spec = spec;
+    spec.rollback.reroute_tag = Some("sandbox".into());
+    let p = rollback::plan(&s, &spec, &journal);
+    let c =
+        p.changes.iter().find(|c| c.id == "rollback/reroute/variable/platform/kaniko-builder/CICD_TAG_AMD64").unwrap();
+    assert_eq!(c.after_object().unwrap()["value"], json!("sandbox"));
+}
+
+#[test]
+fn nothing_to_roll_back_on_the_start() {
+    let p = rollback::plan(&start(), &plan(), &Journal::new());
+    assert!(p.changes.is_empty(), "{}", render(&p));
+    assert!(p.has(FindingCode::RollbackNothing));
+}
