@@ -138,6 +138,8 @@ pub fn runner(id: u64, tags: &[&str], status: &str) -> GitLabRunner {
         tag_list: tags.iter().map(|t| t.to_string()).collect(),
         run_untagged: true,
         locked: false,
+        access_level: Some("not_protected".into()),
+        maximum_timeout: None,
         manager_architectures: vec!["amd64".into()],
     }
 }
@@ -189,7 +191,7 @@ pub fn start() -> ObservedState {
         }],
         runners: vec![runner(1, &["sandbox"], "online")],
         project_variables: vec![],
-        group_variables: vec![],
+        group_variables: Default::default(),
         ci_file: Some(ci_file("platform/kaniko-builder", KANIKO_CI)),
         argo: vec![
             workflow_template("ci", "build-images", None),

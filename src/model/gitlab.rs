@@ -19,6 +19,11 @@ pub struct GitLabRunner {
     /// Architectures reported by the runner's managers (`GET /runners/:id/managers`).
     #[serde(default)]
     pub manager_architectures: Vec<String>,
+    /// `not_protected` or `ref_protected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_timeout: Option<u64>,
 }
 
 impl GitLabRunner {

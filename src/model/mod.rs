@@ -50,8 +50,9 @@ pub struct ObservedState {
     pub runners: Vec<GitLabRunner>,
     /// CI/CD variables of the pipeline project.
     pub project_variables: Vec<CiVariable>,
-    /// CI/CD variables of the workloads group.
-    pub group_variables: Vec<CiVariable>,
+    /// CI/CD variables of the groups the plan names (the workloads group, the pipeline
+    /// project's group for group-level tag variables), by group path.
+    pub group_variables: std::collections::BTreeMap<String, Vec<CiVariable>>,
     /// The pipeline project's CI file, if it exists.
     pub ci_file: Option<CiFile>,
     /// Argo WorkflowTemplates, CronWorkflows and ClusterWorkflowTemplates, raw.
@@ -68,6 +69,11 @@ impl ObservedState {
     /// The GitLab base URL the tool talks to (the runners' `gitlabUrl` fallback).
     pub fn gitlab_url(&self) -> Option<&str> {
         self.endpoints.gitlab.as_ref().map(|g| g.url.as_str())
+    }
+
+    /// The variables of a group (none when it was not read).
+    pub fn group_variables(&self, group: &str) -> &[CiVariable] {
+        self.group_variables.get(group).map_or(&[], Vec::as_slice)
     }
 }
 

@@ -75,6 +75,8 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                         run_untagged: obj["run_untagged"].as_bool().unwrap_or(true),
                         locked: obj["locked"].as_bool().unwrap_or(false),
                         manager_architectures: vec![],
+                        access_level: obj["access_level"].as_str().map(str::to_string),
+                        maximum_timeout: obj["maximum_timeout"].as_u64(),
                     });
                 }
                 // PUT /runners/:id changes the fields it is sent.
@@ -91,6 +93,12 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
                     if let Some(p) = obj["paused"].as_bool() {
                         r.paused = p;
                     }
+                    if let Some(a) = obj["access_level"].as_str() {
+                        r.access_level = Some(a.to_string());
+                    }
+                    if let Some(t) = obj["maximum_timeout"].as_u64() {
+                        r.maximum_timeout = Some(t);
+                    }
                 }
                 Action::Delete => {
                     let id = (*runner_id).ok_or("runner delete without an id")?;
@@ -100,10 +108,9 @@ pub fn apply_change(state: &mut ObservedState, change: &Change) -> Result<(), St
         }
         ObjectRef::RunnerToken { .. } => {}
         ObjectRef::ProjectVariable { key, .. } | ObjectRef::GroupVariable { key, .. } => {
-            let list = if matches!(change.target, ObjectRef::ProjectVariable { .. }) {
-                &mut state.project_variables
-            } else {
-                &mut state.group_variables
+            let list = match &change.target {
+                ObjectRef::GroupVariable { group, .. } => state.group_variables.entry(group.clone()).or_default(),
+                _ => &mut state.project_variables,
             };
             let new = after.and_then(CiVariable::from_json);
             let scope = new.as_ref().map_or("*".to_string(), |v| v.environment_scope.clone());

@@ -8,16 +8,13 @@ use crate::model::{
     Action, Arch, Change, ChangeId, CiVariable, Document, FindingCode, HttpMethod, ObjectRef, ObservedState, Phase,
     PhasePlan, Precondition, Status, Verification, WriteMethod,
 };
-use crate::spec::MigrationPlan;
+use crate::spec::{MigrationPlan, VariableLevel};
 
 pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
     let mut out = PhasePlan::new(Phase::Pipeline);
-    let project = &spec.pipeline.project;
     for &arch in spec.architectures() {
-        let key = spec.pipeline.variables.name(arch);
-        let tag = spec.runners.tag(arch);
-        let target = ObjectRef::ProjectVariable { project: project.clone(), key: key.to_string() };
-        plan_tag_variable(&mut out, &state.project_variables, target, &tag);
+        let target = tag_variable(spec, arch);
+        plan_tag_variable(&mut out, variables_of(state, &target), target, &spec.runners.tag(arch));
     }
     plan_ci_file(state, spec, &mut out);
     out
@@ -26,15 +23,7 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan) -> PhasePlan {
 /// Makes sure `key` holds `tag`, unprotected and unmasked in scope `*`, so the tag expands on
 /// every ref (a protected variable stays a literal `$KEY` on unprotected branches).
 pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target: ObjectRef, tag: &str) {
-    let (id, collection, key) = match &target {
-        ObjectRef::ProjectVariable { project, key } => {
-            (ChangeId::project_variable(project, key), format!("/projects/{}/variables", encode_path(project)), key)
-        }
-        ObjectRef::GroupVariable { group, key } => {
-            (ChangeId::group_variable(group, key), format!("/groups/{}/variables", encode_path(group)), key)
-        }
-        _ => return,
-    };
+    let Some((id, collection, key)) = variable_api(&target) else { return };
     let key = key.clone();
     let wanted = CiVariable::tag_variable(&key, tag);
     let star = vars.iter().find(|v| v.key == key && v.environment_scope == "*");
@@ -111,6 +100,45 @@ pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target
         .precondition(Precondition::VariableValue { value: have.value.clone(), protected: have.protected })
         .sensitive(if have.masked { vec!["/value".to_string()] } else { vec![] }),
     );
+}
+
+/// Where `arch`'s tag variable lives: the pipeline project, or its group
+/// (`pipeline.variables.level`).
+pub(crate) fn tag_variable(spec: &MigrationPlan, arch: Arch) -> ObjectRef {
+    let p = &spec.pipeline;
+    let key = p.variables.name(arch).to_string();
+    match p.variables.level {
+        VariableLevel::Project => ObjectRef::ProjectVariable { project: p.project.clone(), key },
+        VariableLevel::Group => {
+            let group = p.project.rsplit_once('/').map_or(p.project.as_str(), |(g, _)| g).to_string();
+            ObjectRef::GroupVariable { group, key }
+        }
+    }
+}
+
+/// The variables observed where `target` lives.
+pub(crate) fn variables_of<'a>(state: &'a ObservedState, target: &ObjectRef) -> &'a [CiVariable] {
+    match target {
+        ObjectRef::GroupVariable { group, .. } => state.group_variables(group),
+        _ => &state.project_variables,
+    }
+}
+
+/// The change id, the REST collection and the key of a variable.
+pub(crate) fn variable_api(target: &ObjectRef) -> Option<(ChangeId, String, String)> {
+    match target {
+        ObjectRef::ProjectVariable { project, key } => Some((
+            ChangeId::project_variable(project, key),
+            format!("/projects/{}/variables", encode_path(project)),
+            key.clone(),
+        )),
+        ObjectRef::GroupVariable { group, key } => Some((
+            ChangeId::group_variable(group, key),
+            format!("/groups/{}/variables", encode_path(group)),
+            key.clone(),
+        )),
+        _ => None,
+    }
 }
 
 /// Whether the `arch` runner will take jobs retagged onto it: not when it is paused, or
@@ -256,7 +284,9 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     // Jobs move to the new runners only once those take jobs, on a pool that can run them.
     let mut needs = vec![ChangeId::node_pool(&spec.node_pool.name)];
     for &arch in spec.architectures() {
-        needs.push(ChangeId::project_variable(&p.project, p.variables.name(arch)));
+        if let Some((id, ..)) = variable_api(&tag_variable(spec, arch)) {
+            needs.push(id);
+        }
         needs.push(ChangeId::release(&spec.runners.release_name(arch)));
         needs.push(ChangeId::runner(&spec.runners.tag(arch)));
     }

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::patch::guarded_patch;
-use super::pipeline::encode_path;
+use super::pipeline::{encode_path, tag_variable, variable_api, variables_of};
 use super::{join, runners};
 use crate::model::{
     ARCH_LABEL, Action, Arch, Change, ChangeId, CiVariable, Document, FindingCode, HttpMethod, NodePoolView, ObjectRef,
@@ -53,11 +53,13 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
         Some(tag) => {
             baseline_safety(state, spec, &mut out);
             let var = spec.pipeline.variables.name(Arch::Amd64);
-            let project = ObjectRef::ProjectVariable { project: spec.pipeline.project.clone(), key: var.into() };
-            reroute(&mut out, &state.project_variables, project, tag, &mut reroutes);
+            let own = tag_variable(spec, Arch::Amd64);
+            reroute(&mut out, variables_of(state, &own), own.clone(), tag, &mut reroutes);
             if let Some(gl) = &spec.workloads.gitlab {
                 let group = ObjectRef::GroupVariable { group: gl.group.clone(), key: var.into() };
-                reroute(&mut out, &state.group_variables, group, tag, &mut reroutes);
+                if group != own {
+                    reroute(&mut out, state.group_variables(&gl.group), group, tag, &mut reroutes);
+                }
             }
         }
         None => out.finding(
@@ -264,16 +266,8 @@ fn baseline_safety(state: &ObservedState, spec: &MigrationPlan, out: &mut PhaseP
 }
 
 fn reroute(out: &mut PhasePlan, vars: &[CiVariable], target: ObjectRef, tag: &str, ids: &mut Vec<ChangeId>) {
-    let (forward, collection, key) = match &target {
-        ObjectRef::ProjectVariable { project, key } => {
-            (ChangeId::project_variable(project, key), format!("/projects/{}/variables", encode_path(project)), key)
-        }
-        ObjectRef::GroupVariable { group, key } => {
-            (ChangeId::group_variable(group, key), format!("/groups/{}/variables", encode_path(group)), key)
-        }
-        _ => return,
-    };
-    let Some(have) = vars.iter().find(|v| v.key == *key && v.environment_scope == "*") else { return };
+    let Some((forward, collection, key)) = variable_api(&target) else { return };
+    let Some(have) = vars.iter().find(|v| v.key == key && v.environment_scope == "*") else { return };
     if have.value.as_deref() == Some(tag) {
         return;
     }

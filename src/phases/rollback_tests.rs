@@ -65,8 +65,9 @@ fn rollback_after_a_full_migration_returns_to_the_start_except_the_pins() {
     let config = s.releases[0].pointer("/spec/forProvider/values/runners/config").unwrap().as_str().unwrap();
     assert!(config.contains("\"kubernetes.io/arch\" = \"amd64\""));
     assert_eq!(s.argo, migrated_argo(&spec));
-    assert_eq!(s.group_variables.len(), 1);
-    assert_eq!(s.group_variables[0].value.as_deref(), Some("sandbox"), "routed to the baseline's tag");
+    let group = s.group_variables("platform");
+    assert_eq!(group.len(), 1);
+    assert_eq!(group[0].value.as_deref(), Some("sandbox"), "routed to the baseline's tag");
     assert!(order.last().unwrap().starts_with("rollback/nodepool/"), "the pool is narrowed last: {order:?}");
 }
 

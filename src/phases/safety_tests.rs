@@ -454,3 +454,86 @@ fn objects_a_reconciler_owns_are_reported_on_their_change() {
     let argo = all[3].findings.iter().find(|f| f.code == FindingCode::Reconciled).expect("template reconciled");
     assert!(argo.message.contains("kustomize-controller"), "{}", argo.message);
 }
+
+// ---- Plan format additions ----
+
+#[test]
+fn extra_tags_access_level_and_timeout_reach_new_and_existing_runners() {
+    let mut spec = plan();
+    spec.runners.extra_tags = vec!["docker".into()];
+    spec.runners.access_level = Some(crate::spec::AccessLevel::RefProtected);
+    spec.runners.maximum_timeout = Some(3600);
+    let p = phase(&start(), &spec, Phase::Runners);
+    let body = after_object(change(&p, "runner/sandbox-arm64"));
+    assert_eq!(body["tag_list"], json!(["sandbox-arm64", "docker"]));
+    assert_eq!((body["access_level"].clone(), body["maximum_timeout"].clone()), (json!("ref_protected"), json!(3600)));
+
+    let mut s = start();
+    let mut r = fixtures::runner(9, &["sandbox-arm64"], "online");
+    r.run_untagged = false;
+    r.manager_architectures = vec!["arm64".into()];
+    s.runners.push(r);
+    let p = phase(&s, &spec, Phase::Runners);
+    let update = after_object(change(&p, "runner/sandbox-arm64"));
+    assert_eq!(update["tag_list"], json!(["sandbox-arm64", "docker"]));
+    assert_eq!(update["access_level"], json!("ref_protected"));
+    let mut s2 = s.clone();
+    apply_change(&mut s2, change(&p, "runner/sandbox-arm64")).unwrap();
+    assert!(!phase(&s2, &spec, Phase::Runners).changes.iter().any(|c| c.id == "runner/sandbox-arm64"), "idempotent");
+}
+
+#[test]
+fn externally_managed_token_secrets_are_checked_never_written() {
+    let mut spec = plan();
+    spec.runners.token_secrets = crate::spec::TokenSecrets::External;
+    let p = phase(&start(), &spec, Phase::Runners);
+    assert!(
+        !p.changes.iter().any(|c| c.id.as_str().starts_with("runner/") || c.id.as_str().starts_with("secret/")),
+        "{}",
+        render(&p)
+    );
+    assert!(p.has(FindingCode::RunnerExternalMissing) && p.has(FindingCode::SecretExternalMissing), "{}", render(&p));
+    // The Releases are still planned: they mount the Secret the store provides.
+    assert!(p.changes.iter().any(|c| c.id == "release/gitlab-runner-arm64"));
+}
+
+#[test]
+fn per_architecture_selector_tolerations_and_values_reach_one_release() {
+    let text = include_str!("../../plans/sandbox.yaml").replace(
+        "  releasePrefix: gitlab-runner\n",
+        "  releasePrefix: gitlab-runner\n  perArch:\n    arm64:\n      jobNodeSelector: {node.kubernetes.io/lifecycle: spot}\n      jobTolerations: {\"kubernetes.io/arch=arm64\": NoSchedule}\n      values:\n        resources: {limits: {memory: 256Mi}}\n",
+    );
+    let spec = crate::spec::MigrationPlan::parse(&text, "p.yaml").unwrap();
+    let p = phase(&start(), &spec, Phase::Runners);
+    let arm = after_object(change(&p, "release/gitlab-runner-arm64"));
+    let amd = after_object(change(&p, "release/gitlab-runner-amd64"));
+    let config = arm.pointer("/spec/forProvider/values/runners/config").unwrap().as_str().unwrap();
+    assert!(config.contains("[runners.kubernetes.node_tolerations]"), "{config}");
+    assert!(config.contains("\"kubernetes.io/arch=arm64\" = \"NoSchedule\""), "{config}");
+    assert!(config.contains("\"node.kubernetes.io/lifecycle\" = \"spot\""), "{config}");
+    assert_eq!(arm.pointer("/spec/forProvider/values/resources/limits/memory"), Some(&json!("256Mi")));
+    assert_eq!(arm.pointer("/spec/forProvider/values/rbac/create"), Some(&json!(true)), "deep merge keeps the rest");
+    let amd_config = amd.pointer("/spec/forProvider/values/runners/config").unwrap().as_str().unwrap();
+    assert!(!amd_config.contains("node_tolerations") && amd.pointer("/spec/forProvider/values/resources").is_none());
+}
+
+#[test]
+fn group_level_tag_variables_live_in_the_pipeline_projects_group_once() {
+    let mut spec = plan();
+    spec.pipeline.variables.level = crate::spec::VariableLevel::Group;
+    let p = super::plan(&start(), &spec, "");
+    p.check_graph().expect("no duplicate group variable change");
+    let ids: Vec<&str> = p.changes().map(|c| c.id.as_str()).filter(|id| id.contains("CICD_TAG")).collect();
+    assert_eq!(ids, ["group-variable/platform/CICD_TAG_AMD64", "group-variable/platform/CICD_TAG_ARM64"]);
+    let ci = p.change(&ChangeId::ci_file("platform/kaniko-builder", ".gitlab-ci.yml")).unwrap();
+    assert!(ci.depends_on.contains(&ChangeId::group_variable("platform", "CICD_TAG_ARM64")));
+}
+
+#[test]
+fn wait_limits_have_defaults_and_can_be_set() {
+    let spec = plan();
+    assert_eq!((spec.waits.release_ready, spec.waits.runner_online, spec.waits.pipeline), (600, 600, 3600));
+    let text = format!("{}waits:\n  runnerOnline: 900\n", include_str!("../../plans/sandbox.yaml"));
+    let spec = crate::spec::MigrationPlan::parse(&text, "p.yaml").unwrap();
+    assert_eq!((spec.waits.runner_online, spec.waits.pipeline), (900, 3600));
+}

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::nodepool::allowed_archs;
 use super::patch::guarded_patch;
-use super::pipeline::{plan_tag_variable, runner_takes_jobs};
+use super::pipeline::{plan_tag_variable, runner_takes_jobs, tag_variable};
 use super::{WideningGate, ci_file_change, ci_file_ref, flag_reconciler, join, plural};
 use crate::ciyaml::{self, TagOptions};
 use crate::model::{
@@ -341,10 +341,11 @@ fn plan_projects(
             ),
         }
     }
-    if uses_variable {
-        // A project variable of the pipeline project is invisible here: the group needs it.
-        let target = ObjectRef::GroupVariable { group: gl.group.clone(), key: var.to_string() };
-        plan_tag_variable(out, &state.group_variables, target, &spec.runners.tag(Arch::Amd64));
+    // A project variable of the pipeline project is invisible here: the group needs it,
+    // unless the pipeline's own variables already live in this group.
+    let target = ObjectRef::GroupVariable { group: gl.group.clone(), key: var.to_string() };
+    if uses_variable && tag_variable(spec, Arch::Amd64) != target {
+        plan_tag_variable(out, state.group_variables(&gl.group), target, &spec.runners.tag(Arch::Amd64));
     }
 }
 

@@ -33,6 +33,26 @@ pub struct MigrationPlan {
     pub workloads: WorkloadsSpec,
     #[serde(default)]
     pub rollback: RollbackSpec,
+    #[serde(default)]
+    pub waits: Waits,
+}
+
+/// How long the engine waits for each kind of verification, in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Waits {
+    /// A Release to report Ready and Synced (Helm install or upgrade).
+    pub release_ready: u64,
+    /// A runner to come online (its pod scheduled, a node launched, GitLab contacted).
+    pub runner_online: u64,
+    /// A merge request to be merged and a pipeline to run.
+    pub pipeline: u64,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self { release_ready: 600, runner_online: 600, pipeline: 3600 }
+    }
 }
 
 /// How rollback routes work back to the baseline runner.
@@ -136,6 +156,62 @@ pub struct RunnersSpec {
     pub pin_baseline: bool,
     #[serde(default)]
     pub registration: Registration,
+    /// Tags the new runners carry besides `<prefix>-<arch>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_tags: Vec<String>,
+    /// `not_protected` (default) or `ref_protected` (jobs of protected refs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<AccessLevel>,
+    /// Seconds a job may run on the new runners (GitLab requires at least 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_timeout: Option<u64>,
+    /// `managed` (default): archshift creates the runners and writes their token Secrets.
+    /// `external`: the Secrets come from a secret store (External Secrets, Vault); archshift
+    /// expects the runners and Secrets to exist and only checks them.
+    #[serde(default)]
+    pub token_secrets: TokenSecrets,
+    /// Per-architecture additions to the new Releases.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_arch: BTreeMap<Arch, ArchOverrides>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLevel {
+    NotProtected,
+    RefProtected,
+}
+
+impl AccessLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::NotProtected => "not_protected",
+            AccessLevel::RefProtected => "ref_protected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenSecrets {
+    #[default]
+    Managed,
+    External,
+}
+
+/// What one architecture's Release gets besides the shared settings.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ArchOverrides {
+    /// Laid over the job pods' node selector (after `jobNodeSelector`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub job_node_selector: BTreeMap<String, String>,
+    /// Job pod tolerations, as the runner config writes them: `"key=value" = "NoSchedule"`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub job_tolerations: BTreeMap<String, String>,
+    /// Chart values deep-merged into the Release's values (resources, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<yaml_serde::Value>,
 }
 
 fn default_baseline() -> String {
@@ -296,11 +372,22 @@ fn default_ci_file() -> String {
 pub struct TagVariables {
     pub amd64: String,
     pub arm64: String,
+    /// Where they are defined: `project` (default) or `group`, the pipeline project's group,
+    /// so every project of the group can use them.
+    pub level: VariableLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VariableLevel {
+    #[default]
+    Project,
+    Group,
 }
 
 impl Default for TagVariables {
     fn default() -> Self {
-        Self { amd64: "CICD_TAG_AMD64".into(), arm64: "CICD_TAG_ARM64".into() }
+        Self { amd64: "CICD_TAG_AMD64".into(), arm64: "CICD_TAG_ARM64".into(), level: VariableLevel::Project }
     }
 }
 

@@ -132,6 +132,25 @@ impl MigrationPlan {
                 );
             }
         }
+        for (i, t) in r.extra_tags.iter().enumerate() {
+            if !is_tag_safe(t) || Arch::ALL.iter().any(|a| *t == r.tag(*a)) {
+                return err(
+                    &["runners", "extraTags"],
+                    format!(
+                        "entry {} `{t}` is not a usable extra tag (one of archshift's own, or not letters, digits, `-`, `_`, `.`)",
+                        i + 1
+                    ),
+                );
+            }
+        }
+        if r.extra_tags.len() + 1 > 50 {
+            return err(&["runners", "extraTags"], "GitLab allows at most 50 tags on a runner".into());
+        }
+        if let Some(t) = r.maximum_timeout
+            && t < 600
+        {
+            return err(&["runners", "maximumTimeout"], format!("{t} is below GitLab's minimum of 600 seconds"));
+        }
         if let Some(tag) = &self.rollback.reroute_tag
             && (tag.trim().is_empty() || tag.starts_with(&format!("{}-", r.tag_prefix)))
         {

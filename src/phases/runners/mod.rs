@@ -28,7 +28,7 @@ use crate::model::{
     Precondition, ReleaseView, Status, Verification, WriteMethod, kube_id,
 };
 use crate::phases::join;
-use crate::spec::{MigrationPlan, RegistrationStyle};
+use crate::spec::{MigrationPlan, RegistrationStyle, TokenSecrets};
 use crate::vocab::{ARCH_LABEL, Arch, RELEASE};
 
 pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &mut WideningGate) -> PhasePlan {
@@ -202,7 +202,16 @@ fn plan_arch(
         state.runners.iter().filter(|g| runner::owner_arch(g, r, spec.architectures()) == Some(arch)).collect();
     let runner_ref = ObjectRef::GitLabRunner { tag: tag.clone(), id: None };
     let mut token_from: Option<ChangeId> = None;
+    let external = r.token_secrets == TokenSecrets::External;
     match carriers.as_slice() {
+        [] if external => out.finding(
+            FindingCode::RunnerExternalMissing,
+            Status::Risk,
+            Some(runner_ref),
+            format!(
+                "no runner carries tag {tag}: with runners.tokenSecrets external, create it (tag {tag}, no untagged jobs) and put its token in your secret store as Secret {namespace}/{secret_name}"
+            ),
+        ),
         [] if r.registration.style == RegistrationStyle::AuthenticationToken => {
             match runner::create_runner(state, r, arch) {
                 Ok(create) => {
@@ -234,7 +243,14 @@ fn plan_arch(
     // 2. The Secret with the token.
     let secret = state.secrets.iter().find(|s| s.name == secret_name && s.namespace == namespace);
     let secret_ref = ObjectRef::kube(crate::vocab::SECRET, Some(namespace), &secret_name);
-    if let ([runner], None, RegistrationStyle::AuthenticationToken) =
+    if let (true, None) = (external, secret) {
+        out.finding(
+            FindingCode::SecretExternalMissing,
+            Status::Risk,
+            Some(secret_ref.clone()),
+            "expected from your secret store (runners.tokenSecrets is external): the Release cannot start its runner until it exists",
+        );
+    } else if let ([runner], None, RegistrationStyle::AuthenticationToken) =
         (carriers.as_slice(), secret, r.registration.style)
     {
         let reset = runner::reset_token(runner, &tag);
@@ -252,10 +268,10 @@ fn plan_arch(
         out.changes.push(reset);
     }
     match secret {
-        None if token_from.is_some() || r.registration.style == RegistrationStyle::RegistrationToken => {
+        None if !external && (token_from.is_some() || r.registration.style == RegistrationStyle::RegistrationToken) => {
             out.changes.push(secret::secret_change(r, arch, namespace, None, token_from.clone()));
         }
-        Some(s) if token_from.is_some() => {
+        Some(s) if !external && token_from.is_some() => {
             out.changes.push(secret::secret_change(r, arch, namespace, Some(&s.resource_version), token_from.clone()))
         }
         Some(s) => {

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::toml::{DEFAULT_CONFIG, add_pod_annotation, arch_specific_settings, pin_job_node_selector};
+use super::toml::{
+    DEFAULT_CONFIG, add_pod_annotation, arch_specific_settings, pin_job_node_selector, set_job_tolerations,
+};
 use crate::model::{FindingCode, ObjectRef, PhasePlan, Status};
 use crate::phases::join;
 use crate::spec::{RegistrationStyle, RunnersSpec};
@@ -173,11 +175,18 @@ pub fn pin_release(
     values.remove("runnerToken");
     values.remove("runnerRegistrationToken");
     let runners = child(values, "runners")?;
+    let overrides = r.per_arch.get(&arch);
     let mut job_selector = r.job_node_selector.clone();
+    if let Some(o) = overrides {
+        job_selector.extend(o.job_node_selector.clone());
+    }
     job_selector.insert(ARCH_LABEL.into(), arch.to_string());
     let defaults = BTreeMap::from([(NODEPOOL_LABEL.to_string(), node_pool.to_string())]);
     let config = runners.get("config").and_then(Value::as_str).unwrap_or(DEFAULT_CONFIG);
     let mut config = pin_job_node_selector(config, &job_selector, &defaults)?;
+    if let Some(o) = overrides.filter(|o| !o.job_tolerations.is_empty()) {
+        config = set_job_tolerations(&config, &o.job_tolerations)?;
+    }
     // Karpenter v1 honours only do-not-disrupt; an inherited do-not-evict protects nothing.
     if config.contains("\"karpenter.sh/do-not-evict\" = \"true\"") {
         config = add_pod_annotation(&config, "karpenter.sh/do-not-disrupt", "true")?;
@@ -197,7 +206,29 @@ pub fn pin_release(
             runners.insert("runUntagged".into(), json!(false));
         }
     }
+    if let Some(extra) = overrides.and_then(|o| o.values.as_ref()) {
+        let extra = serde_json::to_value(extra).map_err(|e| format!("runners.perArch.{arch}.values: {e}"))?;
+        let values = obj.pointer_mut("/spec/forProvider/values").ok_or("the Release has no values")?;
+        deep_merge(values, &extra);
+    }
     Ok(obj)
+}
+
+/// Merges `extra` into `base`: mappings key by key, anything else replaced.
+fn deep_merge(base: &mut Value, extra: &Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(k) {
+                    Some(slot) => deep_merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
 }
 
 /// Findings on a pinned Release's runner config: annotations added, settings for another

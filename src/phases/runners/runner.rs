@@ -38,13 +38,32 @@ pub fn check_runner(runner: &GitLabRunner, r: &RunnersSpec, arch: Arch, out: &mu
     let target = ObjectRef::GitLabRunner { tag: tag.clone(), id: Some(runner.id) };
     let foreign: Vec<String> = Arch::ALL.iter().filter(|a| **a != arch).map(|a| r.tag(*a)).collect();
     let mut tags: Vec<String> = runner.tag_list.iter().filter(|t| !foreign.contains(t)).cloned().collect();
-    if !tags.contains(&tag) {
-        tags.push(tag.clone());
+    for t in std::iter::once(&tag).chain(&r.extra_tags) {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
     }
-    if tags != runner.tag_list || runner.run_untagged {
-        let mut why = Vec::new();
+    let mut before = runner_doc(&runner.tag_list, runner.run_untagged);
+    let mut after = runner_doc(&tags, false);
+    let mut attrs = Vec::new();
+    if let Some(level) = r.access_level.filter(|l| runner.access_level.as_deref() != Some(l.as_str())) {
+        before["access_level"] = json!(runner.access_level);
+        after["access_level"] = json!(level.as_str());
+        attrs.push(format!("access level {}", level.as_str()));
+    }
+    if let Some(t) = r.maximum_timeout.filter(|t| runner.maximum_timeout != Some(*t)) {
+        before["maximum_timeout"] = json!(runner.maximum_timeout);
+        after["maximum_timeout"] = json!(t);
+        attrs.push(format!("maximum timeout {t}s"));
+    }
+    if tags != runner.tag_list || runner.run_untagged || !attrs.is_empty() {
+        let mut why = attrs;
         if !runner.tag_list.contains(&tag) {
             why.push(format!("lacks tag {tag}"));
+        }
+        let missing_extra: Vec<&String> = r.extra_tags.iter().filter(|t| !runner.tag_list.contains(t)).collect();
+        if !missing_extra.is_empty() {
+            why.push(format!("lacks extra tag(s) {}", join(missing_extra.iter())));
         }
         if runner.tag_list.iter().any(|t| foreign.contains(t)) {
             why.push("carries another architecture's tag".to_string());
@@ -61,8 +80,8 @@ pub fn check_runner(runner: &GitLabRunner, r: &RunnersSpec, arch: Arch, out: &mu
                 format!("retag runner #{}: {}", runner.id, why.join("; ")),
                 WriteMethod::GitLab { method: HttpMethod::Put, path: format!("/runners/{}", runner.id) },
             )
-            .before(Document::Object(runner_doc(&runner.tag_list, runner.run_untagged)))
-            .after(Document::Object(runner_doc(&tags, false)))
+            .before(Document::Object(before))
+            .after(Document::Object(after))
             .precondition(Precondition::RunnerTags {
                 tag_list: runner.tag_list.clone(),
                 run_untagged: runner.run_untagged,
@@ -113,13 +132,22 @@ fn runner_doc(tags: &[String], run_untagged: bool) -> Value {
 /// integer id GitLab requires (`group_id`/`project_id`); the diff shows exactly what is sent.
 pub fn create_runner(state: &ObservedState, r: &RunnersSpec, arch: Arch) -> Result<Change, String> {
     let tag = r.tag(arch);
+    let tags: Vec<&String> = std::iter::once(&tag).chain(&r.extra_tags).collect();
     let mut body = json!({
         "runner_type": r.scope.kind.runner_type(),
         "description": tag,
-        "tag_list": [tag],
+        "tag_list": tags,
         "run_untagged": false,
         "locked": false,
     });
+    if let Some(b) = body.as_object_mut() {
+        if let Some(level) = r.access_level {
+            b.insert("access_level".into(), json!(level.as_str()));
+        }
+        if let Some(t) = r.maximum_timeout {
+            b.insert("maximum_timeout".into(), json!(t));
+        }
+    }
     if let (ScopeKind::Group | ScopeKind::Project, Some(p), Some(b)) =
         (r.scope.kind, &r.scope.path, body.as_object_mut())
     {

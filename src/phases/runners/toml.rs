@@ -110,6 +110,17 @@ pub fn pin_job_node_selector(
     Ok(doc.to_string())
 }
 
+/// Job pod tolerations (`[runners.kubernetes.node_tolerations]`, `"key=value" = "Effect"`).
+pub fn set_job_tolerations(config: &str, tolerations: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut doc = parse(config)?;
+    for_each_kube_table(&mut doc, "node_tolerations", |t| {
+        for (k, v) in tolerations {
+            set_key(t, k, v);
+        }
+    })?;
+    Ok(doc.to_string())
+}
+
 /// Adds a job pod annotation (`[runners.kubernetes.pod_annotations]`) to every entry.
 pub fn add_pod_annotation(config: &str, key: &str, value: &str) -> Result<String, String> {
     let mut doc = parse(config)?;
