@@ -537,3 +537,46 @@ fn wait_limits_have_defaults_and_can_be_set() {
     let spec = crate::spec::MigrationPlan::parse(&text, "p.yaml").unwrap();
     assert_eq!((spec.waits.runner_online, spec.waits.pipeline), (900, 3600));
 }
+
+#[test]
+fn a_ready_release_on_another_chart_version_is_reported() {
+    let spec = plan();
+    let mut s = start();
+    for c in super::plan(&s.clone(), &spec, "").order().unwrap() {
+        apply_change(&mut s, c).unwrap();
+    }
+    let deployed = |s: &mut ObservedState, version: &str| {
+        for r in s.releases.iter_mut() {
+            r["status"] =
+                json!({"atProvider": {"version": version}, "conditions": [{"type": "Ready", "status": "True"}]});
+        }
+    };
+    deployed(&mut s, "0.77.2");
+    let p = phase(&s, &spec, Phase::Runners);
+    assert!(p.has(FindingCode::ReleaseVersionMismatch) && !p.has(FindingCode::ReleaseReady), "{}", render(&p));
+    deployed(&mut s, "0.78.1");
+    let p = phase(&s, &spec, Phase::Runners);
+    assert!(p.has(FindingCode::ReleaseReady) && !p.has(FindingCode::ReleaseVersionMismatch), "{}", render(&p));
+}
+
+#[test]
+fn an_offline_runner_behind_a_ready_release_stops_the_retag() {
+    let spec = plan();
+    let mut s = start();
+    for c in super::plan(&s.clone(), &spec, "").order().unwrap() {
+        if c.phase == Phase::Runners {
+            apply_change(&mut s, c).unwrap();
+        }
+    }
+    for r in s.releases.iter_mut() {
+        r["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+    }
+    // The new runners exist but never contacted GitLab.
+    let p = phase(&s, &spec, Phase::Pipeline);
+    assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("cifile/")), "{}", render(&p));
+    assert!(p.risks().any(|f| f.code == FindingCode::RunnerPaused && f.message.contains("does not reach GitLab")));
+    for r in s.runners.iter_mut() {
+        r.status = "online".into();
+    }
+    assert!(phase(&s, &spec, Phase::Pipeline).changes.iter().any(|c| c.id.as_str().starts_with("cifile/")));
+}
