@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::patch::guarded_patch;
+use super::patch::patch_change;
 use super::{WideningGate, flag_reconciler, join, plural};
 use crate::model::{
-    ARCH_LABEL, Action, Arch, Change, ChangeId, Document, FindingCode, NodeClassView, NodePoolView, ObjectRef,
-    ObservedState, Phase, PhasePlan, Precondition, Requirement, Status, WriteMethod, kube_id,
+    ARCH_LABEL, Arch, ChangeId, FindingCode, NodeClassView, NodePoolView, ObjectRef, ObservedState, Phase, PhasePlan,
+    Requirement, Status, kube_id,
 };
 use crate::spec::MigrationPlan;
 use crate::vocab::{EC2_NODE_CLASS, NODE_POOL, NODEPOOL_LABEL};
@@ -130,21 +130,11 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &WideningGate) ->
         if let Some(slot) = after.pointer_mut(NodePoolView::REQUIREMENTS) {
             *slot = serde_json::to_value(&new_reqs).unwrap_or(Value::Null);
         }
-        let patch = guarded_patch(obj, &after);
         flag_reconciler(&mut out, obj, &target, &id);
+        let summary = format!("allow {} on NodePool {name}", join(missing.iter()));
         out.changes.push(
-            Change::new(
-                id.clone(),
-                Phase::NodePool,
-                target.clone(),
-                Action::Update,
-                format!("allow {} on NodePool {name}", join(missing.iter())),
-                WriteMethod::KubeJsonPatch { patch },
-            )
-            .before(Document::Object(obj.clone()))
-            .after(Document::Object(after))
-            .precondition(Precondition::ResourceVersion { resource_version: pool.resource_version.clone() })
-            .depends_on(pins.iter().cloned()),
+            patch_change(id.clone(), Phase::NodePool, target.clone(), summary, obj, after)
+                .depends_on(pins.iter().cloned()),
         );
         out.finding_for(
             FindingCode::NodePoolWidenNeeded,

@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use crate::model::{Action, Change, ChangeId, Document, ObjectRef, Phase, Precondition, WriteMethod};
+
 /// A JSON patch (RFC 6902) from `before` to `after`. Every `replace` or `remove` is preceded
 /// by a `test` of the value it replaces, every `add` by a `test` of the container it adds to.
 pub fn guarded_patch(before: &Value, after: &Value) -> Vec<Value> {
@@ -37,6 +39,30 @@ pub fn guarded_patch(before: &Value, after: &Value) -> Vec<Value> {
 
 fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
+}
+
+/// An update of a Kubernetes object from `before` to `after`, written as a guarded JSON patch,
+/// with the resourceVersion it was planned at as its precondition.
+pub fn patch_change(
+    id: ChangeId,
+    phase: Phase,
+    target: ObjectRef,
+    summary: String,
+    before: &Value,
+    after: Value,
+) -> Change {
+    let resource_version = before["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+    Change::new(
+        id,
+        phase,
+        target,
+        Action::Update,
+        summary,
+        WriteMethod::KubeJsonPatch { patch: guarded_patch(before, &after) },
+    )
+    .before(Document::Object(before.clone()))
+    .after(Document::Object(after))
+    .precondition(Precondition::ResourceVersion { resource_version })
 }
 
 /// Applies a patch the way the API server does, for simulation and tests.

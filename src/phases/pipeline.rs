@@ -83,23 +83,28 @@ pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target
         );
         return;
     }
-    out.changes.push(
-        Change::new(
-            id,
-            out.phase,
-            target,
-            Action::Update,
-            format!("set variable {key}={tag}: {}", why.join(", ")),
-            WriteMethod::GitLab {
-                method: HttpMethod::Put,
-                path: format!("{collection}/{key}?filter[environment_scope]=*"),
-            },
-        )
+    let summary = format!("set variable {key}={tag}: {}", why.join(", "));
+    out.changes.push(variable_update(id, out.phase, target, summary, have, &wanted));
+}
+
+/// `PUT` of a variable in scope `*`, from what was observed to `wanted`; the observed value
+/// is the precondition, and a masked one never reaches a diff.
+pub(crate) fn variable_update(
+    id: ChangeId,
+    phase: Phase,
+    target: ObjectRef,
+    summary: String,
+    have: &CiVariable,
+    wanted: &CiVariable,
+) -> Change {
+    let path = variable_api(&target)
+        .map(|(_, collection, key)| format!("{collection}/{key}?filter[environment_scope]=*"))
+        .unwrap_or_default();
+    Change::new(id, phase, target, Action::Update, summary, WriteMethod::GitLab { method: HttpMethod::Put, path })
         .before(Document::Object(have.to_json()))
         .after(Document::Object(wanted.to_json()))
         .precondition(Precondition::VariableValue { value: have.value.clone(), protected: have.protected })
-        .sensitive(if have.masked { vec!["/value".to_string()] } else { vec![] }),
-    );
+        .sensitive(if have.masked { vec!["/value".to_string()] } else { vec![] })
 }
 
 /// Where `arch`'s tag variable lives: the pipeline project, or its group

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::patch::guarded_patch;
-use super::pipeline::{encode_path, tag_variable, variable_api, variables_of};
+use super::patch::patch_change;
+use super::pipeline::{encode_path, tag_variable, variable_api, variable_update, variables_of};
 use super::{join, runners};
 use crate::model::{
     ARCH_LABEL, Action, Arch, Change, ChangeId, CiVariable, Document, FindingCode, HttpMethod, NodePoolView, ObjectRef,
@@ -266,7 +266,7 @@ fn baseline_safety(state: &ObservedState, spec: &MigrationPlan, out: &mut PhaseP
 }
 
 fn reroute(out: &mut PhasePlan, vars: &[CiVariable], target: ObjectRef, tag: &str, ids: &mut Vec<ChangeId>) {
-    let Some((forward, collection, key)) = variable_api(&target) else { return };
+    let Some((forward, _, key)) = variable_api(&target) else { return };
     let Some(have) = vars.iter().find(|v| v.key == key && v.environment_scope == "*") else { return };
     if have.value.as_deref() == Some(tag) {
         return;
@@ -274,23 +274,8 @@ fn reroute(out: &mut PhasePlan, vars: &[CiVariable], target: ObjectRef, tag: &st
     let mut wanted = have.clone();
     wanted.value = Some(tag.to_string());
     let id = ChangeId::rollback_step("reroute", &forward);
-    out.changes.push(
-        Change::new(
-            id.clone(),
-            Phase::Rollback,
-            target.clone(),
-            Action::Update,
-            format!("route {key} to the baseline runner's tag {tag}"),
-            WriteMethod::GitLab {
-                method: HttpMethod::Put,
-                path: format!("{collection}/{key}?filter[environment_scope]=*"),
-            },
-        )
-        .before(Document::Object(have.to_json()))
-        .after(Document::Object(wanted.to_json()))
-        .precondition(Precondition::VariableValue { value: have.value.clone(), protected: have.protected })
-        .sensitive(if have.masked { vec!["/value".to_string()] } else { vec![] }),
-    );
+    let summary = format!("route {key} to the baseline runner's tag {tag}");
+    out.changes.push(variable_update(id.clone(), Phase::Rollback, target, summary, have, &wanted));
     ids.push(id);
 }
 
@@ -426,18 +411,8 @@ fn narrow_pool(
         "narrowed last, once no pod runs on its arm64 nodes: narrowing drifts them, evicting what runs there",
     );
     out.changes.push(
-        Change::new(
-            id,
-            Phase::Rollback,
-            target,
-            Action::Update,
-            format!("narrow NodePool {name} back to amd64"),
-            WriteMethod::KubeJsonPatch { patch: guarded_patch(obj, &narrowed) },
-        )
-        .before(Document::Object(obj.clone()))
-        .after(Document::Object(narrowed))
-        .precondition(Precondition::ResourceVersion { resource_version: view.resource_version.clone() })
-        .depends_on(after.iter().cloned())
-        .waits_for(vec![drained]),
+        patch_change(id, Phase::Rollback, target, format!("narrow NodePool {name} back to amd64"), obj, narrowed)
+            .depends_on(after.iter().cloned())
+            .waits_for(vec![drained]),
     );
 }

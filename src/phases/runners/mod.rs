@@ -21,11 +21,11 @@ pub use release::pin_release;
 pub use secret::{REGISTRATION_KEY, TOKEN_KEY};
 pub use toml::{DEFAULT_CONFIG, job_pods_pinned, job_selectors, pin_job_node_selector};
 
-use super::patch::guarded_patch;
+use super::patch::patch_change;
 use super::{WideningGate, flag_reconciler};
 use crate::model::{
     Action, Change, ChangeId, Document, FindingCode, GitLabRunner, ObjectRef, ObservedState, Phase, PhasePlan,
-    Precondition, ReleaseView, Status, Verification, WriteMethod, kube_id,
+    ReleaseView, Status, Verification, WriteMethod, kube_id,
 };
 use crate::phases::join;
 use crate::spec::{MigrationPlan, RegistrationStyle, TokenSecrets};
@@ -165,21 +165,9 @@ fn pin_baseline(obj: &Value, spec: &MigrationPlan, target: &ObjectRef, gate: &mu
     );
     flag_reconciler(out, obj, target, &id);
     gate.pins.push(id.clone());
+    let summary = format!("pin the job pods of baseline Release {} to amd64", r.baseline_release);
     out.changes.push(
-        Change::new(
-            id,
-            Phase::Runners,
-            target.clone(),
-            Action::Update,
-            format!("pin the job pods of baseline Release {} to amd64", r.baseline_release),
-            WriteMethod::KubeJsonPatch { patch: guarded_patch(obj, &after) },
-        )
-        .before(Document::Object(obj.clone()))
-        .after(Document::Object(after))
-        .precondition(Precondition::ResourceVersion {
-            resource_version: ReleaseView::from_object(obj).resource_version,
-        })
-        .verify(vec![Verification::ReleaseReady]),
+        patch_change(id, Phase::Runners, target.clone(), summary, obj, after).verify(vec![Verification::ReleaseReady]),
     );
 }
 
@@ -345,19 +333,14 @@ fn plan_arch(
             .verify(verify),
         ),
         Some(obj) if obj["spec"] != desired["spec"] => out.changes.push(
-            Change::new(
+            patch_change(
                 id,
                 Phase::Runners,
                 release_ref,
-                Action::Update,
                 format!("pin Release {release_name} to {arch} with tag {tag}"),
-                WriteMethod::KubeJsonPatch { patch: guarded_patch(obj, &desired) },
+                obj,
+                desired,
             )
-            .before(Document::Object(obj.clone()))
-            .after(Document::Object(desired))
-            .precondition(Precondition::ResourceVersion {
-                resource_version: ReleaseView::from_object(obj).resource_version,
-            })
             .depends_on(needs)
             .verify(verify),
         ),
