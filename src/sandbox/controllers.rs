@@ -10,6 +10,7 @@ use base64::Engine;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::faults::{Fault, Kind};
 use super::gitlab::{Manager, now};
 use super::{Shared, World};
 
@@ -20,6 +21,10 @@ pub const CHART_VERSIONS: [&str; 12] = [
 ];
 const ARCH: &str = "kubernetes.io/arch";
 
+/// provider-helm's finalizer on every Release it manages (crossplane-runtime's managed reconciler).
+pub const RELEASE_FINALIZER: &str = "finalizer.managedresource.crossplane.io";
+const EXTERNAL_NAME: &str = "crossplane.io/external-name";
+
 /// What the controllers remember between ticks.
 #[derive(Default)]
 pub struct Memory {
@@ -27,25 +32,62 @@ pub struct Memory {
     ready_since: HashMap<String, Instant>,
     deployed_generation: HashMap<String, i64>,
     node_seq: u32,
+    /// The NodePool generation a node last registered at (NodeRegistrationHealthy).
+    registered_generation: HashMap<String, i64>,
 }
 
 pub async fn run(shared: Arc<Shared>, tick: Duration) {
     loop {
         tokio::time::sleep(tick).await;
+        // `stuck` faults keep matching deletions from finishing.
+        let stuck: Vec<Fault> = shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|f| f.kind == Kind::Stuck)
+            .cloned()
+            .collect();
         let mut w = shared.world();
-        reconcile(&mut w, tick);
+        reconcile(&mut w, tick, &stuck);
     }
 }
 
-pub fn reconcile(w: &mut World, tick: Duration) {
-    reconcile_releases(w, tick);
+pub fn reconcile(w: &mut World, tick: Duration, stuck: &[Fault]) {
+    reconcile_releases(w, tick, stuck);
     run_jobs(w, tick);
+    reconcile_node_pools(w);
 }
 
-fn reconcile_releases(w: &mut World, tick: Duration) {
+fn reconcile_releases(w: &mut World, tick: Duration, stuck: &[Fault]) {
     let releases: Vec<Value> = w.kube.list("Release").into_iter().cloned().collect();
     for rel in releases {
         let name = rel["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let generation = rel["metadata"]["generation"].as_i64().unwrap_or(1);
+        if rel["metadata"]["deletionTimestamp"].is_string() {
+            let path = format!("/apis/helm.crossplane.io/v1beta1/releases/{name}");
+            uninstall(w, &rel, &name, generation, stuck.iter().any(|f| f.keeps_stuck(&path)));
+            continue;
+        }
+        // The managed reconciler adds its finalizer and the external name first.
+        let finalized =
+            rel["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == RELEASE_FINALIZER));
+        if !finalized || rel["metadata"]["annotations"][EXTERNAL_NAME].is_null() {
+            let mut obj = rel.clone();
+            let meta = &mut obj["metadata"];
+            if !finalized {
+                let mut list = meta["finalizers"].as_array().cloned().unwrap_or_default();
+                list.push(json!(RELEASE_FINALIZER));
+                meta["finalizers"] = json!(list);
+            }
+            if meta["annotations"][EXTERNAL_NAME].is_null() {
+                if !meta["annotations"].is_object() {
+                    meta["annotations"] = json!({});
+                }
+                meta["annotations"][EXTERNAL_NAME] = json!(name);
+            }
+            let _ = w.kube.put(obj, "crossplane-helm-provider");
+        }
         let fp = &rel["spec"]["forProvider"];
         let ns = fp["namespace"].as_str().unwrap_or("default").to_string();
         let chart = &fp["chart"];
@@ -61,14 +103,14 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
             } else {
                 token_of(w, values, &ns).err()
             };
-        let generation = rel["metadata"]["generation"].as_i64().unwrap_or(1);
         let status = match &problem {
             Some(msg) => json!({
                 "atProvider": {"state": "failed", "revision": rel["status"]["atProvider"]["revision"].as_i64().unwrap_or(0), "releaseDescription": msg},
                 "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "Unavailable", "lastTransitionTime": stamp(&rel, "Ready", "False")},
-                    {"type": "Synced", "status": "False", "reason": "ReconcileError", "message": msg, "lastTransitionTime": stamp(&rel, "Synced", "False")}
-                ]
+                    {"type": "Ready", "status": "False", "reason": "Unavailable", "lastTransitionTime": stamp(&rel, "Ready", "False"), "observedGeneration": generation},
+                    {"type": "Synced", "status": "False", "reason": "ReconcileError", "message": msg, "lastTransitionTime": stamp(&rel, "Synced", "False"), "observedGeneration": generation}
+                ],
+                "observedGeneration": generation
             }),
             None => {
                 // A new spec generation is a Helm upgrade: one more revision.
@@ -83,9 +125,10 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
                 json!({
                     "atProvider": {"state": "deployed", "revision": revision, "releaseDescription": if revision == 1 { "Install complete" } else { "Upgrade complete" }, "version": chart["version"]},
                     "conditions": [
-                        {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": stamp(&rel, "Ready", "True")},
-                        {"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": stamp(&rel, "Synced", "True")}
-                    ]
+                        {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": stamp(&rel, "Ready", "True"), "observedGeneration": generation},
+                        {"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": stamp(&rel, "Synced", "True"), "observedGeneration": generation}
+                    ],
+                    "observedGeneration": generation
                 })
             }
         };
@@ -128,6 +171,96 @@ fn reconcile_releases(w: &mut World, tick: Duration) {
                 }),
             }
             runner.job_node_selector = Some(job_selector);
+        }
+    }
+}
+
+/// A Release being deleted: `Ready=False` reason `Deleting` first; on a later tick the Helm
+/// uninstall is done (its runner manager pod is gone) and the finalizer is removed, which
+/// deletes the object, unless a `stuck` fault keeps it.
+fn uninstall(w: &mut World, rel: &Value, name: &str, generation: i64, stuck: bool) {
+    let deleting = rel["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["reason"] == "Deleting"));
+    if !deleting {
+        let mut status = rel["status"].clone();
+        status["conditions"] = json!([
+            {"type": "Ready", "status": "False", "reason": "Deleting", "lastTransitionTime": stamp(rel, "Ready", "False"), "observedGeneration": generation},
+            {"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": stamp(rel, "Synced", "True"), "observedGeneration": generation}
+        ]);
+        w.kube.put_status("Release", "", name, status);
+        return;
+    }
+    if stuck {
+        return;
+    }
+    let system_id = system_id_for(name);
+    for runner in w.gitlab.runners.iter_mut() {
+        runner.managers.retain(|m| m.system_id != system_id);
+    }
+    w.sim.ready_since.remove(name);
+    w.sim.deployed_generation.remove(name);
+    let mut obj = rel.clone();
+    if let Some(list) = obj["metadata"]["finalizers"].as_array_mut() {
+        list.retain(|f| f != RELEASE_FINALIZER);
+    }
+    let _ = w.kube.put(obj, "crossplane-helm-provider");
+}
+
+/// Karpenter's NodePool status: its conditions (each with the generation it was computed
+/// for), the nodes it launched and their resources. NodeRegistrationHealthy goes Unknown
+/// when the spec changes, until a node of the new generation registers.
+fn reconcile_node_pools(w: &mut World) {
+    let pools: Vec<Value> = w.kube.list("NodePool").into_iter().cloned().collect();
+    for pool in pools {
+        let name = pool["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let generation = pool["metadata"]["generation"].as_i64().unwrap_or(1);
+        let nodes: Vec<Value> = w
+            .kube
+            .list("Node")
+            .into_iter()
+            .filter(|n| n["metadata"]["labels"]["karpenter.sh/nodepool"] == name.as_str())
+            .cloned()
+            .collect();
+        // First sight of a pool that already has nodes: they registered at this generation.
+        if !nodes.is_empty() && !w.sim.registered_generation.contains_key(&name) {
+            w.sim.registered_generation.insert(name.clone(), generation);
+        }
+        let class = pool["spec"]["template"]["spec"]["nodeClassRef"]["name"].as_str().unwrap_or("");
+        let class_ready = w.kube.get("EC2NodeClass", "", class).is_some();
+        let registered = w.sim.registered_generation.get(&name) == Some(&generation);
+        let cond = |ty: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": ty, "status": status, "reason": reason, "message": message,
+                   "lastTransitionTime": stamp(&pool, ty, status), "observedGeneration": generation})
+        };
+        let node_class = if class_ready {
+            cond("NodeClassReady", "True", "NodeClassReady", "")
+        } else {
+            cond("NodeClassReady", "False", "NodeClassNotFound", &format!("EC2NodeClass {class:?} not found"))
+        };
+        let registration = if registered {
+            cond("NodeRegistrationHealthy", "True", "NodeRegistrationHealthy", "")
+        } else {
+            cond("NodeRegistrationHealthy", "Unknown", "AwaitingReconciliation", "object is awaiting reconciliation")
+        };
+        let ready = if class_ready {
+            cond("Ready", "True", "Ready", "")
+        } else {
+            cond("Ready", "False", "NodeClassReadyNotTrue", "NodeClassReady=False")
+        };
+        let mut resources = BTreeMap::new();
+        for (key, per_node) in [("cpu", 2i64), ("memory", 8), ("pods", 29)] {
+            let total = per_node * nodes.len() as i64;
+            resources.insert(key, if key == "memory" { format!("{total}Gi") } else { total.to_string() });
+        }
+        resources.insert("nodes", nodes.len().to_string());
+        let status = json!({
+            "conditions": [cond("ValidationSucceeded", "True", "ValidationSucceeded", ""), node_class, registration, ready],
+            "nodes": nodes.len(),
+            "resources": resources,
+        });
+        if pool["status"] != status {
+            w.kube.put_status("NodePool", "", &name, status);
         }
     }
 }
@@ -212,6 +345,10 @@ pub fn place_pod(w: &mut World, selector: &BTreeMap<String, String>) -> Option<S
                               "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
                                          "nodeInfo": {"architecture": arch, "operatingSystem": "linux", "kubeletVersion": "v1.32.4-eks"}}});
             let _ = w.kube.put(node, "karpenter");
+            let generation = pool["metadata"]["generation"].as_i64().unwrap_or(1);
+            if let Some(name) = pool["metadata"]["name"].as_str() {
+                w.sim.registered_generation.insert(name.to_string(), generation);
+            }
             return Some(arch);
         }
     }

@@ -31,6 +31,9 @@ pub enum Kind {
     Slow(u64),
     /// A concurrent writer changes the object first.
     Conflict,
+    /// Not a request fault: deletions of matching objects never finish (a finalizer that
+    /// is never removed, as when provider-helm cannot uninstall).
+    Stuck,
 }
 
 #[derive(Debug, Clone)]
@@ -57,8 +60,9 @@ impl FromStr for Fault {
                 return Err(format!("fault {spec:?}: server must be k8s or gitlab, not {:?}", other.unwrap_or("")));
             }
         };
-        let kind_text =
-            parts.next().ok_or_else(|| format!("fault {spec:?}: missing KIND (429, 5xx, drop, slow, conflict)"))?;
+        let kind_text = parts
+            .next()
+            .ok_or_else(|| format!("fault {spec:?}: missing KIND (429, 5xx, drop, slow, conflict, stuck)"))?;
         let mut fault = Fault { server, kind: Kind::Drop, rate: 1.0, count: None, path: None, method: None, seen: 0 };
         let mut slow_ms = None;
         for opt in parts.next().unwrap_or("").split(',').filter(|o| !o.is_empty()) {
@@ -86,10 +90,13 @@ impl FromStr for Fault {
         fault.kind = match kind_text {
             "drop" => Kind::Drop,
             "conflict" => Kind::Conflict,
+            "stuck" => Kind::Stuck,
             "slow" => Kind::Slow(slow_ms.unwrap_or(1000)),
             code => match code.parse::<u16>() {
                 Ok(c) if c == 429 || (500..600).contains(&c) => Kind::Status(c),
-                _ => return Err(format!("fault {spec:?}: KIND must be 429, a 5xx code, drop, slow or conflict")),
+                _ => {
+                    return Err(format!("fault {spec:?}: KIND must be 429, a 5xx code, drop, slow, conflict or stuck"));
+                }
             },
         };
         Ok(fault)
@@ -102,9 +109,15 @@ fn glob(pattern: &str) -> Result<Regex, String> {
 }
 
 impl Fault {
+    /// Whether deletion of the object at this API path is kept from finishing.
+    pub fn keeps_stuck(&self, path: &str) -> bool {
+        self.kind == Kind::Stuck && self.server == Server::K8s && self.path.as_ref().is_none_or(|p| p.is_match(path))
+    }
+
     /// Whether this request gets the fault; counts it when it matches.
     pub fn strikes(&mut self, server: Server, method: &str, path: &str) -> bool {
-        if server != self.server
+        if self.kind == Kind::Stuck
+            || server != self.server
             || self.method.as_deref().is_some_and(|m| m != method)
             || self.path.as_ref().is_some_and(|p| !p.is_match(path))
         {

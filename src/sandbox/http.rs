@@ -128,13 +128,15 @@ async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> 
             shared.concurrent_write(server, &incoming);
             None
         }
-        None => None,
+        // `strikes` never picks a stuck fault: the controllers read those.
+        Some(Kind::Stuck) | None => None,
     };
     let fault_name = fault.as_ref().map(|k| match k {
         Kind::Status(_) => "status",
         Kind::Drop => "drop",
         Kind::Slow(_) => "slow",
         Kind::Conflict => "conflict",
+        Kind::Stuck => "stuck",
     });
     let is_watch = server == Server::K8s
         && incoming.method == "GET"

@@ -198,6 +198,9 @@ impl Sandbox {
         if opts.fleet > 0 {
             seed::fleet(&mut world, opts.fleet);
         }
+        // The world has been running before anyone looks: the controllers have reconciled it once.
+        let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
+        controllers::reconcile(&mut world, tick, &[]);
         let log = match &opts.dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
@@ -213,7 +216,6 @@ impl Sandbox {
             kube_token: kube_token.clone(),
             gitlab_token: gitlab_token.clone(),
         });
-        let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
         let tasks = vec![
             tokio::spawn(http::serve(k8s_listener, Server::K8s, shared.clone(), Some(tls.acceptor))),
             tokio::spawn(http::serve(gl_listener, Server::GitLab, shared.clone(), None)),

@@ -230,9 +230,26 @@ impl KubeState {
                 _ => {}
             }
         }
-        self.finish_write(&res, old.as_ref(), &mut obj, Some(manager));
-        self.store(key, obj.clone());
+        keep_deletion_state(old.as_ref(), &mut obj);
+        self.fill_server_fields(&res, old.as_ref(), &mut obj, Some(manager));
+        if let Some(o) = &old
+            && unchanged(o, &obj)
+        {
+            return Ok(o.clone());
+        }
+        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+        self.settle(key, obj.clone());
         Ok(obj)
+    }
+
+    /// Stores a written object; one being deleted whose last finalizer went is removed.
+    fn settle(&mut self, key: Key, obj: Value) {
+        let deleting = obj["metadata"]["deletionTimestamp"].is_string();
+        let finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        self.store(key.clone(), obj);
+        if deleting && !finalizers {
+            self.unstore(&key);
+        }
     }
 
     /// Changes only `status` (as a controller writing the status subresource).
@@ -246,8 +263,9 @@ impl KubeState {
         Some(())
     }
 
-    /// Server-maintained fields; `manager` records an Update (None: an apply already recorded it).
-    fn finish_write(&mut self, res: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&str>) {
+    /// Server-maintained fields but the resourceVersion; `manager` records an Update (None: an
+    /// apply already recorded it).
+    fn fill_server_fields(&mut self, res: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&str>) {
         match old {
             Some(o) => {
                 let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -274,7 +292,6 @@ impl KubeState {
         if let Some(manager) = manager {
             ssa::record_update(old, obj, manager, &res.api_version(), &now());
         }
-        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
     }
 
     /// Serves one request.
@@ -386,7 +403,7 @@ impl KubeState {
             ("POST", None) => self.create(req, &res, &ns, dry_run),
             ("PUT", Some(n)) => self.update(req, &res, &ns, n, sub.is_some(), dry_run),
             ("PATCH", Some(n)) => self.patch(req, &res, &ns, n, sub.is_some(), dry_run),
-            ("DELETE", Some(n)) => self.delete(&res, &ns, n, dry_run),
+            ("DELETE", Some(n)) => self.delete(req, &res, &ns, n, dry_run),
             _ => status::method_not_allowed(),
         }
     }
@@ -554,7 +571,27 @@ impl KubeState {
         {
             return Err(status::bad_request(&e));
         }
-        if let Err(causes) = validate_metadata(&obj) {
+        keep_deletion_state(old, &mut obj);
+        let mut causes = validate_metadata(&obj).err().unwrap_or_default();
+        if let Some(o) = old.filter(|o| o["metadata"]["deletionTimestamp"].is_string()) {
+            let had: Vec<&Value> =
+                o["metadata"]["finalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+            let new: Vec<String> = obj["metadata"]["finalizers"]
+                .as_array()
+                .map(|a| a.iter().filter(|f| !had.contains(f)).filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            if !new.is_empty() {
+                causes.push(schema::Cause {
+                    reason: "FieldValueForbidden",
+                    field: "metadata.finalizers".into(),
+                    detail: format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                        new.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        if !causes.is_empty() {
             return Err(status::invalid(res, &name, &causes));
         }
         if dry_run {
@@ -566,10 +603,18 @@ impl KubeState {
             }
             return Ok(preview);
         }
-        self.finish_write(res, old, &mut obj, manager);
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-        self.store(Self::key(res, &ns, &name), obj.clone());
+        self.fill_server_fields(res, old, &mut obj, manager);
         self.warnings = warnings;
+        // A write that changes nothing is not stored: same resourceVersion, no watch event,
+        // managedFields timestamps kept.
+        if let Some(o) = old
+            && unchanged(o, &obj)
+        {
+            return Ok(o.clone());
+        }
+        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        self.settle(Self::key(res, &ns, &name), obj.clone());
         Ok(obj)
     }
 
@@ -614,6 +659,10 @@ impl KubeState {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if self.objects.contains_key(&Self::key(res, ns, &name)) {
             return status::already_exists(res, &name);
+        }
+        // etcd3's store refuses it with a plain error, which the handler answers as a 500.
+        if obj["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()) {
+            return status::internal_plain("resourceVersion should not be set on objects to be created");
         }
         strip_server_fields(&mut obj);
         if res.status_subresource
@@ -670,6 +719,19 @@ impl KubeState {
                 return status::conflict(res, name);
             }
             _ => {}
+        }
+        // A uid in the body is a storage precondition (rest.DefaultUpdatedObjectInfo).
+        if let Some(uid) = obj["metadata"]["uid"].as_str().filter(|u| !u.is_empty())
+            && Some(uid) != old["metadata"]["uid"].as_str()
+        {
+            return status::precondition_failed(
+                res,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+            );
         }
         obj["metadata"]["name"] = json!(name);
         if res.namespaced {
@@ -825,9 +887,38 @@ impl KubeState {
         }
     }
 
-    fn delete(&mut self, res: &Resource, ns: &str, name: &str, dry_run: bool) -> Reply {
+    fn delete(&mut self, req: &Request, res: &Resource, ns: &str, name: &str, dry_run: bool) -> Reply {
         let key = Self::key(res, ns, name);
         let Some(obj) = self.objects.get(&key).cloned() else { return status::not_found(res, name) };
+        // DeleteOptions.preconditions are checked against the stored object.
+        let options = if req.body.is_empty() { Value::Null } else { parse_body(&req.body).unwrap_or(Value::Null) };
+        let pre = &options["preconditions"];
+        for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+            if let Some(want) = pre[field].as_str()
+                && Some(want) != obj["metadata"][field].as_str()
+            {
+                return status::precondition_failed(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: {label} in precondition: {want}, {label} in object meta: {}",
+                        obj["metadata"][field].as_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        // With finalizers, deletion only marks the object; it goes once they are removed.
+        if obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) {
+            if obj["metadata"]["deletionTimestamp"].is_string() || dry_run {
+                return Reply::ok(200, obj);
+            }
+            let mut marked = obj.clone();
+            marked["metadata"]["deletionTimestamp"] = json!(now());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            marked["metadata"]["resourceVersion"] = json!(self.next_rv());
+            self.store(key, marked.clone());
+            return Reply::ok(200, marked);
+        }
         if !dry_run {
             self.unstore(&key);
             if res.kind == "Namespace" {
@@ -851,6 +942,39 @@ impl KubeState {
 fn version() -> Value {
     json!({"major": "1", "minor": "32", "gitVersion": "v1.32.4-archshift-sandbox", "gitCommit": "0000000000000000000000000000000000000000",
            "gitTreeState": "clean", "buildDate": "2025-06-01T00:00:00Z", "goVersion": "go1.23.8", "compiler": "gc", "platform": "linux/amd64"})
+}
+
+/// Clients cannot set or clear a deletion mark: it stays as the server set it.
+fn keep_deletion_state(old: Option<&Value>, obj: &mut Value) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    for k in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+        match old.and_then(|o| o["metadata"].get(k)) {
+            Some(v) => {
+                meta.insert(k.into(), v.clone());
+            }
+            None => {
+                meta.remove(k);
+            }
+        }
+    }
+}
+
+/// Whether a written object equals the stored one but for its resourceVersion and the
+/// timestamps of managedFields entries (the server's no-op check ignores those).
+fn unchanged(old: &Value, new: &Value) -> bool {
+    let normal = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            if let Some(mf) = meta.get_mut("managedFields").and_then(Value::as_array_mut) {
+                for e in mf.iter_mut().filter_map(Value::as_object_mut) {
+                    e.remove("time");
+                }
+            }
+        }
+        v
+    };
+    normal(old) == normal(new)
 }
 
 /// Everything but metadata and status: what `generation` counts changes of.

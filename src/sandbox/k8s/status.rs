@@ -111,3 +111,23 @@ pub fn unauthorized() -> Reply {
 pub fn path_not_found(path: &str) -> Reply {
     failure(404, "NotFound", &format!("the server could not find the requested resource (get {path})"), Some(json!({})))
 }
+
+/// A storage precondition (uid, resourceVersion) that no longer holds: the registry turns
+/// the storage layer's invalid-object error into a Conflict.
+pub fn precondition_failed(res: &Resource, name: &str, detail: &str) -> Reply {
+    failure(
+        409,
+        "Conflict",
+        &format!("Operation cannot be fulfilled on {} {name:?}: {detail}", res.qualified()),
+        Some(details(res, name)),
+    )
+}
+
+/// An error the storage layer returns as a plain Go error: the handler answers 500 with no
+/// reason (`StatusReasonUnknown` is the empty string, omitted).
+pub fn internal_plain(message: &str) -> Reply {
+    Reply::ok(
+        500,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "code": 500}),
+    )
+}
