@@ -92,3 +92,46 @@ async fn kube_rs_discovers_reads_applies_and_watches() {
         tokio::time::timeout(Duration::from_secs(10), seen).await.expect("watcher saw the change in time").unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_streaming_lists_get_initial_events_then_changes() {
+    use futures::StreamExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sb = Sandbox::start("kube-rs-streaming", &[]);
+    let client = client(&sb).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "gitlab-runner");
+    // sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true
+    let mut stream = watcher(secrets.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("events in time") {
+            Some(Ok(watcher::Event::Init)) => {}
+            Some(Ok(watcher::Event::InitApply(s))) => initial.push(s.metadata.name.unwrap()),
+            Some(Ok(watcher::Event::InitDone)) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(initial.contains(&"gitlab-runner-secret".to_string()), "{initial:?}");
+    // Then changes follow.
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "streamed", "namespace": "gitlab-runner"},
+                                                   "stringData": {"k": "v"}}))
+    .unwrap();
+    secrets.create(&kube::api::PostParams::default(), &s).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the change in time") {
+            Some(Ok(watcher::Event::Apply(s))) if s.metadata.name.as_deref() == Some("streamed") => break,
+            Some(Ok(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Without bookmarks the options are invalid, as on a real server.
+    let (code, body) = tokio::task::block_in_place(|| {
+        let bad = sb
+            .k8s("GET", "/api/v1/namespaces/gitlab-runner/secrets?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan")
+            .send()
+            .unwrap();
+        (bad.status().as_u16(), bad.json::<serde_json::Value>().unwrap())
+    });
+    assert_eq!(code, 422);
+    assert!(body["message"].as_str().unwrap().contains("allowWatchBookmarks needs to be set to true"), "{body}");
+}

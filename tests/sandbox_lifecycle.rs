@@ -227,3 +227,34 @@ fn preconditions_are_refused_as_the_api_server_refuses_them() {
     let options = json!({"preconditions": {"uid": pool["metadata"]["uid"], "resourceVersion": still["metadata"]["resourceVersion"]}});
     assert_eq!(sb.k8s("DELETE", &format!("{NP}/spot-pool")).json(&options).send().unwrap().status().as_u16(), 200);
 }
+
+#[test]
+fn selectors_and_metadata_are_validated_as_kubectl_sees_it() {
+    let sb = Sandbox::start("selectors", &[]);
+    let out = sb.kubectl(&["get", "nodepools", "--field-selector", "metadata.name!=spot-pool", "-o", "name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "nodepool.karpenter.sh/system-pool");
+    let out = sb.kubectl(&["get", "nodepools", "--field-selector", "spec.weight=1"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("field label not supported: spec.weight"), "{}", text(&out.stderr));
+    let out = sb.kubectl(&["get", "secrets", "-n", "gitlab-runner", "--field-selector", "type=Opaque", "-o", "name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A malformed label selector is a 400 from the server.
+    let (code, err) = body(sb.k8s("GET", &format!("{NP}?labelSelector=a%3Db%3Dc")).send().unwrap());
+    assert_eq!(code, 400, "{err}");
+    assert!(err["message"].as_str().unwrap().starts_with("unable to parse requirement: values[0][a]"), "{err}");
+    // Invalid label keys and values, and annotation keys, are refused on write.
+    let out = sb.kubectl(&["label", "nodepool", "spot-pool", "bad key=x"]);
+    assert!(!out.status.success());
+    let (code, err) = body(
+        sb.k8s("PATCH", &format!("{NP}/spot-pool"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(r#"{"metadata":{"labels":{"team":"data platform"},"annotations":{"-bad/":"x"}}}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 422, "{err}");
+    let fields: Vec<&str> =
+        err["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"metadata.labels") && fields.contains(&"metadata.annotations"), "{err}");
+}

@@ -25,6 +25,8 @@ pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, 
         let spec = world.kube.watch_spec(&kreq).map_err(kube_answer)?;
         let (initial, start) = match req.query.get("resourceVersion").map(String::as_str) {
             None | Some("") | Some("0") => world.kube.current(&spec),
+            // A streaming list starts with the current objects, whatever the version asked.
+            Some(_) if spec.send_initial_events => world.kube.current(&spec),
             Some(rv) => match rv.parse::<u64>() {
                 Ok(n) => (vec![], n),
                 Err(_) => {
@@ -34,8 +36,11 @@ pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, 
                 }
             },
         };
-        let initial: Vec<String> =
+        let mut initial: Vec<String> =
             initial.iter().map(|o| world.kube.event_json(&spec, "ADDED", o).to_string()).collect();
+        if spec.send_initial_events {
+            initial.push(world.kube.initial_events_end(&spec, start).to_string());
+        }
         (spec, initial, start, world.kube.changes.subscribe())
     };
     let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);

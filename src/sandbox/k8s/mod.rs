@@ -6,6 +6,7 @@ pub mod openapi;
 pub mod proto;
 pub mod resources;
 pub mod schema;
+pub mod select;
 pub mod ssa;
 pub mod status;
 pub mod table;
@@ -17,6 +18,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use resources::{Registry, Resource};
+use select::{FieldSelector, LabelSelector, label_value_errors, qualified_name_errors};
 use status::{Reply, failure};
 
 /// One request, already read off the wire.
@@ -57,8 +59,9 @@ pub struct Event {
     pub object: Value,
 }
 
-/// How many events watches can resume from; older resourceVersions get 410 Expired.
-const EVENT_HISTORY: usize = 20_000;
+/// How many events watches can resume from; older resourceVersions get 410 Expired. A real
+/// API server's watch cache keeps a window of recent events, not the whole history.
+const EVENT_HISTORY: usize = 1_000;
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -159,20 +162,25 @@ impl KubeState {
             _ => return Err(status::method_not_allowed()),
         };
         let res = self.registry.find(group, version, plural).ok_or_else(|| status::path_not_found(&req.path))?.clone();
-        let selector = match req.query.get("labelSelector").map(|s| LabelSelector::parse(s)) {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => return Err(status::bad_request(&format!("unable to parse requirement: {e}"))),
-            None => None,
-        };
-        let name = req.query.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
+        let (selector, fields) = selectors(req, &res)?;
+        let send_initial_events = watch_list_options(req)?;
         Ok(WatchSpec {
+            send_initial_events,
             qualified: res.qualified(),
             ns,
             selector,
-            name,
+            fields,
             table: table::wants_table(&req.accept),
             resource: res,
         })
+    }
+
+    /// The BOOKMARK that ends the initial events of a streaming list (`sendInitialEvents`).
+    pub fn initial_events_end(&self, watch: &WatchSpec, rv: u64) -> Value {
+        json!({"type": "BOOKMARK", "object": {
+            "kind": watch.resource.kind, "apiVersion": watch.resource.api_version(),
+            "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null,
+                         "annotations": {"k8s.io/initial-events-end": "true"}}}})
     }
 
     pub fn event_json(&self, watch: &WatchSpec, kind: &str, obj: &Value) -> Value {
@@ -448,19 +456,16 @@ impl KubeState {
 
     fn list_objects(&self, req: &Request, res: &Resource, ns: &str) -> Reply {
         let q = res.qualified();
-        let selector = match req.query.get("labelSelector").map(|s| LabelSelector::parse(s)) {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => return status::bad_request(&format!("unable to parse requirement: {e}")),
-            None => None,
+        let (selector, fields) = match selectors(req, res) {
+            Ok(s) => s,
+            Err(r) => return r,
         };
-        let field_name =
-            req.query.get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=")).map(str::to_string);
         let mut items: Vec<(&Key, &Value)> = self
             .objects
             .iter()
             .filter(|((r, n, _), _)| *r == q && (ns.is_empty() || n == ns))
             .filter(|(_, o)| selector.as_ref().is_none_or(|s| s.matches(&o["metadata"]["labels"])))
-            .filter(|(_, o)| field_name.as_ref().is_none_or(|f| o["metadata"]["name"] == f.as_str()))
+            .filter(|(_, o)| fields.as_ref().is_none_or(|f| f.matches(o)))
             .collect();
         let list_rv = self.rv.to_string();
         // Paging: the continue token carries the list's resourceVersion and the last key served.
@@ -1034,6 +1039,29 @@ fn strip_server_fields(obj: &mut Value) {
 }
 
 fn validate_metadata(obj: &Value) -> Result<(), Vec<schema::Cause>> {
+    let mut causes = Vec::new();
+    let invalid = |field: &str, value: &str, detail: &str| schema::Cause {
+        reason: "FieldValueInvalid",
+        field: field.into(),
+        detail: format!("Invalid value: {value:?}: {detail}"),
+    };
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            causes.extend(qualified_name_errors(k).iter().map(|e| invalid("metadata.labels", k, e)));
+            let v = v.as_str().unwrap_or("");
+            causes.extend(label_value_errors(v).iter().map(|e| invalid("metadata.labels", v, e)));
+        }
+    }
+    if let Some(annotations) = obj["metadata"]["annotations"].as_object() {
+        for k in annotations.keys() {
+            causes.extend(
+                qualified_name_errors(&k.to_ascii_lowercase()).iter().map(|e| invalid("metadata.annotations", k, e)),
+            );
+        }
+    }
+    if !causes.is_empty() {
+        return Err(causes);
+    }
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -1112,12 +1140,72 @@ fn decode_continue(token: &str) -> Option<(String, String)> {
     Some((v["rv"].as_str()?.to_string(), v["start"].as_str()?.to_string()))
 }
 
+/// `ValidateListOptions` for a watch: `sendInitialEvents` needs `resourceVersionMatch=NotOlderThan`
+/// and `allowWatchBookmarks=true`, and `resourceVersionMatch` needs `sendInitialEvents`.
+fn watch_list_options(req: &Request) -> Result<bool, Reply> {
+    let send = req.query.get("sendInitialEvents").map(|v| v == "true");
+    let matching = req.query.get("resourceVersionMatch").filter(|m| !m.is_empty());
+    let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let mut errs: Vec<String> = Vec::new();
+    if send.is_some() && matching.map(String::as_str) != Some("NotOlderThan") {
+        errs.push(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+                .into(),
+        );
+    }
+    if let Some(m) = matching {
+        if send.is_none() {
+            errs.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into());
+        }
+        if m != "NotOlderThan" {
+            errs.push(format!("resourceVersionMatch: Unsupported value: {m:?}: supported values: \"NotOlderThan\""));
+        }
+        if !bookmarks {
+            errs.push("allowWatchBookmarks: Forbidden: allowWatchBookmarks needs to be set to true".into());
+        }
+    }
+    if errs.is_empty() {
+        return Ok(send == Some(true));
+    }
+    let joined = if errs.len() == 1 { errs[0].clone() } else { format!("[{}]", errs.join(", ")) };
+    Err(failure(
+        422,
+        "Invalid",
+        &format!("ListOptions.meta.k8s.io \"\" is invalid: {joined}"),
+        Some(json!({"group": "meta.k8s.io", "kind": "ListOptions"})),
+    ))
+}
+
+/// The label and field selectors of a list or watch; a malformed one is a 400.
+fn selectors(req: &Request, res: &Resource) -> Result<(Option<LabelSelector>, Option<FieldSelector>), Reply> {
+    let labels = match req.query.get("labelSelector").filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            LabelSelector::parse(s).map_err(|e| status::bad_request(&format!("unable to parse requirement: {e}")))?,
+        ),
+        None => None,
+    };
+    // Field labels the built-in kinds add to metadata.name and metadata.namespace.
+    let supported: &[&str] = match (res.custom, res.kind.as_str()) {
+        (false, "Secret") => &["type"],
+        (false, "Node") => &["spec.unschedulable"],
+        (false, "Namespace") => &["status.phase"],
+        _ => &[],
+    };
+    let fields = match req.query.get("fieldSelector").filter(|s| !s.is_empty()) {
+        Some(s) => Some(FieldSelector::parse(s, supported).map_err(|e| status::bad_request(&e))?),
+        None => None,
+    };
+    Ok((labels, fields))
+}
+
 /// What one watch follows.
 pub struct WatchSpec {
     qualified: String,
     ns: String,
     selector: Option<LabelSelector>,
-    name: Option<String>,
+    fields: Option<FieldSelector>,
+    /// A streaming list: current objects, then a bookmark, then changes.
+    pub send_initial_events: bool,
     table: bool,
     resource: Resource,
 }
@@ -1126,69 +1214,8 @@ impl WatchSpec {
     fn matches(&self, key: &Key, obj: &Value) -> bool {
         key.0 == self.qualified
             && (self.ns.is_empty() || key.1 == self.ns)
-            && self.name.as_ref().is_none_or(|n| key.2 == *n)
+            && self.fields.as_ref().is_none_or(|f| f.matches(obj))
             && self.selector.as_ref().is_none_or(|s| s.matches(&obj["metadata"]["labels"]))
-    }
-}
-
-/// Equality- and set-based label selectors: `a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`.
-struct LabelSelector(Vec<(String, String, Vec<String>)>);
-
-impl LabelSelector {
-    fn parse(s: &str) -> Result<Self, String> {
-        let mut reqs = Vec::new();
-        let mut rest = s.trim();
-        while !rest.is_empty() {
-            // Split at the next comma that is not inside parentheses.
-            let mut depth = 0;
-            let end = rest
-                .char_indices()
-                .find(|(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    *c == ',' && depth == 0
-                })
-                .map_or(rest.len(), |(i, _)| i);
-            let part = rest[..end].trim();
-            rest = rest[end..].trim_start_matches(',').trim();
-            if let Some(k) = part.strip_prefix('!') {
-                reqs.push((k.trim().to_string(), "!".into(), vec![]));
-            } else if let Some((k, v)) = part.split_once("!=") {
-                reqs.push((k.trim().into(), "!=".into(), vec![v.trim().into()]));
-            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                reqs.push((k.trim().into(), "=".into(), vec![v.trim().into()]));
-            } else if let Some((k, v)) = part.split_once(" notin ").or_else(|| part.split_once(" in ")) {
-                let op = if part.contains(" notin ") { "notin" } else { "in" };
-                let vals = v
-                    .trim()
-                    .strip_prefix('(')
-                    .and_then(|x| x.strip_suffix(')'))
-                    .ok_or_else(|| format!("{part:?}: expected (values)"))?;
-                reqs.push((k.trim().into(), op.into(), vals.split(',').map(|x| x.trim().to_string()).collect()));
-            } else if !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
-                reqs.push((part.into(), "exists".into(), vec![]));
-            } else {
-                return Err(format!("{part:?}: found unexpected token"));
-            }
-        }
-        Ok(LabelSelector(reqs))
-    }
-
-    fn matches(&self, labels: &Value) -> bool {
-        self.0.iter().all(|(k, op, vals)| {
-            let v = labels.get(k).and_then(Value::as_str);
-            match op.as_str() {
-                "=" => v == Some(vals[0].as_str()),
-                "!=" => v != Some(vals[0].as_str()),
-                "in" => v.is_some_and(|v| vals.iter().any(|x| x == v)),
-                "notin" => v.is_none_or(|v| !vals.iter().any(|x| x == v)),
-                "exists" => v.is_some(),
-                _ => v.is_none(),
-            }
-        })
     }
 }
 
