@@ -76,6 +76,13 @@ struct SandboxArgs {
     /// SERVER:KIND[:OPTS], e.g. gitlab:429:rate=0.2 or k8s:conflict:count=1,path=/apis/karpenter.sh/*
     #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
     fault: Vec<archshift::sandbox::faults::Fault>,
+    /// VERB:RESOURCE the Kubernetes identity may not use, e.g. patch:nodepools.karpenter.sh or *:secrets
+    #[arg(long, value_name = "VERB:RESOURCE", value_parser = parse_denial)]
+    deny: Vec<archshift::sandbox::Denial>,
+}
+
+fn parse_denial(s: &str) -> Result<archshift::sandbox::Denial, String> {
+    s.parse()
 }
 
 fn parse_fault(s: &str) -> Result<archshift::sandbox::faults::Fault, String> {
@@ -169,6 +176,7 @@ fn sandbox(args: SandboxArgs) -> Result<u8> {
         fleet: args.fleet,
         faults: args.fault,
         tick_ms: None,
+        deny: args.deny,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(archshift::sandbox::run_until_signal(opts)).context("sandbox failed")?;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use faults::{Fault, Server};
 use http::{Answer, AnswerBody, HttpRequest};
+pub use k8s::review::Denial;
 
 /// How to start the sandbox.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +35,8 @@ pub struct Options {
     pub faults: Vec<Fault>,
     /// How often the simulated controllers run.
     pub tick_ms: Option<u64>,
+    /// What the Kubernetes identity may not do (a restricted user, for denied preflights).
+    pub deny: Vec<Denial>,
 }
 
 /// Both simulated systems, behind one lock (handlers never await while holding it).
@@ -194,6 +197,7 @@ impl Sandbox {
             sim: controllers::Memory::default(),
         };
         world.kube.server_address = k8s_addr.to_string();
+        world.kube.identity.denied = opts.deny.clone();
         seed::default_world(&mut world, &gitlab_url);
         if opts.fleet > 0 {
             seed::fleet(&mut world, opts.fleet);

@@ -5,6 +5,7 @@
 pub mod openapi;
 pub mod proto;
 pub mod resources;
+pub mod review;
 pub mod schema;
 pub mod select;
 pub mod ssa;
@@ -48,6 +49,8 @@ pub struct KubeState {
     events: VecDeque<Event>,
     /// The resourceVersion of the newest event; watches wait on it.
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// Who the token authenticates as, and what it may not do.
+    pub identity: review::Identity,
 }
 
 /// One change to a stored object, as a watch reports it.
@@ -84,6 +87,7 @@ impl KubeState {
             warnings: vec![],
             events: VecDeque::new(),
             changes: tokio::sync::watch::channel(1000).0,
+            identity: review::Identity::default(),
         }
     }
 
@@ -162,6 +166,9 @@ impl KubeState {
             _ => return Err(status::method_not_allowed()),
         };
         let res = self.registry.find(group, version, plural).ok_or_else(|| status::path_not_found(&req.path))?.clone();
+        if !self.identity.allowed("watch", &res.plural, &res.group) {
+            return Err(self.identity.forbidden("watch", &res, &ns, None));
+        }
         let (selector, fields) = selectors(req, &res)?;
         let send_initial_events = watch_list_options(req)?;
         Ok(WatchSpec {
@@ -378,10 +385,19 @@ impl KubeState {
             return status::path_not_found(&req.path);
         }
         let ns = ns.unwrap_or_default();
-        if res.kind == "SelfSubjectAccessReview" {
-            return match req.method.as_str() {
-                "POST" => self.access_review(req),
-                _ => status::method_not_allowed(),
+        if matches!(res.kind.as_str(), "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview") {
+            if req.method != "POST" {
+                return status::method_not_allowed();
+            }
+            // kubectl sends these as protobuf.
+            let body = match decode_body(req) {
+                Ok(b) => b,
+                Err(e) => return status::bad_request(&e),
+            };
+            return match res.kind.as_str() {
+                "SelfSubjectAccessReview" => self.identity.access_review(body),
+                "SelfSubjectRulesReview" => self.identity.rules_review(body, &self.registry),
+                _ => self.identity.self_review(body),
             };
         }
         if res.kind == "CustomResourceDefinition" {
@@ -399,6 +415,23 @@ impl KubeState {
                 );
             }
         };
+        // What discovery advertises is what works, and nothing else.
+        let verb = match (req.method.as_str(), name) {
+            ("GET", None) => "list",
+            ("GET", Some(_)) => "get",
+            ("POST", None) => "create",
+            ("PUT", Some(_)) => "update",
+            ("PATCH", Some(_)) => "patch",
+            ("DELETE", Some(_)) => "delete",
+            ("DELETE", None) => "deletecollection",
+            _ => "",
+        };
+        if !res.verbs.contains(&verb) && sub.is_none() {
+            return status::method_not_allowed();
+        }
+        if !self.identity.allowed(verb, &res.plural, &res.group) {
+            return self.identity.forbidden(verb, &res, &ns, name);
+        }
         match (req.method.as_str(), name) {
             ("GET", None) => self.list_objects(req, &res, &ns),
             ("GET", Some(n)) => match self.objects.get(&Self::key(&res, &ns, n)) {
@@ -412,6 +445,7 @@ impl KubeState {
             ("PUT", Some(n)) => self.update(req, &res, &ns, n, sub.is_some(), dry_run),
             ("PATCH", Some(n)) => self.patch(req, &res, &ns, n, sub.is_some(), dry_run),
             ("DELETE", Some(n)) => self.delete(req, &res, &ns, n, dry_run),
+            ("DELETE", None) => self.delete_collection(req, &res, &ns, dry_run),
             _ => status::method_not_allowed(),
         }
     }
@@ -433,25 +467,6 @@ impl KubeState {
                 .find(|c| c["metadata"]["name"] == n)
                 .map_or_else(|| status::not_found(res, n), |c| Reply::ok(200, c.clone())),
         }
-    }
-
-    fn access_review(&self, req: &Request) -> Reply {
-        let Ok(mut body) = parse_body(&req.body) else {
-            return status::bad_request("invalid SelfSubjectAccessReview body");
-        };
-        if body["spec"]["resourceAttributes"].is_null() && body["spec"]["nonResourceAttributes"].is_null() {
-            return failure(
-                422,
-                "Invalid",
-                "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                None,
-            );
-        }
-        body["status"] = json!({"allowed": true, "reason": "archshift sandbox: the sandbox user may do everything"});
-        if body["metadata"].is_null() {
-            body["metadata"] = json!({"creationTimestamp": null});
-        }
-        Reply::ok(201, body)
     }
 
     fn list_objects(&self, req: &Request, res: &Resource, ns: &str) -> Reply {
@@ -890,6 +905,38 @@ impl KubeState {
             Ok(o) => Reply::ok(200, o),
             Err(r) => r,
         }
+    }
+
+    /// `deletecollection`: every object the selectors match goes (or is marked, with
+    /// finalizers); the answer lists them.
+    fn delete_collection(&mut self, req: &Request, res: &Resource, ns: &str, dry_run: bool) -> Reply {
+        let (labels, fields) = match selectors(req, res) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let q = res.qualified();
+        let keys: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|((r, n, _), _)| *r == q && (ns.is_empty() || n == ns))
+            .filter(|(_, o)| labels.as_ref().is_none_or(|s| s.matches(&o["metadata"]["labels"])))
+            .filter(|(_, o)| fields.as_ref().is_none_or(|f| f.matches(o)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut items = Vec::new();
+        for key in keys {
+            let before = self.objects.get(&key).cloned();
+            let reply = self.delete(&Request::default(), res, &key.1, &key.2, dry_run);
+            // Marked (finalizers) objects as they are now, deleted ones as they were.
+            if let (200, Some(obj)) = (reply.code, self.objects.get(&key).cloned().or(before)) {
+                items.push(obj);
+            }
+        }
+        Reply::ok(
+            200,
+            json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+                   "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+        )
     }
 
     fn delete(&mut self, req: &Request, res: &Resource, ns: &str, name: &str, dry_run: bool) -> Reply {

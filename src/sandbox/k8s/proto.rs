@@ -132,7 +132,38 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
-/// Decodes an enveloped Secret or Namespace into its JSON form.
+/// A message whose fields 1.. are strings, named in order.
+fn strings(b: &[u8], names: &[&str]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut m = Map::new();
+    while let Some((n, f)) = r.next()? {
+        if let (Some(name), Field::Bytes(x)) = (names.get((n as usize).wrapping_sub(1)), f) {
+            m.insert((*name).to_string(), json!(string(x)));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// `SelfSubjectAccessReviewSpec`: resourceAttributes = 1, nonResourceAttributes = 2.
+fn access_review_spec(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut spec = Map::new();
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => {
+                let attrs = ["namespace", "verb", "group", "version", "resource", "subresource", "name"];
+                spec.insert("resourceAttributes".into(), strings(x, &attrs)?);
+            }
+            (2, Field::Bytes(x)) => {
+                spec.insert("nonResourceAttributes".into(), strings(x, &["path", "verb"])?);
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(spec))
+}
+
+/// Decodes an enveloped built-in object into its JSON form.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
     let inner = body.strip_prefix(b"k8s\0").ok_or("not a Kubernetes protobuf envelope")?;
     let mut r = Reader::new(inner);
@@ -186,6 +217,25 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             set_map(&mut obj, "binaryData", binary);
         }
         "Namespace" => {
+            while let Some((n, f)) = r.next()? {
+                if let (1, Field::Bytes(x)) = (n, f) {
+                    obj["metadata"] = object_meta(x)?;
+                }
+            }
+        }
+        // authorization/v1: spec = 2 in both reviews; the status is the server's to fill.
+        "SelfSubjectAccessReview" | "SelfSubjectRulesReview" => {
+            while let Some((n, f)) = r.next()? {
+                match (n, f) {
+                    (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+                    (2, Field::Bytes(x)) if kind == "SelfSubjectAccessReview" => obj["spec"] = access_review_spec(x)?,
+                    (2, Field::Bytes(x)) => obj["spec"] = strings(x, &["namespace"])?,
+                    _ => {}
+                }
+            }
+        }
+        // authentication/v1: metadata only; the status (userInfo) is the server's.
+        "SelfSubjectReview" => {
             while let Some((n, f)) = r.next()? {
                 if let (1, Field::Bytes(x)) = (n, f) {
                     obj["metadata"] = object_meta(x)?;
