@@ -258,3 +258,43 @@ fn selectors_and_metadata_are_validated_as_kubectl_sees_it() {
         err["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
     assert!(fields.contains(&"metadata.labels") && fields.contains(&"metadata.annotations"), "{err}");
 }
+
+#[test]
+fn two_managers_each_own_their_finalizers_and_status_applies_to_the_subresource() {
+    let sb = Sandbox::start("ssa-lists", &[]);
+    let apply = |manager: &str, finalizer: &str| {
+        let file = sb.dir.join(format!("{manager}.yaml"));
+        std::fs::write(
+            &file,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n  namespace: gitlab-runner\n  finalizers: [{finalizer}]\n"),
+        )
+        .unwrap();
+        let out = sb.kubectl(&["apply", "--server-side", "--field-manager", manager, "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    apply("team-a", "a.example/x");
+    apply("team-b", "b.example/y");
+    let (_, cm) = body(sb.k8s("GET", "/api/v1/namespaces/gitlab-runner/configmaps/shared").send().unwrap());
+    assert_eq!(cm["metadata"]["finalizers"], json!(["a.example/x", "b.example/y"]), "no conflict, both kept");
+
+    // Apply to /status: status set, and ownership recorded for the subresource.
+    let status = json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "spot-pool"},
+                        "status": {"nodes": 9}});
+    let (code, pool) = body(
+        sb.k8s("PATCH", &format!("{NP}/spot-pool/status?fieldManager=fake-karpenter&force=true"))
+            .header("Content-Type", "application/apply-patch+yaml")
+            .body(status.to_string())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 200, "{pool}");
+    assert_eq!(pool["status"]["nodes"], json!(9));
+    let entry = pool["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "fake-karpenter")
+        .unwrap()
+        .clone();
+    assert_eq!((entry["operation"].as_str(), entry["subresource"].as_str()), (Some("Apply"), Some("status")));
+}

@@ -246,7 +246,7 @@ impl KubeState {
             }
         }
         keep_deletion_state(old.as_ref(), &mut obj);
-        self.fill_server_fields(&res, old.as_ref(), &mut obj, Some(manager));
+        self.fill_server_fields(&res, old.as_ref(), &mut obj, Some(Writer { manager, subresource: None }));
         if let Some(o) = &old
             && unchanged(o, &obj)
         {
@@ -280,7 +280,7 @@ impl KubeState {
 
     /// Server-maintained fields but the resourceVersion; `manager` records an Update (None: an
     /// apply already recorded it).
-    fn fill_server_fields(&mut self, res: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&str>) {
+    fn fill_server_fields(&mut self, res: &Resource, old: Option<&Value>, obj: &mut Value, writer: Option<Writer>) {
         match old {
             Some(o) => {
                 let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -304,8 +304,8 @@ impl KubeState {
                 m.remove("generation");
             }
         }
-        if let Some(manager) = manager {
-            ssa::record_update(old, obj, manager, &res.api_version(), &now());
+        if let Some(w) = writer {
+            ssa::record_update(old, obj, w.manager, &res.api_version(), &now(), w.subresource);
         }
     }
 
@@ -547,7 +547,7 @@ impl KubeState {
         res: &Resource,
         old: Option<&Value>,
         mut obj: Value,
-        manager: Option<&str>,
+        writer: Option<Writer>,
         dry_run: bool,
         is_patch: bool,
     ) -> Result<Value, Reply> {
@@ -623,7 +623,7 @@ impl KubeState {
             }
             return Ok(preview);
         }
-        self.fill_server_fields(res, old, &mut obj, manager);
+        self.fill_server_fields(res, old, &mut obj, writer);
         self.warnings = warnings;
         // A write that changes nothing is not stored: same resourceVersion, no watch event,
         // managedFields timestamps kept.
@@ -691,7 +691,7 @@ impl KubeState {
             m.remove("status");
         }
         let manager = Self::manager(req, false);
-        match self.admit(req, res, None, obj, Some(&manager), dry_run, false) {
+        match self.admit(req, res, None, obj, Some(Writer { manager: &manager, subresource: None }), dry_run, false) {
             Ok(o) => Reply::ok(201, o),
             Err(r) => r,
         }
@@ -760,7 +760,8 @@ impl KubeState {
         obj["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
         let obj = merge_subresource(res, &old, obj, status_sub);
         let manager = Self::manager(req, false);
-        match self.admit(req, res, Some(&old), obj, Some(&manager), dry_run, false) {
+        let writer = Writer { manager: &manager, subresource: status_sub.then_some("status") };
+        match self.admit(req, res, Some(&old), obj, Some(writer), dry_run, false) {
             Ok(o) => Reply::ok(200, o),
             Err(r) => r,
         }
@@ -815,7 +816,8 @@ impl KubeState {
                     return status::namespace_not_found(ns);
                 }
                 let force = req.query.get("force").is_some_and(|f| f == "true");
-                match ssa::apply(old.as_ref(), &applied, &manager, force, &res.api_version(), &now()) {
+                let subresource = status_sub.then_some("status");
+                match ssa::apply(old.as_ref(), &applied, &manager, force, &res.api_version(), &now(), subresource) {
                     Ok(mut merged) => {
                         merged["metadata"]["name"] = json!(name);
                         if res.namespaced {
@@ -901,7 +903,8 @@ impl KubeState {
             _ => return status::unsupported_patch(res.custom),
         };
         let manager = Self::manager(req, false);
-        match self.admit(req, res, old.as_ref(), new, Some(&manager), dry_run, true) {
+        let writer = Writer { manager: &manager, subresource: status_sub.then_some("status") };
+        match self.admit(req, res, old.as_ref(), new, Some(writer), dry_run, true) {
             Ok(o) => Reply::ok(200, o),
             Err(r) => r,
         }
@@ -996,6 +999,13 @@ fn version() -> Value {
            "gitTreeState": "clean", "buildDate": "2025-06-01T00:00:00Z", "goVersion": "go1.23.8", "compiler": "gc", "platform": "linux/amd64"})
 }
 
+/// Who writes, and to which part: the main resource or `/status`.
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    manager: &'a str,
+    subresource: Option<&'a str>,
+}
+
 /// Clients cannot set or clear a deletion mark: it stays as the server set it.
 fn keep_deletion_state(old: Option<&Value>, obj: &mut Value) {
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else { return };
@@ -1048,6 +1058,10 @@ fn merge_subresource(res: &Resource, old: &Value, mut new: Value, status_sub: bo
         let mut kept = old.clone();
         kept["status"] = new["status"].take();
         kept["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"].take();
+        // An apply to /status recorded its ownership (subresource: status) in the new object.
+        if !new["metadata"]["managedFields"].is_null() {
+            kept["metadata"]["managedFields"] = new["metadata"]["managedFields"].take();
+        }
         kept
     } else {
         match old.get("status") {

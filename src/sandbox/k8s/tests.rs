@@ -65,7 +65,7 @@ fn fields_v1_round_trips() {
         json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:list": {}, "f:m": {"f:k": {}}}})
     );
     let mut stored = obj.clone();
-    ssa::record_update(None, &mut stored, "m1", "v1", "t");
+    ssa::record_update(None, &mut stored, "m1", "v1", "t", None);
     assert_eq!(ssa::entries(&stored)[0].fields, fields);
 }
 
@@ -119,4 +119,44 @@ fn watches_resume_within_the_kept_window_and_expire_beyond_it() {
         write(&mut k, i);
     }
     assert!(k.events_after(&spec, from).is_err(), "older than the window: 410 Expired");
+}
+
+#[test]
+fn finalizers_are_a_set_and_owner_references_a_map_to_server_side_apply() {
+    let now = "2026-01-01T00:00:00Z";
+    let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"}});
+    let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "finalizers": ["a.example/x"],
+        "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "one", "uid": "u1"}]}});
+    let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "finalizers": ["b.example/y"],
+        "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "two", "uid": "u2"}]}});
+    let after_a = ssa::apply(Some(&base), &a, "mgr-a", false, "v1", now, None).unwrap();
+    // Each manager owns its own members: no conflict, both kept.
+    let both = ssa::apply(Some(&after_a), &b, "mgr-b", false, "v1", now, None).unwrap();
+    assert_eq!(both["metadata"]["finalizers"], json!(["a.example/x", "b.example/y"]));
+    let uids: Vec<&str> =
+        both["metadata"]["ownerReferences"].as_array().unwrap().iter().map(|o| o["uid"].as_str().unwrap()).collect();
+    assert_eq!(uids, ["u1", "u2"]);
+    let mf = &both["metadata"]["managedFields"];
+    let b_fields = &mf.as_array().unwrap().iter().find(|e| e["manager"] == "mgr-b").unwrap()["fieldsV1"];
+    assert_eq!(b_fields["f:metadata"]["f:finalizers"], json!({"v:\"b.example/y\"": {}}));
+    assert!(b_fields["f:metadata"]["f:ownerReferences"]["k:{\"uid\":\"u2\"}"]["."].is_object(), "{b_fields}");
+    // A dropping its finalizer removes only its own.
+    let a2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    let dropped = ssa::apply(Some(&both), &a2, "mgr-a", false, "v1", now, None).unwrap();
+    assert_eq!(dropped["metadata"]["finalizers"], json!(["b.example/y"]));
+    assert_eq!(dropped["metadata"]["ownerReferences"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn apply_to_status_sets_status_and_records_a_status_entry() {
+    let now = "2026-01-01T00:00:00Z";
+    let obj = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "x"}, "spec": {"a": 1}});
+    let status = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "x"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let out = ssa::apply(Some(&obj), &status, "ctl", false, "v1", now, Some("status")).unwrap();
+    assert_eq!(out["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(out["spec"], json!({"a": 1}), "the main resource is untouched");
+    let e = &out["metadata"]["managedFields"][0];
+    assert_eq!((e["manager"].as_str(), e["subresource"].as_str()), (Some("ctl"), Some("status")));
+    assert!(e["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"Ready\"}"].is_object(), "{e}");
 }
