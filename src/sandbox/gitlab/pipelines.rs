@@ -1,0 +1,272 @@
+//! CI lint, pipelines created from a ref, and their jobs.
+
+use super::routes::Ctx;
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl GitLabState {
+    /// `POST /projects/:id/jobs/:job_id/play`: a manual job joins the queue.
+    pub(super) fn play_job(&mut self, pi: usize, job: &str) -> R {
+        let proj = self.projects[pi].id;
+        let Some(j) = self.jobs.iter_mut().find(|j| j.project_id == proj && job.parse() == Ok(j.id)) else {
+            return not_found("");
+        };
+        if j.status != "manual" {
+            return Answer::json(400, json!({"message": "400 Bad request - Unplayable Job"}));
+        }
+        j.status = "pending".into();
+        let j = j.clone();
+        Answer::json(200, self.job_json(&j))
+    }
+
+    pub(super) fn load_ci(&self, pi: usize, content: &str, r: &str) -> Result<ci::Config, Vec<String>> {
+        let projects = &self.projects;
+        let this = &projects[pi];
+        let resolver = |project: Option<&str>, path: &str| -> Option<String> {
+            let p = match project {
+                None => this,
+                Some(pp) => projects.iter().find(|x| x.path_with_namespace == pp)?,
+            };
+            let commit = p.repo.resolve(if project.is_none() { r } else { &p.default_branch })?;
+            commit.files.get(path).map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        ci::load(content, &resolver)
+    }
+
+    pub(super) fn lint(&self, pi: usize, content: &str, p: &Params) -> R {
+        let dry_run = p.get("dry_run").is_some_and(|v| v == "true");
+        let include_jobs = p.get("include_jobs").is_some_and(|v| v == "true");
+        let proj = &self.projects[pi];
+        let r = p.get("ref").or(p.get("dry_run_ref")).cloned().unwrap_or(proj.default_branch.clone());
+        let mut out = match self.load_ci(pi, content, &r) {
+            Ok(cfg) => {
+                let protected = proj.repo.protected.contains(&r);
+                let mut vars = self.variables_for(proj.id, protected);
+                vars.extend(cfg.variables.clone());
+                let jobs: Vec<Value> = cfg
+                    .jobs
+                    .iter()
+                    .filter(|j| !j.trigger || !dry_run)
+                    .map(|j| {
+                        let tag_list: Vec<String> = if dry_run {
+                            let mut v = vars.clone();
+                            v.extend(j.variables.clone());
+                            let mut t: Vec<String> = j.tags.iter().map(|t| ci::expand_existing(t, &v)).collect();
+                            t.sort();
+                            t
+                        } else {
+                            j.tags.clone()
+                        };
+                        let mut job = json!({"name": j.name, "stage": j.stage, "before_script": j.before_script, "script": j.script,
+                                             "after_script": j.after_script, "tag_list": tag_list, "environment": j.environment,
+                                             "when": j.when, "allow_failure": j.allow_failure});
+                        if !dry_run {
+                            job["only"] = json!(serde_json::to_value(&j.only).unwrap_or(Value::Null));
+                            job["except"] = json!(serde_json::to_value(&j.except).unwrap_or(Value::Null));
+                            job["needs"] = json!(serde_json::to_value(&j.needs).unwrap_or(Value::Null));
+                        }
+                        job
+                    })
+                    .collect();
+                json!({"valid": true, "errors": [], "warnings": cfg.warnings, "merged_yaml": cfg.merged_yaml, "includes": cfg.includes, "jobs": jobs})
+            }
+            Err(errors) => {
+                json!({"valid": false, "errors": errors, "warnings": [], "merged_yaml": null, "includes": [], "jobs": []})
+            }
+        };
+        if !include_jobs && let Some(o) = out.as_object_mut() {
+            o.remove("jobs");
+        }
+        Answer::json(200, out)
+    }
+
+    pub(super) fn create_pipeline(&mut self, pi: usize, r: &str, p: &Params) -> R {
+        let proj = &self.projects[pi];
+        let Some(commit) = proj.repo.resolve(r).cloned() else {
+            return Answer::json(400, json!({"message": {"base": ["Reference not found"]}}));
+        };
+        let Some(content) = commit.files.get(".gitlab-ci.yml").map(|b| String::from_utf8_lossy(b).into_owned()) else {
+            return Answer::json(400, json!({"message": {"base": ["Missing CI config file"]}}));
+        };
+        let cfg = match self.load_ci(pi, &content, r) {
+            Ok(c) => c,
+            Err(errors) => return Answer::json(400, json!({"message": {"base": errors}})),
+        };
+        let protected = proj.repo.protected.contains(&r.to_string());
+        let mut vars = self.variables_for(proj.id, protected);
+        for v in p.json.get("variables").and_then(Value::as_array).into_iter().flatten() {
+            if let (Some(k), Some(val)) = (v["key"].as_str(), v["value"].as_str()) {
+                vars.insert(k.into(), val.into());
+            }
+        }
+        vars.extend(cfg.variables.clone());
+        let project_id = proj.id;
+        let id = self.next_id();
+        let iid = self.pipelines.iter().filter(|x| x.project_id == project_id).count() as u64 + 1;
+        let created = now();
+        for j in cfg.jobs.iter().filter(|j| !j.trigger) {
+            let mut v = vars.clone();
+            v.extend(j.variables.clone());
+            let mut tags: Vec<String> = j.tags.iter().map(|t| ci::expand_existing(t, &v)).collect();
+            tags.sort();
+            let jid = self.next_id();
+            self.jobs.push(Job {
+                id: jid,
+                pipeline_id: id,
+                project_id,
+                name: j.name.clone(),
+                stage: j.stage.clone(),
+                status: "pending".into(),
+                tag_list: tags,
+                runner_id: None,
+                manager_id: None,
+                created_at: created.clone(),
+                started_at: None,
+                finished_at: None,
+                r#ref: r.into(),
+                failure_reason: None,
+                protected_ref: protected,
+            });
+        }
+        let pipeline = Pipeline {
+            id,
+            iid,
+            project_id,
+            sha: commit.id.clone(),
+            r#ref: r.into(),
+            status: "pending".into(),
+            source: "api".into(),
+            created_at: created.clone(),
+            updated_at: created,
+        };
+        let j = self.pipeline_json(&pipeline);
+        self.pipelines.push(pipeline);
+        Answer::json(201, j)
+    }
+
+    pub(crate) fn pipeline_json(&self, p: &Pipeline) -> Value {
+        let path = self
+            .projects
+            .iter()
+            .find(|x| x.id == p.project_id)
+            .map(|x| x.path_with_namespace.clone())
+            .unwrap_or_default();
+        json!({"id": p.id, "iid": p.iid, "project_id": p.project_id, "sha": p.sha, "ref": p.r#ref, "status": p.status,
+               "source": p.source, "created_at": p.created_at, "updated_at": p.updated_at,
+               "web_url": format!("{}/{path}/-/pipelines/{}", self.base_url, p.id)})
+    }
+
+    pub(crate) fn job_json(&self, j: &Job) -> Value {
+        let pipeline = self.pipelines.iter().find(|p| p.id == j.pipeline_id);
+        let path = self
+            .projects
+            .iter()
+            .find(|x| x.id == j.project_id)
+            .map(|x| x.path_with_namespace.clone())
+            .unwrap_or_default();
+        let runner = j.runner_id.and_then(|id| self.runners.iter().find(|r| r.id == id));
+        let manager = runner.and_then(|r| r.managers.iter().find(|m| Some(m.id) == j.manager_id));
+        let duration = j.started_at.map(|s| (Utc::now() - s).num_milliseconds() as f64 / 1000.0);
+        let mut v = json!({"id": j.id, "status": j.status, "stage": j.stage, "name": j.name, "ref": j.r#ref, "tag": false,
+               "coverage": null, "allow_failure": false, "created_at": j.created_at,
+               "started_at": j.started_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+               "finished_at": j.finished_at, "erased_at": null, "duration": duration, "queued_duration": null,
+               "user": self.user_basic(),
+               "commit": pipeline.map(|p| json!({"id": p.sha, "short_id": &p.sha[..8.min(p.sha.len())], "title": "", "created_at": p.created_at})),
+               "pipeline": pipeline.map(|p| json!({"id": p.id, "iid": p.iid, "project_id": p.project_id, "sha": p.sha, "ref": p.r#ref,
+                                                     "status": p.status, "source": p.source, "created_at": p.created_at, "updated_at": p.updated_at,
+                                                     "web_url": format!("{}/{path}/-/pipelines/{}", self.base_url, p.id)})),
+               "web_url": format!("{}/{path}/-/jobs/{}", self.base_url, j.id), "project": {"ci_job_token_scope_enabled": false},
+               "artifacts": [], "runner": runner.map(|r| self.runner_list_item(r)), "runner_manager": manager.map(manager_json),
+               "artifacts_expire_at": null, "archived": false, "tag_list": j.tag_list});
+        if j.status == "failed" {
+            v["failure_reason"] = json!(j.failure_reason);
+        }
+        v
+    }
+}
+
+/// `POST /api/v4/projects/:project/ci/lint`
+pub(super) fn lint_content(s: &mut GitLabState, c: &Ctx) -> R {
+    let Some(content) = c.p.get("content").cloned() else { return missing("content") };
+    s.lint(c.project, &content, &c.p)
+}
+
+/// `GET /api/v4/projects/:project/ci/lint`
+pub(super) fn lint_ref(s: &mut GitLabState, c: &Ctx) -> R {
+    let p = &s.projects[c.project];
+    let r = c.p.get("content_ref").or(c.p.get("sha")).cloned().unwrap_or(p.default_branch.clone());
+    let Some(content) = p
+        .repo
+        .resolve(&r)
+        .and_then(|commit| commit.files.get(".gitlab-ci.yml"))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+    else {
+        return not_found("File");
+    };
+    s.lint(c.project, &content, &c.p)
+}
+
+/// `POST /api/v4/projects/:project/pipeline`
+pub(super) fn create(s: &mut GitLabState, c: &Ctx) -> R {
+    let Some(r) = c.p.get("ref").cloned() else { return missing("ref") };
+    s.create_pipeline(c.project, &r, &c.p)
+}
+
+/// `GET /api/v4/projects/:project/pipelines`
+pub(super) fn list(s: &mut GitLabState, c: &Ctx) -> R {
+    let pid = s.projects[c.project].id;
+    let mut items: Vec<Value> = s
+        .pipelines
+        .iter()
+        .filter(|p| {
+            p.project_id == pid
+                && c.p.get("ref").is_none_or(|r| *r == p.r#ref)
+                && c.p.get("status").is_none_or(|st| *st == p.status)
+        })
+        .map(|p| s.pipeline_json(p))
+        .collect();
+    items.reverse();
+    paginate(c.req, &s.base_url, items)
+}
+
+/// `GET /api/v4/projects/:project/pipelines/:id`
+pub(super) fn get(s: &mut GitLabState, c: &Ctx) -> R {
+    let proj = s.projects[c.project].id;
+    match s.pipelines.iter().find(|p| p.project_id == proj && c.args[0].parse() == Ok(p.id)) {
+        Some(p) => Answer::json(200, s.pipeline_json(p)),
+        None => not_found(""),
+    }
+}
+
+/// `GET /api/v4/projects/:project/pipelines/:id/jobs`
+pub(super) fn jobs(s: &mut GitLabState, c: &Ctx) -> R {
+    let proj = s.projects[c.project].id;
+    let Ok(pid) = c.args[0].parse::<u64>() else { return not_found("") };
+    if !s.pipelines.iter().any(|p| p.id == pid && p.project_id == proj) {
+        return not_found("");
+    }
+    let scopes: Vec<&String> =
+        c.req.query_all.iter().filter(|(k, _)| k == "scope[]" || k == "scope").map(|(_, v)| v).collect();
+    let items: Vec<Value> = s
+        .jobs
+        .iter()
+        .filter(|j| j.pipeline_id == pid && (scopes.is_empty() || scopes.contains(&&j.status)))
+        .map(|j| s.job_json(j))
+        .collect();
+    paginate(c.req, &s.base_url, items)
+}
+
+/// `GET /api/v4/projects/:project/jobs/:id`
+pub(super) fn job(s: &mut GitLabState, c: &Ctx) -> R {
+    let proj = s.projects[c.project].id;
+    match s.jobs.iter().find(|j| j.project_id == proj && c.args[0].parse() == Ok(j.id)) {
+        Some(j) => Answer::json(200, s.job_json(j)),
+        None => not_found(""),
+    }
+}
+
+/// `POST /api/v4/projects/:project/jobs/:id/play`
+pub(super) fn play(s: &mut GitLabState, c: &Ctx) -> R {
+    s.play_job(c.project, &c.args[0])
+}
