@@ -329,9 +329,28 @@ fn gitlab_file_updates_use_last_commit_id_for_optimistic_locking() {
 #[test]
 fn gitlab_runner_creation_and_variables_follow_gitlabs_rules() {
     let sb = Sandbox::start("gl-runners", &[]);
+    // Grape validates the parameter types first: group_id is an integer, never a path.
     let (code, v) = body(
         sb.gl("POST", "/user/runners")
-            .json(&json!({"runner_type": "group_type", "group_id": "platform", "run_untagged": false}))
+            .json(&json!({"runner_type": "group_type", "group_id": "platform", "run_untagged": "sometimes", "access_level": "everyone"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 400);
+    assert_eq!(
+        v,
+        json!({"error": "group_id is invalid, access_level does not have a valid value, run_untagged is invalid"})
+    );
+    let (code, v) = body(
+        sb.gl("POST", "/user/runners")
+            .json(&json!({"runner_type": "group_type", "run_untagged": false}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((code, v), (400, json!({"error": "group_id is missing"})));
+    let (code, v) = body(
+        sb.gl("POST", "/user/runners")
+            .json(&json!({"runner_type": "group_type", "group_id": 101, "run_untagged": false}))
             .send()
             .unwrap(),
     );

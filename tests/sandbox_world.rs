@@ -13,9 +13,11 @@ fn get(sb: &Sandbox, path: &str) -> Value {
 }
 
 fn create_runner(sb: &Sandbox, tag: &str) -> (u64, String) {
+    // POST /user/runners takes the group's integer id, as GitLab's API does.
+    let group: Value = sb.gl("GET", "/groups/platform").send().unwrap().json().unwrap();
     let v: Value = sb
         .gl("POST", "/user/runners")
-        .json(&json!({"runner_type": "group_type", "group_id": "platform", "description": tag, "tag_list": [tag], "run_untagged": false}))
+        .json(&json!({"runner_type": "group_type", "group_id": group["id"], "description": tag, "tag_list": [tag], "run_untagged": false}))
         .send()
         .unwrap()
         .json()

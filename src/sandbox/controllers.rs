@@ -461,24 +461,6 @@ fn run_jobs(w: &mut World, tick: Duration) {
             j.failure_reason = Some("runner_system_failure".into());
         }
     }
-    // Pipelines follow their jobs.
-    for p in w.gitlab.pipelines.iter_mut() {
-        let statuses: Vec<&str> =
-            w.gitlab.jobs.iter().filter(|j| j.pipeline_id == p.id).map(|j| j.status.as_str()).collect();
-        let s = if statuses.is_empty() || statuses.iter().all(|s| *s == "success") {
-            "success"
-        } else if statuses.contains(&"running") {
-            "running"
-        } else if statuses.contains(&"pending") {
-            if statuses.iter().any(|s| *s != "pending") { "running" } else { "pending" }
-        } else if statuses.contains(&"failed") {
-            "failed"
-        } else {
-            "success"
-        };
-        if p.status != s {
-            p.status = s.into();
-            p.updated_at = now();
-        }
-    }
+    // Waiting jobs move on; pipelines follow their jobs.
+    w.gitlab.advance_pipelines();
 }

@@ -52,11 +52,29 @@ pub struct Job {
     pub only: Value,
     pub except: Value,
     pub needs: Value,
+    /// `rules:` as written (evaluated when a pipeline is created).
+    pub rules: Value,
+    /// Position of its stage in `stages` (with `.pre` first and `.post` last).
+    pub stage_index: usize,
+}
+
+impl Job {
+    /// The jobs it `needs:` (strings or `{job: name}`); `None` without `needs:` (stage order).
+    pub fn needs_names(&self) -> Option<Vec<String>> {
+        let list = self.needs.as_sequence()?;
+        Some(
+            list.iter()
+                .filter_map(|n| n.as_str().map(str::to_string).or_else(|| n.get("job")?.as_str().map(str::to_string)))
+                .collect(),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub jobs: Vec<Job>,
+    /// `workflow: rules:` as written.
+    pub workflow_rules: Value,
     pub variables: BTreeMap<String, String>,
     pub merged_yaml: String,
     pub includes: Vec<serde_json::Value>,
@@ -199,6 +217,7 @@ pub fn load(content: &str, resolve: &Resolver) -> Result<Config, Vec<String>> {
             ));
             continue;
         }
+        let stage_index = stages.iter().position(|s| *s == stage).unwrap_or(0);
         jobs.push(Job {
             name: name.into(),
             stage,
@@ -216,6 +235,8 @@ pub fn load(content: &str, resolve: &Resolver) -> Result<Config, Vec<String>> {
             only: job.get("only").cloned().unwrap_or(Value::Null),
             except: job.get("except").cloned().unwrap_or(Value::Null),
             needs: job.get("needs").cloned().unwrap_or(Value::Null),
+            rules: job.get("rules").cloned().unwrap_or(Value::Null),
+            stage_index,
         });
     }
     if !errors.is_empty() {
@@ -224,7 +245,19 @@ pub fn load(content: &str, resolve: &Resolver) -> Result<Config, Vec<String>> {
     if jobs.is_empty() {
         return Err(vec!["jobs config should contain at least one visible job".into()]);
     }
-    Ok(Config { jobs, variables, merged_yaml, includes, warnings: vec![] })
+    // `needs:` must name jobs of this pipeline.
+    for j in &jobs {
+        for n in j.needs_names().unwrap_or_default() {
+            if !jobs.iter().any(|x| x.name == n) {
+                errors.push(format!("{}: undefined need: {n}", j.name));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let workflow_rules = top.get("workflow").and_then(|w| w.get("rules")).cloned().unwrap_or(Value::Null);
+    Ok(Config { jobs, workflow_rules, variables, merged_yaml, includes, warnings: vec![] })
 }
 
 fn own_or_extended_tags(own: &Mapping) -> bool {

@@ -61,7 +61,7 @@ impl GitLabState {
     pub(super) fn merge_mr(&mut self, pi: usize, iid: &str, p: &Params) -> R {
         let pid = self.projects[pi].id;
         let Some(mi) = self.merge_requests.iter().position(|m| m.project_id == pid && iid.parse() == Ok(m.iid)) else {
-            return not_found("");
+            return record_not_found();
         };
         if self.merge_requests[mi].state != "opened" {
             return msg(405, "405 Method Not Allowed");
@@ -116,7 +116,7 @@ pub(super) fn get(s: &mut GitLabState, c: &Ctx) -> R {
     let pid = s.projects[c.project].id;
     match s.merge_requests.iter().find(|mr| mr.project_id == pid && c.args[0].parse() == Ok(mr.iid)) {
         Some(mr) => Answer::json(200, s.mr_json(mr)),
-        None => not_found(""),
+        None => record_not_found(),
     }
 }
 

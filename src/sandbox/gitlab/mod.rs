@@ -9,6 +9,7 @@ mod pipelines;
 pub mod repo;
 mod repository;
 mod routes;
+mod rules;
 mod runners;
 mod variables;
 
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::http::{Answer, AnswerBody, HttpRequest, percent_decode};
-use params::{Params, paginate};
+use params::{Params, keyset_by_id, paginate, wants_keyset};
 use repo::{Repo, blob_id};
 use runners::manager_json;
 
@@ -145,6 +146,12 @@ pub struct Job {
     pub r#ref: String,
     pub failure_reason: Option<String>,
     pub protected_ref: bool,
+    /// `on_success`, `on_failure`, `always`, `manual` or `delayed`.
+    pub when: String,
+    pub allow_failure: bool,
+    /// Names of the jobs it `needs:`; `None`: it waits for every earlier stage.
+    pub needs: Option<Vec<String>>,
+    pub stage_index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +193,12 @@ fn not_found(what: &str) -> R {
 
 fn missing(param: &str) -> R {
     Answer::json(400, json!({"error": format!("{param} is missing")}))
+}
+
+/// What lib/api/api.rb's `rescue_from ActiveRecord::RecordNotFound` answers (pipelines, merge
+/// requests and jobs are found with `find`).
+fn record_not_found() -> R {
+    msg(404, "404 Not found")
 }
 
 fn no_content() -> R {

@@ -103,8 +103,54 @@ pub(super) fn push_param(
     }
 }
 
-/// Offset pagination with the headers GitLab sends.
+/// Whether the request asks for keyset pagination.
+pub(super) fn wants_keyset(req: &HttpRequest) -> bool {
+    req.query.get("pagination").is_some_and(|p| p == "keyset")
+}
+
+/// GitLab's answer where keyset pagination is not offered (PaginationStrategies#keyset_paginator).
+pub(super) fn keyset_unavailable() -> R {
+    Answer::json(405, json!({"error": "Keyset pagination is not yet available for this type of request"}))
+}
+
+/// Keyset pagination by `id` (`order_by=id`, `sort=asc|desc`): one page after `id_after`
+/// (or before `id_before`), and a `Link rel="next"` while more remain; no totals.
+pub(super) fn keyset_by_id(req: &HttpRequest, base: &str, mut items: Vec<(u64, Value)>) -> R {
+    if req.query.get("order_by").is_some_and(|o| o != "id") {
+        return keyset_unavailable();
+    }
+    let desc = req.query.get("sort").is_some_and(|s| s == "desc");
+    let per_page =
+        req.query.get("per_page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0).unwrap_or(20).min(100);
+    items.sort_by_key(|(id, _)| *id);
+    if desc {
+        items.reverse();
+    }
+    let after = req.query.get("id_after").and_then(|v| v.parse::<u64>().ok());
+    let before = req.query.get("id_before").and_then(|v| v.parse::<u64>().ok());
+    let rest: Vec<(u64, Value)> =
+        items.into_iter().filter(|(id, _)| after.is_none_or(|a| *id > a) && before.is_none_or(|b| *id < b)).collect();
+    let more = rest.len() > per_page;
+    let page: Vec<(u64, Value)> = rest.into_iter().take(per_page).collect();
+    let mut headers = vec![("x-per-page".to_string(), per_page.to_string())];
+    if more && let Some((last, _)) = page.last() {
+        let cursor = if desc { format!("id_before={last}") } else { format!("id_after={last}") };
+        let keep: Vec<String> = req
+            .query_all
+            .iter()
+            .filter(|(k, _)| k != "id_after" && k != "id_before")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        headers.push(("Link".into(), format!("<{base}{}?{}&{cursor}>; rel=\"next\"", req.path, keep.join("&"))));
+    }
+    Answer { code: 200, body: AnswerBody::Json(Value::Array(page.into_iter().map(|(_, v)| v).collect())), headers }
+}
+
+/// Offset pagination with the headers GitLab sends (405 when keyset is asked for).
 pub(super) fn paginate(req: &HttpRequest, base: &str, items: Vec<Value>) -> R {
+    if wants_keyset(req) {
+        return keyset_unavailable();
+    }
     let page = req.query.get("page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0).unwrap_or(1);
     let per_page =
         req.query.get("per_page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0).unwrap_or(20).min(100);

@@ -9,13 +9,14 @@ impl GitLabState {
     pub(super) fn play_job(&mut self, pi: usize, job: &str) -> R {
         let proj = self.projects[pi].id;
         let Some(j) = self.jobs.iter_mut().find(|j| j.project_id == proj && job.parse() == Ok(j.id)) else {
-            return not_found("");
+            return record_not_found();
         };
         if j.status != "manual" {
             return Answer::json(400, json!({"message": "400 Bad request - Unplayable Job"}));
         }
         j.status = "pending".into();
         let j = j.clone();
+        self.advance_pipelines();
         Answer::json(200, self.job_json(&j))
     }
 
@@ -100,11 +101,61 @@ impl GitLabState {
             }
         }
         vars.extend(cfg.variables.clone());
+        // Predefined variables of an API pipeline on a branch.
+        let is_tag = !proj.repo.branches.contains_key(r);
+        for (k, v) in [
+            ("CI_PIPELINE_SOURCE", "api".to_string()),
+            ("CI_COMMIT_REF_NAME", r.to_string()),
+            ("CI_COMMIT_SHA", commit.id.clone()),
+            ("CI_DEFAULT_BRANCH", proj.default_branch.clone()),
+        ] {
+            vars.insert(k.into(), v);
+        }
+        vars.insert(if is_tag { "CI_COMMIT_TAG" } else { "CI_COMMIT_BRANCH" }.into(), r.to_string());
+        let files: std::collections::BTreeSet<String> = commit.files.keys().cloned().collect();
+        if !cfg.workflow_rules.is_null() {
+            match rules::first_match(&cfg.workflow_rules, &vars, &files) {
+                Ok(Some(o)) if o.when != "never" => {}
+                Ok(_) => {
+                    return Answer::json(
+                        400,
+                        json!({"message": {"base": ["Pipeline filtered out by workflow rules."]}}),
+                    );
+                }
+                Err(e) => return Answer::json(400, json!({"message": {"base": [e]}})),
+            }
+        }
+        // Which jobs the pipeline gets, and how each runs.
+        let mut planned: Vec<(&ci::Job, String, bool)> = Vec::new();
+        for j in cfg.jobs.iter().filter(|j| !j.trigger) {
+            let mut v = vars.clone();
+            v.extend(j.variables.clone());
+            let (when, allow_failure) = if j.rules.is_null() {
+                if !rules::only_except(&j.only, &j.except, r, "api", is_tag) {
+                    continue;
+                }
+                // Manual jobs without rules may fail (they do not block later stages).
+                (j.when.clone(), j.allow_failure || j.when == "manual")
+            } else {
+                match rules::first_match(&j.rules, &v, &files) {
+                    Ok(Some(o)) if o.when != "never" => (o.when.clone(), o.allow_failure.unwrap_or(j.allow_failure)),
+                    Ok(_) => continue,
+                    Err(e) => return Answer::json(400, json!({"message": {"base": [format!("{}: {e}", j.name)]}})),
+                }
+            };
+            planned.push((j, when, allow_failure));
+        }
+        if planned.is_empty() {
+            return Answer::json(
+                400,
+                json!({"message": {"base": ["Pipeline will not run for the selected trigger. The rules configuration prevented any jobs from being added to the pipeline."]}}),
+            );
+        }
         let project_id = proj.id;
         let id = self.next_id();
         let iid = self.pipelines.iter().filter(|x| x.project_id == project_id).count() as u64 + 1;
         let created = now();
-        for j in cfg.jobs.iter().filter(|j| !j.trigger) {
+        for (j, when, allow_failure) in planned {
             let mut v = vars.clone();
             v.extend(j.variables.clone());
             let mut tags: Vec<String> = j.tags.iter().map(|t| ci::expand_existing(t, &v)).collect();
@@ -116,7 +167,7 @@ impl GitLabState {
                 project_id,
                 name: j.name.clone(),
                 stage: j.stage.clone(),
-                status: "pending".into(),
+                status: "created".into(),
                 tag_list: tags,
                 runner_id: None,
                 manager_id: None,
@@ -126,6 +177,10 @@ impl GitLabState {
                 r#ref: r.into(),
                 failure_reason: None,
                 protected_ref: protected,
+                when,
+                allow_failure,
+                needs: j.needs_names(),
+                stage_index: j.stage_index,
             });
         }
         let pipeline = Pipeline {
@@ -139,9 +194,74 @@ impl GitLabState {
             created_at: created.clone(),
             updated_at: created,
         };
-        let j = self.pipeline_json(&pipeline);
         self.pipelines.push(pipeline);
-        Answer::json(201, j)
+        self.advance_pipelines();
+        match self.pipelines.iter().find(|x| x.id == id) {
+            Some(p) => Answer::json(201, self.pipeline_json(p)),
+            None => record_not_found(),
+        }
+    }
+
+    /// Moves waiting jobs on as GitLab's processing does: a job without `needs:` waits for every
+    /// earlier stage, one with `needs:` for those jobs only; then it runs (`pending`), waits to be
+    /// played (`manual`), or is `skipped` by its `when`. Pipelines then take their jobs' status.
+    pub(crate) fn advance_pipelines(&mut self) {
+        let waiting: Vec<usize> = (0..self.jobs.len()).filter(|i| self.jobs[*i].status == "created").collect();
+        for i in waiting {
+            let job = &self.jobs[i];
+            let deps: Vec<&Job> = self
+                .jobs
+                .iter()
+                .filter(|d| d.pipeline_id == job.pipeline_id && d.id != job.id)
+                .filter(|d| match &job.needs {
+                    Some(names) => names.contains(&d.name),
+                    None => d.stage_index < job.stage_index,
+                })
+                .collect();
+            // A non-blocking manual job (allow_failure) does not hold later stages back.
+            let done = |d: &&Job| match d.status.as_str() {
+                "success" | "failed" | "skipped" | "canceled" => true,
+                "manual" => d.allow_failure && job.needs.is_none(),
+                _ => false,
+            };
+            if !deps.iter().all(done) {
+                continue;
+            }
+            let failed = deps.iter().any(|d| d.status == "failed" && !d.allow_failure);
+            let next = match (job.when.as_str(), failed) {
+                ("always", _) | ("on_failure", true) => "pending",
+                ("on_failure", false) | (_, true) => "skipped",
+                ("manual", false) => "manual",
+                _ => "pending",
+            };
+            self.jobs[i].status = next.into();
+        }
+        for p in 0..self.pipelines.len() {
+            let pid = self.pipelines[p].id;
+            let jobs: Vec<&Job> = self.jobs.iter().filter(|j| j.pipeline_id == pid).collect();
+            let any = |s: &str| jobs.iter().any(|j| j.status == s);
+            let status = if any("running") {
+                "running"
+            } else if any("pending") {
+                if jobs.iter().any(|j| matches!(j.status.as_str(), "success" | "failed")) {
+                    "running"
+                } else {
+                    "pending"
+                }
+            } else if any("created") {
+                "running"
+            } else if jobs.iter().any(|j| j.status == "failed" && !j.allow_failure) {
+                "failed"
+            } else if jobs.iter().any(|j| j.status == "manual" && !j.allow_failure) {
+                "manual"
+            } else {
+                "success"
+            };
+            if self.pipelines[p].status != status {
+                self.pipelines[p].status = status.into();
+                self.pipelines[p].updated_at = now();
+            }
+        }
     }
 
     pub(crate) fn pipeline_json(&self, p: &Pipeline) -> Value {
@@ -168,7 +288,7 @@ impl GitLabState {
         let manager = runner.and_then(|r| r.managers.iter().find(|m| Some(m.id) == j.manager_id));
         let duration = j.started_at.map(|s| (Utc::now() - s).num_milliseconds() as f64 / 1000.0);
         let mut v = json!({"id": j.id, "status": j.status, "stage": j.stage, "name": j.name, "ref": j.r#ref, "tag": false,
-               "coverage": null, "allow_failure": false, "created_at": j.created_at,
+               "coverage": null, "allow_failure": j.allow_failure, "created_at": j.created_at,
                "started_at": j.started_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
                "finished_at": j.finished_at, "erased_at": null, "duration": duration, "queued_duration": null,
                "user": self.user_basic(),
@@ -235,16 +355,16 @@ pub(super) fn get(s: &mut GitLabState, c: &Ctx) -> R {
     let proj = s.projects[c.project].id;
     match s.pipelines.iter().find(|p| p.project_id == proj && c.args[0].parse() == Ok(p.id)) {
         Some(p) => Answer::json(200, s.pipeline_json(p)),
-        None => not_found(""),
+        None => record_not_found(),
     }
 }
 
 /// `GET /api/v4/projects/:project/pipelines/:id/jobs`
 pub(super) fn jobs(s: &mut GitLabState, c: &Ctx) -> R {
     let proj = s.projects[c.project].id;
-    let Ok(pid) = c.args[0].parse::<u64>() else { return not_found("") };
+    let Ok(pid) = c.args[0].parse::<u64>() else { return record_not_found() };
     if !s.pipelines.iter().any(|p| p.id == pid && p.project_id == proj) {
-        return not_found("");
+        return record_not_found();
     }
     let scopes: Vec<&String> =
         c.req.query_all.iter().filter(|(k, _)| k == "scope[]" || k == "scope").map(|(_, v)| v).collect();
@@ -262,7 +382,7 @@ pub(super) fn job(s: &mut GitLabState, c: &Ctx) -> R {
     let proj = s.projects[c.project].id;
     match s.jobs.iter().find(|j| j.project_id == proj && c.args[0].parse() == Ok(j.id)) {
         Some(j) => Answer::json(200, s.job_json(j)),
-        None => not_found(""),
+        None => record_not_found(),
     }
 }
 

@@ -124,7 +124,8 @@ impl GitLabState {
         let force = p.get("force").is_some_and(|f| f == "true");
         let proj = &mut self.projects[pi];
         let exists = proj.repo.branches.contains_key(&branch);
-        if exists && start.as_ref().is_some_and(|s| *s != branch) && !force && !files_api {
+        // Commits::CreateService#validate_branch_existence!, for the Files API too.
+        if exists && start.as_ref().is_some_and(|s| *s != branch) && !force {
             return Err(bad(&format!(
                 "A branch called '{branch}' already exists. Switch to that branch in order to make changes"
             ))

@@ -139,13 +139,16 @@ pub(super) fn current_user(s: &mut GitLabState, _c: &Ctx) -> R {
 
 /// `GET /api/v4/projects`
 pub(super) fn list_projects(s: &mut GitLabState, c: &Ctx) -> R {
-    let items: Vec<Value> = s
+    let items: Vec<&Project> = s
         .projects
         .iter()
         .filter(|p| c.p.get("search").is_none_or(|q| p.path_with_namespace.contains(q.as_str())))
-        .map(|p| s.project_json(p))
         .collect();
-    paginate(c.req, &s.base_url, items)
+    // /projects offers keyset pagination by id.
+    if wants_keyset(c.req) {
+        return keyset_by_id(c.req, &s.base_url, items.into_iter().map(|p| (p.id, s.project_json(p))).collect());
+    }
+    paginate(c.req, &s.base_url, items.into_iter().map(|p| s.project_json(p)).collect())
 }
 
 /// `GET /api/v4/projects/:project`

@@ -4,6 +4,51 @@ use super::routes::Ctx;
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// Grape's Boolean coercion (dry-types `Params::Bool`).
+pub(super) fn boolean(v: &str) -> Option<bool> {
+    match v {
+        "1" | "on" | "t" | "true" | "y" | "yes" => Some(true),
+        "0" | "off" | "f" | "false" | "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// The parameter declarations of `POST /user/runners` (lib/api/user_runners.rb), checked as
+/// Grape checks them: every failure, in declaration order, in one `{"error": …}` 400.
+fn validate_create(p: &Params) -> Result<(), R> {
+    let mut errors: Vec<String> = Vec::new();
+    let runner_type = p.get("runner_type").map(String::as_str);
+    match runner_type {
+        None => errors.push("runner_type is missing".into()),
+        Some("instance_type" | "group_type" | "project_type") => {}
+        Some(_) => errors.push("runner_type does not have a valid value".into()),
+    }
+    for (kind, key) in [("group_type", "group_id"), ("project_type", "project_id")] {
+        if runner_type == Some(kind) {
+            match p.get(key) {
+                None => errors.push(format!("{key} is missing")),
+                Some(v) if v.parse::<i64>().is_err() => errors.push(format!("{key} is invalid")),
+                Some(_) => {}
+            }
+        }
+    }
+    for key in ["paused", "locked"] {
+        if p.get(key).is_some_and(|v| boolean(v).is_none()) {
+            errors.push(format!("{key} is invalid"));
+        }
+    }
+    if p.get("access_level").is_some_and(|v| !["not_protected", "ref_protected"].contains(&v.as_str())) {
+        errors.push("access_level does not have a valid value".into());
+    }
+    if p.get("run_untagged").is_some_and(|v| boolean(v).is_none()) {
+        errors.push("run_untagged is invalid".into());
+    }
+    if p.get("maximum_timeout").is_some_and(|v| v.parse::<i64>().is_err()) {
+        errors.push("maximum_timeout is invalid".into());
+    }
+    if errors.is_empty() { Ok(()) } else { Err(Answer::json(400, json!({"error": errors.join(", ")}))) }
+}
+
 impl GitLabState {
     /// A runner list, filtered as the request asks, one page of it.
     pub(super) fn list_runners(&self, rs: Vec<&Runner>, c: &routes::Ctx) -> R {
@@ -103,27 +148,24 @@ impl GitLabState {
     }
 
     pub(super) fn create_runner(&mut self, p: &Params) -> R {
-        let Some(rtype) = p.get("runner_type").cloned() else { return missing("runner_type") };
+        if let Err(e) = validate_create(p) {
+            return e;
+        }
+        let rtype = p.get("runner_type").cloned().unwrap_or_default();
+        // The ids are integers (validated above): a group or project by id, never by path.
         let (group_id, project_ids) = match rtype.as_str() {
-            "instance_type" => (None, vec![]),
-            "group_type" => {
-                let Some(gid) = p.get("group_id") else { return bad("group_id is missing") };
-                match self.group_index(gid) {
-                    Some(i) => (Some(self.groups[i].id), vec![]),
-                    None => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
-                }
-            }
-            "project_type" => {
-                let Some(pid) = p.get("project_id") else { return bad("project_id is missing") };
-                match self.project_index(pid) {
-                    Some(i) => (None, vec![self.projects[i].id]),
-                    None => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
-                }
-            }
-            _ => return Answer::json(400, json!({"error": "runner_type does not have a valid value"})),
+            "group_type" => match p.get("group_id").and_then(|g| g.parse::<u64>().ok()) {
+                Some(gid) if self.groups.iter().any(|g| g.id == gid) => (Some(gid), vec![]),
+                _ => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
+            },
+            "project_type" => match p.get("project_id").and_then(|x| x.parse::<u64>().ok()) {
+                Some(pid) if self.projects.iter().any(|x| x.id == pid) => (None, vec![pid]),
+                _ => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
+            },
+            _ => (None, vec![]),
         };
         let tags = p.list("tag_list");
-        let run_untagged = p.get("run_untagged").is_none_or(|v| v == "true");
+        let run_untagged = p.get("run_untagged").is_none_or(|v| boolean(v) == Some(true));
         if !run_untagged && tags.is_empty() {
             return bad("Tags list can not be empty when runner is not allowed to pick untagged jobs");
         }
@@ -144,8 +186,8 @@ impl GitLabState {
             project_ids,
             tag_list: tags,
             run_untagged,
-            locked: p.get("locked").is_some_and(|v| v == "true"),
-            paused: p.get("paused").is_some_and(|v| v == "true"),
+            locked: p.get("locked").is_some_and(|v| boolean(v) == Some(true)),
+            paused: p.get("paused").is_some_and(|v| boolean(v) == Some(true)),
             access_level: p.get("access_level").cloned().unwrap_or("not_protected".into()),
             maximum_timeout,
             maintenance_note: p.get("maintenance_note").cloned(),
