@@ -153,3 +153,37 @@ fn files_api_branch_rule_and_error_shapes_are_gitlabs() {
         assert_eq!(r.json::<Value>().unwrap(), want, "{path}");
     }
 }
+
+#[test]
+fn ci_lint_and_pipelines_resolve_gitlabs_own_templates() {
+    let sb = Sandbox::start("gl-templates", &[]);
+    let out = python(
+        &sb,
+        r#"
+import os, gitlab
+gl = gitlab.Gitlab(os.environ["GITLAB_URL"], private_token=os.environ["GITLAB_TOKEN"])
+p = gl.projects.get("platform/kaniko-builder")
+def lint(content):
+    r = p.ci_lint.create({"content": content, "include_jobs": True})
+    return r.valid, sorted(j["name"] for j in (r.jobs or [])), r.errors
+for template, jobs in [
+    ("Docker.gitlab-ci.yml", ["build", "build-master"]),
+    ("Kaniko.gitlab-ci.yml", ["kaniko-build"]),
+    ("Jobs/Build.gitlab-ci.yml", ["build"]),
+    ("Jobs/Test.gitlab-ci.yml", ["test"]),
+    ("Jobs/Code-Quality.gitlab-ci.yml", ["code_quality"]),
+]:
+    valid, names, errors = lint("include:\n  - template: " + template + "\n")
+    assert valid and names == jobs, (template, valid, names, errors)
+valid, names, errors = lint("include:\n  - template: Nope.gitlab-ci.yml\n")
+assert not valid and errors == ["Included file `Nope.gitlab-ci.yml` is empty or does not exist!"], errors
+# A pipeline from the Kaniko template: its rules find the Dockerfile.
+f = p.files.get(file_path=".gitlab-ci.yml", ref="main")
+f.content = "include:\n  - template: Kaniko.gitlab-ci.yml\n"
+f.save(branch="main", commit_message="kaniko template")
+pl = p.pipelines.create({"ref": "main"})
+print(sorted(j.name for j in pl.jobs.list(get_all=True)))
+"#,
+    );
+    assert_eq!(out.trim(), "['kaniko-build']");
+}

@@ -81,6 +81,19 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// GitLab's own templates the sandbox serves (`include: template:`); see
+/// `src/sandbox/ci-templates/README.md` for their origin.
+pub fn template(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "Docker.gitlab-ci.yml" => include_str!("../ci-templates/Docker.gitlab-ci.yml"),
+        "Kaniko.gitlab-ci.yml" => include_str!("../ci-templates/Kaniko.gitlab-ci.yml"),
+        "Jobs/Build.gitlab-ci.yml" => include_str!("../ci-templates/Jobs/Build.gitlab-ci.yml"),
+        "Jobs/Test.gitlab-ci.yml" => include_str!("../ci-templates/Jobs/Test.gitlab-ci.yml"),
+        "Jobs/Code-Quality.gitlab-ci.yml" => include_str!("../ci-templates/Jobs/Code-Quality.gitlab-ci.yml"),
+        _ => return None,
+    })
+}
+
 /// Where an include points: `(project or None for this one, path)`.
 pub type Resolver<'a> = dyn Fn(Option<&str>, &str) -> Option<String> + 'a;
 
@@ -114,6 +127,7 @@ pub fn load(content: &str, resolve: &Resolver) -> Result<Config, Vec<String>> {
             };
             let text = match kind {
                 "local" | "file" => resolve(project.as_deref(), path.trim_start_matches('/')),
+                "template" => template(&path).map(str::to_string),
                 _ => None,
             };
             let Some(text) = text else {

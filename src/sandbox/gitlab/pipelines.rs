@@ -131,7 +131,7 @@ impl GitLabState {
             let mut v = vars.clone();
             v.extend(j.variables.clone());
             let (when, allow_failure) = if j.rules.is_null() {
-                if !rules::only_except(&j.only, &j.except, r, "api", is_tag) {
+                if !rules::only_except(&j.only, &j.except, r, "api", is_tag, &v) {
                     continue;
                 }
                 // Manual jobs without rules may fail (they do not block later stages).

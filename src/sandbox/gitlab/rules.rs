@@ -240,8 +240,28 @@ pub fn first_match(
     Ok(None)
 }
 
-/// `only:`/`except:` (refs, `branches`, `tags`, sources, `/regex/`), as lists or `{refs: […]}`.
-pub fn only_except(only: &Value, except: &Value, r#ref: &str, source: &str, is_tag: bool) -> bool {
+/// `only:`/`except:` (refs, `branches`, `tags`, sources, `/regex/`), as lists or as
+/// `{refs, variables, kubernetes}` (`kubernetes: active` is false: no cluster integration).
+pub fn only_except(
+    only: &Value,
+    except: &Value,
+    r#ref: &str,
+    source: &str,
+    is_tag: bool,
+    vars: &BTreeMap<String, String>,
+) -> bool {
+    // The `variables:` and `kubernetes:` clauses of the mapping form; `None` without them.
+    let clauses = |v: &Value| -> Option<bool> {
+        let m = v.as_mapping()?;
+        let mut any = None;
+        if let Some(list) = m.get("variables").and_then(Value::as_sequence) {
+            any = Some(list.iter().filter_map(Value::as_str).any(|e| eval(e, vars).unwrap_or(false)));
+        }
+        if m.get("kubernetes").is_some() {
+            any = Some(false);
+        }
+        any
+    };
     fn refs(v: &Value) -> Option<Vec<String>> {
         let list = match v {
             Value::Sequence(s) => s.clone(),
@@ -272,8 +292,9 @@ pub fn only_except(only: &Value, except: &Value, r#ref: &str, source: &str, is_t
             p => p == r#ref,
         }
     };
-    let included = refs(only).is_none_or(|list| list.iter().any(|p| matches(p)));
-    let excluded = refs(except).is_some_and(|list| list.iter().any(|p| matches(p)));
+    // In `only:` every clause must hold; in `except:` any one excludes.
+    let included = refs(only).is_none_or(|list| list.iter().any(|p| matches(p))) && clauses(only) != Some(false);
+    let excluded = refs(except).is_some_and(|list| list.iter().any(|p| matches(p))) || clauses(except) == Some(true);
     included && !excluded
 }
 
@@ -320,10 +341,15 @@ mod tests {
     #[test]
     fn only_and_except_filter_by_ref_and_source() {
         let only: Value = yaml_serde::from_str("[main, /^release-/]").unwrap();
-        assert!(only_except(&only, &Value::Null, "main", "api", false));
-        assert!(only_except(&only, &Value::Null, "release-1", "api", false));
-        assert!(!only_except(&only, &Value::Null, "feature", "api", false));
+        let v = vars();
+        assert!(only_except(&only, &Value::Null, "main", "api", false, &v));
+        assert!(only_except(&only, &Value::Null, "release-1", "api", false, &v));
+        assert!(!only_except(&only, &Value::Null, "feature", "api", false, &v));
         let except: Value = yaml_serde::from_str("[api]").unwrap();
-        assert!(!only_except(&Value::Null, &except, "main", "api", false));
+        assert!(!only_except(&Value::Null, &except, "main", "api", false, &v));
+        let except_var: Value = yaml_serde::from_str("variables: [$CI_COMMIT_BRANCH]").unwrap();
+        assert!(!only_except(&Value::Null, &except_var, "main", "api", false, &v));
+        let only_k8s: Value = yaml_serde::from_str("{refs: [branches], kubernetes: active}").unwrap();
+        assert!(!only_except(&only_k8s, &Value::Null, "main", "api", false, &v), "no cluster integration");
     }
 }
