@@ -23,11 +23,11 @@ impl fmt::Display for Server {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// Answer with this status (429 carries `Retry-After`).
+    /// Reply with this status (429 carries `Retry-After`).
     Status(u16),
     /// Close the connection without answering.
     Drop,
-    /// Answer after this many milliseconds.
+    /// Reply after this many milliseconds.
     Slow(u64),
     /// A concurrent writer changes the object first.
     Conflict,

@@ -1,5 +1,6 @@
-//! The HTTP side of both servers: one hyper service per listener, with latency, faults,
-//! authentication and the request log in front of the simulated APIs.
+//! The HTTP side of both servers: one hyper service per listener. Each request goes through
+//! one pipeline, in order: latency, fault, authentication, dispatch to the simulator (a watch
+//! is a reply whose body streams), and one line in the request log.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,44 +11,14 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Channel, Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::Shared;
+use super::exchange::{Body, Reply, Request};
 use super::faults::{Kind, Server};
-
-/// What a simulated API answers.
-pub struct Answer {
-    pub code: u16,
-    pub body: AnswerBody,
-    pub headers: Vec<(String, String)>,
-}
-
-pub enum AnswerBody {
-    Json(Value),
-    Raw(Vec<u8>, &'static str),
-    Empty,
-}
-
-impl Answer {
-    pub fn json(code: u16, v: Value) -> Answer {
-        Answer { code, body: AnswerBody::Json(v), headers: vec![] }
-    }
-}
-
-/// A request as the simulated APIs see it.
-pub struct HttpRequest {
-    pub method: String,
-    pub path: String,
-    pub raw_query: String,
-    pub query: HashMap<String, String>,
-    /// Repeated keys (`scope[]=a&scope[]=b`).
-    pub query_all: Vec<(String, String)>,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
 
 pub async fn serve(listener: TcpListener, server: Server, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
@@ -71,7 +42,7 @@ pub async fn serve(listener: TcpListener, server: Server, shared: Arc<Shared>, t
     }
 }
 
-type Body = Either<Full<Bytes>, Channel<Bytes>>;
+type HttpBody = Either<Full<Bytes>, Channel<Bytes>>;
 
 #[derive(Debug)]
 struct Dropped;
@@ -84,52 +55,35 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> Result<Response<Body>, Dropped> {
+async fn handle(
+    req: hyper::Request<Incoming>,
+    server: Server,
+    shared: Arc<Shared>,
+) -> Result<Response<HttpBody>, Dropped> {
     let method = req.method().as_str().to_string();
-    // Kept encoded: GitLab paths carry `%2F` inside one segment.
-    let path = req.uri().path().to_string();
-    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let headers: HashMap<String, String> = req
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-    let query_all: Vec<(String, String)> = raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
-        })
-        .collect();
-    let query: HashMap<String, String> = query_all.iter().cloned().collect();
-    let incoming =
-        HttpRequest { method: method.clone(), path: req_path(&path), raw_query, query, query_all, headers, body };
+    let request = Request::new(&method, &path_and_query, headers, body);
+    match pipeline(&shared, server, &request).await {
+        Some(reply) => Ok(to_response(reply)),
+        None => Err(Dropped),
+    }
+}
 
+/// latency -> fault -> auth -> dispatch -> log, once for every request; `None`: the
+/// connection is dropped unanswered (a `drop` fault).
+async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option<Reply> {
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
     let fault = {
         let mut faults = shared.faults.lock().unwrap_or_else(|e| e.into_inner());
-        faults.iter_mut().find_map(|f| f.strikes(server, &method, &incoming.path).then(|| f.kind.clone()))
-    };
-    let answer = match fault {
-        Some(Kind::Drop) => {
-            shared.log(server, &method, &incoming.path, 0, Some("drop"));
-            return Err(Dropped);
-        }
-        Some(Kind::Status(code)) => Some(fault_answer(server, code)),
-        Some(Kind::Slow(ms)) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            None
-        }
-        Some(Kind::Conflict) => {
-            shared.concurrent_write(server, &incoming);
-            None
-        }
-        // `strikes` never picks a stuck fault: the controllers read those.
-        Some(Kind::Stuck) | None => None,
+        faults.iter_mut().find_map(|f| f.strikes(server, &req.method, &req.path).then(|| f.kind.clone()))
     };
     let fault_name = fault.as_ref().map(|k| match k {
         Kind::Status(_) => "status",
@@ -138,38 +92,40 @@ async fn handle(req: Request<Incoming>, server: Server, shared: Arc<Shared>) -> 
         Kind::Conflict => "conflict",
         Kind::Stuck => "stuck",
     });
-    let is_watch = server == Server::K8s
-        && incoming.method == "GET"
-        && matches!(incoming.query.get("watch").map(String::as_str), Some("true" | "1"));
-    if answer.is_none() && is_watch {
-        match super::watch::start(&shared, &incoming) {
-            Ok(body) => {
-                shared.log(server, &method, &incoming.path, 200, fault_name);
-                let response = Response::builder()
-                    .status(200)
-                    .header("Content-Type", "application/json")
-                    .body(Either::Right(body));
-                return Ok(response.unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new())))));
-            }
-            Err(a) => {
-                shared.log(server, &method, &incoming.path, a.code, fault_name);
-                return Ok(to_response(a));
-            }
+    let early = match fault {
+        Some(Kind::Drop) => {
+            shared.log(server, &req.method, &req.path, 0, fault_name);
+            return None;
         }
-    }
-    let answer = match answer {
-        Some(a) => a,
-        None => shared.dispatch(server, &incoming),
+        Some(Kind::Status(code)) => Some(fault_reply(server, code)),
+        Some(Kind::Slow(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            None
+        }
+        Some(Kind::Conflict) => {
+            shared.concurrent_write(server, req);
+            None
+        }
+        // `strikes` never picks a stuck fault: the controllers read those.
+        Some(Kind::Stuck) | None => None,
     };
-    shared.log(server, &method, &incoming.path, answer.code, fault_name);
-    Ok(to_response(answer))
+    let reply = match early {
+        Some(r) => r,
+        None if !shared.authorized(server, req) => unauthorized(server),
+        None => shared.dispatch(server, req),
+    };
+    shared.log(server, &req.method, &req.path, reply.code, fault_name);
+    Some(reply)
 }
 
-fn req_path(p: &str) -> String {
-    if p.is_empty() { "/".into() } else { p.to_string() }
+fn unauthorized(server: Server) -> Reply {
+    match server {
+        Server::K8s => super::k8s::status::unauthorized(),
+        Server::GitLab => Reply::json(401, json!({"message": "401 Unauthorized"})),
+    }
 }
 
-fn fault_answer(server: Server, code: u16) -> Answer {
+fn fault_reply(server: Server, code: u16) -> Reply {
     let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
     let mut a = match server {
         Server::K8s => {
@@ -183,11 +139,11 @@ fn fault_answer(server: Server, code: u16) -> Answer {
             if code == 429 {
                 body["details"] = json!({"retryAfterSeconds": 1});
             }
-            Answer::json(code, body)
+            Reply::json(code, body)
         }
         Server::GitLab => match code {
-            429 => Answer { code, body: AnswerBody::Raw(b"Retry later\n".to_vec(), "text/plain"), headers: vec![] },
-            _ => Answer::json(code, json!({"message": format!("{code} {reason}")})),
+            429 => Reply { code, body: Body::Raw(b"Retry later\n".to_vec(), "text/plain"), headers: vec![] },
+            _ => Reply::json(code, json!({"message": format!("{code} {reason}")})),
         },
     };
     if code == 429 {
@@ -206,42 +162,37 @@ fn fault_answer(server: Server, code: u16) -> Answer {
     a
 }
 
-fn to_response(a: Answer) -> Response<Body> {
-    let (bytes, ct) = match a.body {
-        AnswerBody::Json(v) => (serde_json::to_vec(&v).unwrap_or_default(), Some("application/json")),
-        AnswerBody::Raw(b, ct) => (b, Some(ct)),
-        AnswerBody::Empty => (Vec::new(), None),
-    };
+fn to_response(a: Reply) -> Response<HttpBody> {
     let mut builder = Response::builder().status(a.code);
     let own_type = a.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
-    if let Some(ct) = ct.filter(|_| !own_type) {
+    let content_type = match &a.body {
+        Body::Json(_) | Body::Stream(_) => Some("application/json"),
+        Body::Raw(_, ct) => Some(*ct),
+        Body::Empty => None,
+    };
+    if let Some(ct) = content_type.filter(|_| !own_type) {
         builder = builder.header("Content-Type", ct);
     }
     for (k, v) in a.headers {
         builder = builder.header(k, v);
     }
-    builder
-        .body(Either::Left(Full::new(Bytes::from(bytes))))
-        .unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
-}
-
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
+    let body = match a.body {
+        Body::Json(v) => Either::Left(Full::new(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))),
+        Body::Raw(b, _) => Either::Left(Full::new(Bytes::from(b))),
+        Body::Empty => Either::Left(Full::new(Bytes::new())),
+        Body::Stream(mut chunks) => {
+            let (mut tx, body) = Channel::<Bytes>::new(64);
+            tokio::spawn(async move {
+                while let Some(chunk) = chunks.recv().await {
+                    if tx.send_data(Bytes::from(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Either::Right(body)
         }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    };
+    builder.body(body).unwrap_or_else(|_| Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
 /// Appends one line to the request log.

@@ -6,6 +6,7 @@
 //! with [`Sandbox::start`].
 
 pub(crate) mod controllers;
+pub(crate) mod exchange;
 pub mod faults;
 pub(crate) mod gitlab;
 pub(crate) mod http;
@@ -20,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use exchange::{Reply, Request};
 use faults::{Fault, Server};
-use http::{Answer, AnswerBody, HttpRequest};
 pub use k8s::review::Denial;
 
 /// How to start the sandbox.
@@ -66,7 +67,7 @@ impl Shared {
         }
     }
 
-    pub fn authorized(&self, server: Server, req: &HttpRequest) -> bool {
+    pub fn authorized(&self, server: Server, req: &Request) -> bool {
         let bearer = req.headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
         match server {
             Server::K8s => bearer == Some(self.kube_token.as_str()),
@@ -82,36 +83,28 @@ impl Shared {
         }
     }
 
-    pub fn dispatch(&self, server: Server, req: &HttpRequest) -> Answer {
-        if !self.authorized(server, req) {
-            return match server {
-                Server::K8s => kube_answer(k8s::status::unauthorized()),
-                Server::GitLab => Answer::json(401, serde_json::json!({"message": "401 Unauthorized"})),
-            };
-        }
-        let mut world = self.world();
+    /// Hands an authenticated request to its simulator; a Kubernetes watch streams.
+    pub fn dispatch(self: &Arc<Self>, server: Server, req: &Request) -> Reply {
         match server {
-            Server::K8s => kube_answer(world.kube.handle(&kube_request(req))),
-            Server::GitLab => world.gitlab.handle(req),
+            Server::K8s
+                if req.method == "GET" && matches!(req.query.get("watch").map(String::as_str), Some("true" | "1")) =>
+            {
+                watch::start(self, req)
+            }
+            Server::K8s => self.world().kube.handle(req),
+            Server::GitLab => self.world().gitlab.handle(req),
         }
     }
 
     /// A `conflict` fault: someone else writes the target first.
-    pub fn concurrent_write(&self, server: Server, req: &HttpRequest) {
+    pub fn concurrent_write(&self, server: Server, req: &Request) {
         let mut world = self.world();
         match server {
             Server::K8s if matches!(req.method.as_str(), "PUT" | "PATCH" | "DELETE") => {
-                let path = http::percent_decode(&req.path);
-                let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
-                let (ns, name) = match seg.as_slice() {
-                    [.., "namespaces", ns, _, name] => (*ns, *name),
-                    [.., "namespaces", ns, _, name, "status"] => (*ns, *name),
-                    [.., name, "status"] => ("", *name),
-                    [.., name] => ("", *name),
-                    _ => return,
-                };
-                let plural = seg.iter().rev().nth(if path.ends_with("/status") { 2 } else { 1 }).copied().unwrap_or("");
-                let kind = world.kube.registry.resources.iter().find(|r| r.plural == plural).map(|r| r.kind.clone());
+                let Some(rp) = k8s::path::ResourcePath::parse(&req.path) else { return };
+                let Some(name) = rp.name.as_deref() else { return };
+                let ns = rp.namespace.as_deref().unwrap_or("");
+                let kind = world.kube.registry.find(&rp.group, &rp.version, &rp.plural).map(|r| r.kind.clone());
                 if let Some(kind) = kind
                     && let Some(mut obj) = world.kube.get(&kind, ns, name).cloned()
                 {
@@ -129,7 +122,7 @@ impl Shared {
                 let seg: Vec<&str> = req.path.trim_matches('/').split('/').collect();
                 if let ["api", "v4", "projects", id, "repository", "files", file] = seg.as_slice() {
                     let branch = gitlab_param(req, "branch").unwrap_or_else(|| "main".into());
-                    world.gitlab.concurrent_edit(id, &http::percent_decode(file), &branch);
+                    world.gitlab.concurrent_edit(id, &exchange::percent_decode(file), &branch);
                 } else if let ["api", "v4", "projects", id, "repository", "commits"] = seg.as_slice() {
                     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
                     let branch = body["branch"].as_str().unwrap_or("main").to_string();
@@ -145,29 +138,13 @@ impl Shared {
     }
 }
 
-fn gitlab_param(req: &HttpRequest, key: &str) -> Option<String> {
+fn gitlab_param(req: &Request, key: &str) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&req.body)
         && let Some(s) = v[key].as_str()
     {
         return Some(s.to_string());
     }
     req.query.get(key).cloned()
-}
-
-pub fn kube_request(req: &HttpRequest) -> k8s::Request {
-    k8s::Request {
-        method: req.method.clone(),
-        path: http::percent_decode(&req.path),
-        query: req.query.clone(),
-        accept: req.headers.get("accept").cloned().unwrap_or_default(),
-        content_type: req.headers.get("content-type").cloned().unwrap_or_default(),
-        user_agent: req.headers.get("user-agent").cloned().unwrap_or_default(),
-        body: req.body.clone(),
-    }
-}
-
-pub fn kube_answer(r: k8s::status::Reply) -> Answer {
-    Answer { code: r.code, body: AnswerBody::Json(r.body), headers: r.headers }
 }
 
 /// A running sandbox. Dropping it stops nothing; call [`Sandbox::stop`] or end the runtime.

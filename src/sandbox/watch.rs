@@ -1,39 +1,32 @@
-//! Watches: `GET …?watch=true` streams `WatchEvent`s (one JSON object a line) from a
-//! resourceVersion, starting with the current objects when none is given, until
-//! `timeoutSeconds`; a resourceVersion older than the kept history gets an ERROR event
-//! carrying a 410 Expired Status, as from a real API server after compaction.
+//! Watches: `GET …?watch=true` is a reply whose body streams `WatchEvent`s (one JSON object a
+//! line) from a resourceVersion, starting with the current objects when none is given (or,
+//! for `sendInitialEvents`, with them and a bookmark), until `timeoutSeconds`; a
+//! resourceVersion older than the kept history gets an ERROR event carrying a 410 Expired
+//! Status, as from a real API server after compaction.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Channel;
-use hyper::body::Bytes;
 use serde_json::json;
 
-use super::faults::Server;
-use super::http::{Answer, HttpRequest};
-use super::{Shared, kube_answer, kube_request};
+use super::Shared;
+use super::exchange::{Body, Reply, Request};
 
-/// Starts a watch and returns the body that streams it.
-pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, Answer> {
-    if !shared.authorized(Server::K8s, req) {
-        return Err(kube_answer(super::k8s::status::unauthorized()));
-    }
-    let kreq = kube_request(req);
+/// Starts a watch: its reply, whose body the spawned task feeds.
+pub fn start(shared: &Arc<Shared>, req: &Request) -> Reply {
     let (spec, initial, start, mut changes) = {
         let world = shared.world();
-        let spec = world.kube.watch_spec(&kreq).map_err(kube_answer)?;
+        let spec = match world.kube.watch_spec(req) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
         let (initial, start) = match req.query.get("resourceVersion").map(String::as_str) {
             None | Some("") | Some("0") => world.kube.current(&spec),
             // A streaming list starts with the current objects, whatever the version asked.
             Some(_) if spec.send_initial_events => world.kube.current(&spec),
             Some(rv) => match rv.parse::<u64>() {
                 Ok(n) => (vec![], n),
-                Err(_) => {
-                    return Err(kube_answer(super::k8s::status::bad_request(&format!(
-                        "invalid resource version {rv:?}"
-                    ))));
-                }
+                Err(_) => return super::k8s::status::bad_request(&format!("invalid resource version {rv:?}")),
             },
         };
         let mut initial: Vec<String> =
@@ -44,11 +37,11 @@ pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, 
         (spec, initial, start, world.kube.changes.subscribe())
     };
     let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
-    let (mut tx, body) = Channel::<Bytes>::new(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let shared = shared.clone();
     tokio::spawn(async move {
         for line in initial {
-            if tx.send_data(Bytes::from(line + "\n")).await.is_err() {
+            if tx.send((line + "\n").into_bytes()).await.is_err() {
                 return;
             }
         }
@@ -68,7 +61,7 @@ pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, 
                 Ok(lines) => {
                     for (rv, line) in lines {
                         last = rv;
-                        if tx.send_data(Bytes::from(line + "\n")).await.is_err() {
+                        if tx.send((line + "\n").into_bytes()).await.is_err() {
                             return;
                         }
                     }
@@ -76,7 +69,7 @@ pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, 
                 Err(oldest) => {
                     let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                         "message": format!("too old resource version: {last} ({oldest})"), "reason": "Expired", "code": 410}});
-                    let _ = tx.send_data(Bytes::from(status.to_string() + "\n")).await;
+                    let _ = tx.send((status.to_string() + "\n").into_bytes()).await;
                     return;
                 }
             }
@@ -86,5 +79,5 @@ pub fn start(shared: &Arc<Shared>, req: &HttpRequest) -> Result<Channel<Bytes>, 
             }
         }
     });
-    Ok(body)
+    Reply { code: 200, body: Body::Stream(rx), headers: vec![] }
 }

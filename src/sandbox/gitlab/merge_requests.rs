@@ -15,15 +15,15 @@ impl GitLabState {
             (p.get("source_branch").cloned().unwrap_or_default(), p.get("target_branch").cloned().unwrap_or_default());
         let pid = self.projects[pi].id;
         if source == target {
-            return Answer::json(422, json!({"message": ["You can't use same project/branch for source and target"]}));
+            return Reply::json(422, json!({"message": ["You can't use same project/branch for source and target"]}));
         }
         if !self.projects[pi].repo.branches.contains_key(&source) {
-            return Answer::json(400, json!({"message": ["Source branch does not exist"]}));
+            return Reply::json(400, json!({"message": ["Source branch does not exist"]}));
         }
         if let Some(existing) = self.merge_requests.iter().find(|m| {
             m.project_id == pid && m.state == "opened" && m.source_branch == source && m.target_branch == target
         }) {
-            return Answer::json(
+            return Reply::json(
                 409,
                 json!({"message": [format!("Another open merge request already exists for this source branch: !{}", existing.iid)]}),
             );
@@ -44,7 +44,7 @@ impl GitLabState {
         };
         let j = self.mr_json(&mr);
         self.merge_requests.push(mr);
-        Answer::json(201, j)
+        Reply::json(201, j)
     }
 
     pub(super) fn mr_json(&self, mr: &MergeRequest) -> Value {
@@ -87,7 +87,7 @@ impl GitLabState {
         mr.state = "merged".into();
         mr.merged_at = Some(now());
         let mr = mr.clone();
-        Answer::json(200, self.mr_json(&mr))
+        Reply::json(200, self.mr_json(&mr))
     }
 }
 
@@ -115,7 +115,7 @@ pub(super) fn list(s: &mut GitLabState, c: &Ctx) -> R {
 pub(super) fn get(s: &mut GitLabState, c: &Ctx) -> R {
     let pid = s.projects[c.project].id;
     match s.merge_requests.iter().find(|mr| mr.project_id == pid && c.args[0].parse() == Ok(mr.iid)) {
-        Some(mr) => Answer::json(200, s.mr_json(mr)),
+        Some(mr) => Reply::json(200, s.mr_json(mr)),
         None => record_not_found(),
     }
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::http::{Answer, AnswerBody, HttpRequest, percent_decode};
+use super::exchange::{Body, Reply, Request, percent_decode};
 use params::{Params, keyset_by_id, paginate, wants_keyset};
 use repo::{Repo, blob_id};
 use runners::manager_json;
@@ -181,10 +181,10 @@ pub struct GitLabState {
     next_id: u64,
 }
 
-type R = Answer;
+type R = Reply;
 
 fn msg(code: u16, message: &str) -> R {
-    Answer::json(code, json!({"message": message}))
+    Reply::json(code, json!({"message": message}))
 }
 
 fn not_found(what: &str) -> R {
@@ -192,7 +192,7 @@ fn not_found(what: &str) -> R {
 }
 
 fn missing(param: &str) -> R {
-    Answer::json(400, json!({"error": format!("{param} is missing")}))
+    Reply::json(400, json!({"error": format!("{param} is missing")}))
 }
 
 /// What lib/api/api.rb's `rescue_from ActiveRecord::RecordNotFound` answers (pipelines, merge
@@ -202,7 +202,7 @@ fn record_not_found() -> R {
 }
 
 fn no_content() -> R {
-    Answer { code: 204, body: AnswerBody::Empty, headers: vec![] }
+    Reply::empty(204)
 }
 
 fn bad(reason: &str) -> R {
@@ -331,7 +331,7 @@ impl GitLabState {
     }
 
     /// Serves one request to `/api/v4/...` (see `routes`).
-    pub fn handle(&mut self, req: &HttpRequest) -> R {
+    pub fn handle(&mut self, req: &Request) -> R {
         routes::dispatch(self, req)
     }
 

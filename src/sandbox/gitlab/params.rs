@@ -11,7 +11,7 @@ pub struct Params {
 }
 
 impl Params {
-    pub(super) fn new(req: &HttpRequest) -> Params {
+    pub(super) fn new(req: &Request) -> Params {
         let mut map: HashMap<String, String> = HashMap::new();
         let mut lists: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in &req.query_all {
@@ -104,18 +104,18 @@ pub(super) fn push_param(
 }
 
 /// Whether the request asks for keyset pagination.
-pub(super) fn wants_keyset(req: &HttpRequest) -> bool {
+pub(super) fn wants_keyset(req: &Request) -> bool {
     req.query.get("pagination").is_some_and(|p| p == "keyset")
 }
 
 /// GitLab's answer where keyset pagination is not offered (PaginationStrategies#keyset_paginator).
 pub(super) fn keyset_unavailable() -> R {
-    Answer::json(405, json!({"error": "Keyset pagination is not yet available for this type of request"}))
+    Reply::json(405, json!({"error": "Keyset pagination is not yet available for this type of request"}))
 }
 
 /// Keyset pagination by `id` (`order_by=id`, `sort=asc|desc`): one page after `id_after`
 /// (or before `id_before`), and a `Link rel="next"` while more remain; no totals.
-pub(super) fn keyset_by_id(req: &HttpRequest, base: &str, mut items: Vec<(u64, Value)>) -> R {
+pub(super) fn keyset_by_id(req: &Request, base: &str, mut items: Vec<(u64, Value)>) -> R {
     if req.query.get("order_by").is_some_and(|o| o != "id") {
         return keyset_unavailable();
     }
@@ -143,11 +143,11 @@ pub(super) fn keyset_by_id(req: &HttpRequest, base: &str, mut items: Vec<(u64, V
             .collect();
         headers.push(("Link".into(), format!("<{base}{}?{}&{cursor}>; rel=\"next\"", req.path, keep.join("&"))));
     }
-    Answer { code: 200, body: AnswerBody::Json(Value::Array(page.into_iter().map(|(_, v)| v).collect())), headers }
+    Reply { code: 200, body: Body::Json(Value::Array(page.into_iter().map(|(_, v)| v).collect())), headers }
 }
 
 /// Offset pagination with the headers GitLab sends (405 when keyset is asked for).
-pub(super) fn paginate(req: &HttpRequest, base: &str, items: Vec<Value>) -> R {
+pub(super) fn paginate(req: &Request, base: &str, items: Vec<Value>) -> R {
     if wants_keyset(req) {
         return keyset_unavailable();
     }
@@ -185,5 +185,5 @@ pub(super) fn paginate(req: &HttpRequest, base: &str, items: Vec<Value>) -> R {
         ("x-total-pages".into(), total_pages.to_string()),
         ("Link".into(), links.join(", ")),
     ];
-    Answer { code: 200, body: AnswerBody::Json(Value::Array(slice)), headers }
+    Reply { code: 200, body: Body::Json(Value::Array(slice)), headers }
 }

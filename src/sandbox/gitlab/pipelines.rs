@@ -12,12 +12,12 @@ impl GitLabState {
             return record_not_found();
         };
         if j.status != "manual" {
-            return Answer::json(400, json!({"message": "400 Bad request - Unplayable Job"}));
+            return Reply::json(400, json!({"message": "400 Bad request - Unplayable Job"}));
         }
         j.status = "pending".into();
         let j = j.clone();
         self.advance_pipelines();
-        Answer::json(200, self.job_json(&j))
+        Reply::json(200, self.job_json(&j))
     }
 
     pub(super) fn load_ci(&self, pi: usize, content: &str, r: &str) -> Result<ci::Config, Vec<String>> {
@@ -78,20 +78,20 @@ impl GitLabState {
         if !include_jobs && let Some(o) = out.as_object_mut() {
             o.remove("jobs");
         }
-        Answer::json(200, out)
+        Reply::json(200, out)
     }
 
     pub(super) fn create_pipeline(&mut self, pi: usize, r: &str, p: &Params) -> R {
         let proj = &self.projects[pi];
         let Some(commit) = proj.repo.resolve(r).cloned() else {
-            return Answer::json(400, json!({"message": {"base": ["Reference not found"]}}));
+            return Reply::json(400, json!({"message": {"base": ["Reference not found"]}}));
         };
         let Some(content) = commit.files.get(".gitlab-ci.yml").map(|b| String::from_utf8_lossy(b).into_owned()) else {
-            return Answer::json(400, json!({"message": {"base": ["Missing CI config file"]}}));
+            return Reply::json(400, json!({"message": {"base": ["Missing CI config file"]}}));
         };
         let cfg = match self.load_ci(pi, &content, r) {
             Ok(c) => c,
-            Err(errors) => return Answer::json(400, json!({"message": {"base": errors}})),
+            Err(errors) => return Reply::json(400, json!({"message": {"base": errors}})),
         };
         let protected = proj.repo.protected.contains(&r.to_string());
         let mut vars = self.variables_for(proj.id, protected);
@@ -117,12 +117,12 @@ impl GitLabState {
             match rules::first_match(&cfg.workflow_rules, &vars, &files) {
                 Ok(Some(o)) if o.when != "never" => {}
                 Ok(_) => {
-                    return Answer::json(
+                    return Reply::json(
                         400,
                         json!({"message": {"base": ["Pipeline filtered out by workflow rules."]}}),
                     );
                 }
-                Err(e) => return Answer::json(400, json!({"message": {"base": [e]}})),
+                Err(e) => return Reply::json(400, json!({"message": {"base": [e]}})),
             }
         }
         // Which jobs the pipeline gets, and how each runs.
@@ -140,13 +140,13 @@ impl GitLabState {
                 match rules::first_match(&j.rules, &v, &files) {
                     Ok(Some(o)) if o.when != "never" => (o.when.clone(), o.allow_failure.unwrap_or(j.allow_failure)),
                     Ok(_) => continue,
-                    Err(e) => return Answer::json(400, json!({"message": {"base": [format!("{}: {e}", j.name)]}})),
+                    Err(e) => return Reply::json(400, json!({"message": {"base": [format!("{}: {e}", j.name)]}})),
                 }
             };
             planned.push((j, when, allow_failure));
         }
         if planned.is_empty() {
-            return Answer::json(
+            return Reply::json(
                 400,
                 json!({"message": {"base": ["Pipeline will not run for the selected trigger. The rules configuration prevented any jobs from being added to the pipeline."]}}),
             );
@@ -197,7 +197,7 @@ impl GitLabState {
         self.pipelines.push(pipeline);
         self.advance_pipelines();
         match self.pipelines.iter().find(|x| x.id == id) {
-            Some(p) => Answer::json(201, self.pipeline_json(p)),
+            Some(p) => Reply::json(201, self.pipeline_json(p)),
             None => record_not_found(),
         }
     }
@@ -354,7 +354,7 @@ pub(super) fn list(s: &mut GitLabState, c: &Ctx) -> R {
 pub(super) fn get(s: &mut GitLabState, c: &Ctx) -> R {
     let proj = s.projects[c.project].id;
     match s.pipelines.iter().find(|p| p.project_id == proj && c.args[0].parse() == Ok(p.id)) {
-        Some(p) => Answer::json(200, s.pipeline_json(p)),
+        Some(p) => Reply::json(200, s.pipeline_json(p)),
         None => record_not_found(),
     }
 }
@@ -381,7 +381,7 @@ pub(super) fn jobs(s: &mut GitLabState, c: &Ctx) -> R {
 pub(super) fn job(s: &mut GitLabState, c: &Ctx) -> R {
     let proj = s.projects[c.project].id;
     match s.jobs.iter().find(|j| j.project_id == proj && c.args[0].parse() == Ok(j.id)) {
-        Some(j) => Answer::json(200, s.job_json(j)),
+        Some(j) => Reply::json(200, s.job_json(j)),
         None => record_not_found(),
     }
 }

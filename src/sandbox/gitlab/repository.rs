@@ -16,7 +16,7 @@ impl GitLabState {
         }
         let Some(c) = proj.repo.resolve(r).map(|c| c.id.clone()) else { return msg(400, "Invalid reference name") };
         proj.repo.branches.insert(branch.clone(), c);
-        Answer::json(201, branch_json(proj, branch, &self.base_url))
+        Reply::json(201, branch_json(proj, branch, &self.base_url))
     }
 
     pub(super) fn files(&mut self, pi: usize, method: &str, path: &str, rest: &[&str], p: &Params) -> R {
@@ -48,20 +48,16 @@ impl GitLabState {
                     ("X-Gitlab-Execute-Filemode".into(), "false".into()),
                 ];
                 if method == "HEAD" {
-                    return Answer { code: 200, body: AnswerBody::Empty, headers };
+                    return Reply { code: 200, body: Body::Empty, headers };
                 }
                 if raw {
-                    return Answer {
-                        code: 200,
-                        body: AnswerBody::Raw(content.clone(), "text/plain; charset=utf-8"),
-                        headers,
-                    };
+                    return Reply { code: 200, body: Body::Raw(content.clone(), "text/plain; charset=utf-8"), headers };
                 }
                 let body = json!({"file_name": path.rsplit('/').next().unwrap_or(path), "file_path": path, "size": content.len(),
                                   "encoding": "base64", "content": base64::engine::general_purpose::STANDARD.encode(content),
                                   "content_sha256": sha256, "ref": r, "blob_id": blob_id(content), "commit_id": commit.id,
                                   "last_commit_id": last, "execute_filemode": false});
-                Answer { code: 200, body: AnswerBody::Json(body), headers }
+                Reply { code: 200, body: Body::Json(body), headers }
             }
             "POST" | "PUT" | "DELETE" => {
                 for req in ["branch", "commit_message"] {
@@ -84,8 +80,8 @@ impl GitLabState {
                     }
                 }
                 match self.commit_actions(pi, p, &[a], true) {
-                    Ok(_) if method == "DELETE" => Answer { code: 204, body: AnswerBody::Empty, headers: vec![] },
-                    Ok(_) => Answer::json(
+                    Ok(_) if method == "DELETE" => no_content(),
+                    Ok(_) => Reply::json(
                         if method == "POST" { 201 } else { 200 },
                         json!({"file_path": path, "branch": p.get("branch")}),
                     ),
@@ -106,7 +102,7 @@ impl GitLabState {
         match self.commit_actions(pi, p, &actions, false) {
             Ok(c) => {
                 let proj = &self.projects[pi];
-                Answer::json(201, commit_json(&c, &self.base_url, &proj.path_with_namespace))
+                Reply::json(201, commit_json(&c, &self.base_url, &proj.path_with_namespace))
             }
             Err(e) => e,
         }
@@ -143,7 +139,7 @@ impl GitLabState {
         for a in actions {
             let action = a["action"].as_str().unwrap_or("");
             let Some(path) = a["file_path"].as_str() else {
-                return Err(Answer::json(400, json!({"error": "actions[0][file_path] is missing"})));
+                return Err(Reply::json(400, json!({"error": "actions[0][file_path] is missing"})));
             };
             let content = match (a["content"].as_str(), a["encoding"].as_str()) {
                 (Some(c), Some("base64")) => base64::engine::general_purpose::STANDARD
@@ -192,7 +188,7 @@ impl GitLabState {
                     files.insert(path.into(), if a["content"].is_null() { old } else { content });
                 }
                 "chmod" => {}
-                _ => return Err(Answer::json(400, json!({"error": "actions[0][action] does not have a valid value"}))),
+                _ => return Err(Reply::json(400, json!({"error": "actions[0][action] does not have a valid value"}))),
             }
         }
         if !exists || force {
@@ -240,10 +236,10 @@ trait PlainMessage {
     fn with_plain_message(self) -> Self;
 }
 
-impl PlainMessage for Answer {
+impl PlainMessage for Reply {
     /// The commits API's branch-exists error carries the text without the "400 Bad request" prefix.
     fn with_plain_message(mut self) -> Self {
-        if let AnswerBody::Json(v) = &mut self.body
+        if let Body::Json(v) = &mut self.body
             && let Some(m) =
                 v["message"].as_str().and_then(|m| m.strip_prefix("400 Bad request - ")).map(str::to_string)
         {
@@ -268,7 +264,7 @@ pub(super) fn commit(s: &mut GitLabState, c: &Ctx) -> R {
 pub(super) fn get_commit(s: &mut GitLabState, c: &Ctx) -> R {
     let proj = &s.projects[c.project];
     match proj.repo.resolve(&c.args[0]) {
-        Some(commit) => Answer::json(200, commit_json(commit, &s.base_url, &proj.path_with_namespace)),
+        Some(commit) => Reply::json(200, commit_json(commit, &s.base_url, &proj.path_with_namespace)),
         None => not_found("Commit"),
     }
 }
@@ -283,7 +279,7 @@ pub(super) fn list_branches(s: &mut GitLabState, c: &Ctx) -> R {
 pub(super) fn get_branch(s: &mut GitLabState, c: &Ctx) -> R {
     let p = &s.projects[c.project];
     if p.repo.branches.contains_key(&c.args[0]) {
-        Answer::json(200, branch_json(p, &c.args[0], &s.base_url))
+        Reply::json(200, branch_json(p, &c.args[0], &s.base_url))
     } else {
         not_found("Branch")
     }

@@ -7,7 +7,7 @@ use super::*;
 
 /// What a handler is given: the request, its parameters, and the captures of its route.
 pub(super) struct Ctx<'a> {
-    pub req: &'a HttpRequest,
+    pub req: &'a Request,
     pub p: Params,
     /// Index into `projects` of `:project`.
     pub project: usize,
@@ -75,7 +75,7 @@ pub(super) const ROUTES: &[Route] = &[
 ];
 
 /// Finds the route for a request and runs it; GitLab's 404 for an unknown route.
-pub(super) fn dispatch(state: &mut GitLabState, req: &HttpRequest) -> R {
+pub(super) fn dispatch(state: &mut GitLabState, req: &Request) -> R {
     let Some(rest) = req.path.strip_prefix("/api/v4") else { return msg(404, "404 Not Found") };
     let seg: Vec<String> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     for r in ROUTES {
@@ -101,7 +101,7 @@ pub(super) fn dispatch(state: &mut GitLabState, req: &HttpRequest) -> R {
         return (r.handler)(state, &ctx);
     }
     // Grape's answer for a route it does not have.
-    Answer::json(404, json!({"error": "404 Not Found"}))
+    Reply::json(404, json!({"error": "404 Not Found"}))
 }
 
 /// What a route pattern matched: its named captures, and the `*` tail.
@@ -126,7 +126,7 @@ fn matches<'p>(pattern: &[&'p str], seg: &[String]) -> Option<Matched<'p>> {
 
 /// `GET /api/v4/version`
 pub(super) fn version(_s: &mut GitLabState, _c: &Ctx) -> R {
-    Answer::json(
+    Reply::json(
         200,
         json!({"version": "17.11.2-ee", "revision": "a1b2c3d4e5f", "kas": {"enabled": false, "externalUrl": null, "version": null}, "enterprise": true}),
     )
@@ -134,7 +134,7 @@ pub(super) fn version(_s: &mut GitLabState, _c: &Ctx) -> R {
 
 /// `GET /api/v4/user`
 pub(super) fn current_user(s: &mut GitLabState, _c: &Ctx) -> R {
-    Answer::json(200, s.user())
+    Reply::json(200, s.user())
 }
 
 /// `GET /api/v4/projects`
@@ -153,7 +153,7 @@ pub(super) fn list_projects(s: &mut GitLabState, c: &Ctx) -> R {
 
 /// `GET /api/v4/projects/:project`
 pub(super) fn get_project(s: &mut GitLabState, c: &Ctx) -> R {
-    Answer::json(200, s.project_json(&s.projects[c.project]))
+    Reply::json(200, s.project_json(&s.projects[c.project]))
 }
 
 /// `GET /api/v4/groups`
@@ -163,7 +163,7 @@ pub(super) fn list_groups(s: &mut GitLabState, c: &Ctx) -> R {
 
 /// `GET /api/v4/groups/:group`
 pub(super) fn get_group(s: &mut GitLabState, c: &Ctx) -> R {
-    Answer::json(200, s.group_json(&s.groups[c.group]))
+    Reply::json(200, s.group_json(&s.groups[c.group]))
 }
 
 /// `GET /api/v4/groups/:group/projects`

@@ -46,7 +46,7 @@ fn validate_create(p: &Params) -> Result<(), R> {
     if p.get("maximum_timeout").is_some_and(|v| v.parse::<i64>().is_err()) {
         errors.push("maximum_timeout is invalid".into());
     }
-    if errors.is_empty() { Ok(()) } else { Err(Answer::json(400, json!({"error": errors.join(", ")}))) }
+    if errors.is_empty() { Ok(()) } else { Err(Reply::json(400, json!({"error": errors.join(", ")}))) }
 }
 
 impl GitLabState {
@@ -117,12 +117,12 @@ impl GitLabState {
         if let Some(t) = p.get("type")
             && !["instance_type", "group_type", "project_type"].contains(&t.as_str())
         {
-            return Err(Answer::json(400, json!({"error": "type does not have a valid value"})));
+            return Err(Reply::json(400, json!({"error": "type does not have a valid value"})));
         }
         if let Some(s) = p.get("status")
             && !["online", "offline", "stale", "never_contacted", "active", "paused"].contains(&s.as_str())
         {
-            return Err(Answer::json(400, json!({"error": "status does not have a valid value"})));
+            return Err(Reply::json(400, json!({"error": "status does not have a valid value"})));
         }
         Ok(rs
             .into_iter()
@@ -196,7 +196,7 @@ impl GitLabState {
             managers: vec![],
             job_node_selector: None,
         });
-        Answer::json(201, json!({"id": id, "token": token, "token_expires_at": null}))
+        Reply::json(201, json!({"id": id, "token": token, "token_expires_at": null}))
     }
 
     pub(super) fn update_runner(&mut self, id: &str, p: &Params) -> R {
@@ -223,7 +223,7 @@ impl GitLabState {
         }
         if let Some(v) = p.get("access_level") {
             if !["not_protected", "ref_protected"].contains(&v.as_str()) {
-                return Answer::json(400, json!({"error": "access_level does not have a valid value"}));
+                return Reply::json(400, json!({"error": "access_level does not have a valid value"}));
             }
             r.access_level = v.clone();
         }
@@ -231,7 +231,7 @@ impl GitLabState {
             match v.parse::<u64>() {
                 Ok(t) if t >= 600 => r.maximum_timeout = Some(t),
                 _ => {
-                    return Answer::json(
+                    return Reply::json(
                         400,
                         json!({"message": {"maximum_timeout": ["needs to be at least 10 minutes"]}}),
                     );
@@ -242,14 +242,14 @@ impl GitLabState {
             r.maintenance_note = Some(v.clone());
         }
         if !r.run_untagged && r.tag_list.is_empty() {
-            return Answer::json(
+            return Reply::json(
                 400,
                 json!({"message": {"tags_list": ["can not be empty when runner is not allowed to pick untagged jobs"]}}),
             );
         }
         self.runners[idx] = r;
         let r = &self.runners[idx];
-        Answer::json(200, self.runner_detail(r, p))
+        Reply::json(200, self.runner_detail(r, p))
     }
 }
 
@@ -268,14 +268,14 @@ pub(super) fn list_all(s: &mut GitLabState, c: &Ctx) -> R {
 
 /// `POST /api/v4/runners`
 pub(super) fn register_legacy(_s: &mut GitLabState, _c: &Ctx) -> R {
-    Answer::json(410, json!({"message": "410 Gone - runner registration disallowed"}))
+    Reply::json(410, json!({"message": "410 Gone - runner registration disallowed"}))
 }
 
 /// `POST /api/v4/runners/verify`
 pub(super) fn verify(s: &mut GitLabState, c: &Ctx) -> R {
     let Some(token) = c.p.get("token") else { return missing("token") };
     match s.runners.iter().find(|r| r.token == *token) {
-        Some(r) => Answer::json(200, json!({"id": r.id, "token": token, "token_expires_at": null})),
+        Some(r) => Reply::json(200, json!({"id": r.id, "token": token, "token_expires_at": null})),
         None => msg(403, "403 Forbidden"),
     }
 }
@@ -287,12 +287,12 @@ pub(super) fn create(s: &mut GitLabState, c: &Ctx) -> R {
 
 /// `GET /api/v4/runners/:id`
 pub(super) fn get(s: &mut GitLabState, c: &Ctx) -> R {
-    s.with_runner(&c.args[0], |s, r| Answer::json(200, s.runner_detail(r, &c.p)))
+    s.with_runner(&c.args[0], |s, r| Reply::json(200, s.runner_detail(r, &c.p)))
 }
 
 /// `GET /api/v4/runners/:id/managers`
 pub(super) fn managers(s: &mut GitLabState, c: &Ctx) -> R {
-    s.with_runner(&c.args[0], |_, r| Answer::json(200, Value::Array(r.managers.iter().map(manager_json).collect())))
+    s.with_runner(&c.args[0], |_, r| Reply::json(200, Value::Array(r.managers.iter().map(manager_json).collect())))
 }
 
 /// `GET /api/v4/runners/:id/jobs`
@@ -327,7 +327,7 @@ pub(super) fn reset_token(s: &mut GitLabState, c: &Ctx) -> R {
     let Ok(rid) = c.args[0].parse::<u64>() else { return not_found("Runner") };
     let Some(r) = s.runners.iter_mut().find(|r| r.id == rid) else { return not_found("Runner") };
     r.token = GitLabState::new_runner_token();
-    Answer::json(201, json!({"token": r.token, "token_expires_at": null}))
+    Reply::json(201, json!({"token": r.token, "token_expires_at": null}))
 }
 
 /// `GET /api/v4/projects/:project/runners`

@@ -17,7 +17,7 @@ pub(super) fn variables(
     p: &Params,
     vars: &mut Vec<Variable>,
     what: &str,
-    req: &HttpRequest,
+    req: &Request,
     base: &str,
 ) -> R {
     let scope_filter = p.get("filter[environment_scope]").cloned();
@@ -34,23 +34,23 @@ pub(super) fn variables(
         ("GET", []) => paginate(req, base, vars.iter().map(variable_json).collect()),
         ("GET", [key]) => match matching(vars, &percent_decode(key)).as_slice() {
             [] => not_found(what),
-            [i] => Answer::json(200, variable_json(&vars[*i])),
+            [i] => Reply::json(200, variable_json(&vars[*i])),
             _ => ambiguous(),
         },
         ("POST", []) => {
             let Some(key) = p.get("key").cloned() else { return missing("key") };
             let Some(value) = p.get("value").cloned() else { return missing("value") };
             if key.len() > 255 || key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Answer::json(400, json!({"message": {"key": ["can contain only letters, digits and '_'."]}}));
+                return Reply::json(400, json!({"message": {"key": ["can contain only letters, digits and '_'."]}}));
             }
             let scope = p.get("environment_scope").cloned().unwrap_or("*".into());
             if vars.iter().any(|v| v.key == key && v.environment_scope == scope) {
-                return Answer::json(400, json!({"message": {"key": [format!("({key}) has already been taken")]}}));
+                return Reply::json(400, json!({"message": {"key": [format!("({key}) has already been taken")]}}));
             }
             let hidden = p.get("masked_and_hidden").is_some_and(|v| v == "true");
             let masked = hidden || p.get("masked").is_some_and(|v| v == "true");
             if masked && (value.len() < 8 || value.contains(char::is_whitespace)) {
-                return Answer::json(400, json!({"message": {"value": ["is invalid"]}}));
+                return Reply::json(400, json!({"message": {"value": ["is invalid"]}}));
             }
             let v = Variable {
                 key,
@@ -65,7 +65,7 @@ pub(super) fn variables(
             };
             let j = variable_json(&v);
             vars.push(v);
-            Answer::json(201, j)
+            Reply::json(201, j)
         }
         ("PUT", [key]) => {
             let idx = match matching(vars, &percent_decode(key)).as_slice() {
@@ -95,15 +95,15 @@ pub(super) fn variables(
                 v.description = Some(x.clone());
             }
             if v.masked && (v.value.len() < 8 || v.value.contains(char::is_whitespace)) {
-                return Answer::json(400, json!({"message": {"value": ["is invalid"]}}));
+                return Reply::json(400, json!({"message": {"value": ["is invalid"]}}));
             }
-            Answer::json(200, variable_json(v))
+            Reply::json(200, variable_json(v))
         }
         ("DELETE", [key]) => match matching(vars, &percent_decode(key)).as_slice() {
             [] => not_found(what),
             [i] => {
                 vars.remove(*i);
-                Answer { code: 204, body: AnswerBody::Empty, headers: vec![] }
+                no_content()
             }
             _ => ambiguous(),
         },

@@ -3,6 +3,7 @@
 //! server-side Tables, answering with the same paths, codes and `Status` bodies.
 
 pub mod openapi;
+pub mod path;
 pub mod proto;
 pub mod resources;
 pub mod review;
@@ -12,27 +13,18 @@ pub mod ssa;
 pub mod status;
 pub mod table;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use base64::Engine;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+pub use super::exchange::Request;
+use super::exchange::percent_decode as exchange_decode;
+use path::ResourcePath;
 use resources::{Registry, Resource};
 use select::{FieldSelector, LabelSelector, label_value_errors, qualified_name_errors};
 use status::{Reply, failure};
-
-/// One request, already read off the wire.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub query: HashMap<String, String>,
-    pub accept: String,
-    pub content_type: String,
-    pub user_agent: String,
-    pub body: Vec<u8>,
-}
 
 type Key = (String, String, String);
 
@@ -154,18 +146,16 @@ impl KubeState {
 
     /// Parses a watch request (`GET` on a collection with `watch=true`).
     pub fn watch_spec(&self, req: &Request) -> Result<WatchSpec, Reply> {
-        let segments: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-        let (group, version, rest) = match segments.as_slice() {
-            ["api", "v1", rest @ ..] => ("", "v1", rest),
-            ["apis", g, v, rest @ ..] => (*g, *v, rest),
-            _ => return Err(status::path_not_found(&req.path)),
-        };
-        let (ns, plural) = match rest {
-            ["namespaces", ns, plural] => (ns.to_string(), *plural),
-            [plural] => (String::new(), *plural),
-            _ => return Err(status::method_not_allowed()),
-        };
-        let res = self.registry.find(group, version, plural).ok_or_else(|| status::path_not_found(&req.path))?.clone();
+        let rp = ResourcePath::parse(&req.path).ok_or_else(|| status::path_not_found(&req.path))?;
+        if rp.name.is_some() {
+            return Err(status::method_not_allowed());
+        }
+        let ns = rp.namespace.clone().unwrap_or_default();
+        let res = self
+            .registry
+            .find(&rp.group, &rp.version, &rp.plural)
+            .ok_or_else(|| status::path_not_found(&req.path))?
+            .clone();
         if !self.identity.allowed("watch", &res.plural, &res.group) {
             return Err(self.identity.forbidden("watch", &res, &ns, None));
         }
@@ -177,7 +167,7 @@ impl KubeState {
             ns,
             selector,
             fields,
-            table: table::wants_table(&req.accept),
+            table: table::wants_table(req.accept()),
             resource: res,
         })
     }
@@ -324,7 +314,7 @@ impl KubeState {
             ["openapi", "v3"] => Reply::ok(200, openapi::root(&self.registry)),
             ["openapi", "v3", gv @ ..] => openapi::document(&self.registry, &gv.join("/"))
                 .map_or_else(|| status::path_not_found(&req.path), |d| Reply::ok(200, d)),
-            ["api"] | ["apis"] if resources::wants_aggregated(&req.accept) => {
+            ["api"] | ["apis"] if resources::wants_aggregated(req.accept()) => {
                 let mut r = Reply::ok(200, self.registry.aggregated(req.path.trim_matches('/') == "api"));
                 r.headers.push(("Content-Type".into(), resources::AGGREGATED_CONTENT_TYPE.into()));
                 r
@@ -342,48 +332,27 @@ impl KubeState {
                 .registry
                 .resource_list(group, version)
                 .map_or_else(|| status::path_not_found(&req.path), |l| Reply::ok(200, l)),
-            ["api", "v1", rest @ ..] => self.resource_request(req, "", "v1", rest),
-            ["apis", group, version, rest @ ..] => self.resource_request(req, group, version, rest),
+            ["api", "v1", ..] | ["apis", _, _, ..] => match ResourcePath::parse(&req.path) {
+                Some(rp) => self.resource_request(req, &rp),
+                None => status::path_not_found(&req.path),
+            },
             _ => status::path_not_found(&req.path),
         }
     }
 
-    fn resource_request(&mut self, req: &Request, group: &str, version: &str, rest: &[&str]) -> Reply {
-        // [plural] [plural name] [plural name sub] [namespaces ns plural] [namespaces ns plural name [sub]]
-        let (ns, plural, name, sub) = match rest {
-            ["namespaces", ns, plural, tail @ ..] => {
-                let ns = Some(ns.to_string());
-                match tail {
-                    [] => (ns, *plural, None, None),
-                    [name] => (ns, *plural, Some(*name), None),
-                    [name, sub] => (ns, *plural, Some(*name), Some(*sub)),
-                    _ => return status::path_not_found(&req.path),
-                }
-            }
-            [plural] => (None, *plural, None, None),
-            [plural, name] => (None, *plural, Some(*name), None),
-            [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
-            _ => return status::path_not_found(&req.path),
-        };
-        // `/api/v1/namespaces/NAME` is the namespace itself.
-        let (ns, plural, name, sub) = match (rest, ns) {
-            (["namespaces", n], _) => (None, "namespaces", Some(*n), None),
-            (["namespaces", n, sub], _) if group.is_empty() && self.registry.find("", "v1", sub).is_none() => {
-                (None, "namespaces", Some(*n), Some(*sub))
-            }
-            (_, ns) => (ns, plural, name, sub),
-        };
-        let Some(res) = self.registry.find(group, version, plural).cloned() else {
+    fn resource_request(&mut self, req: &Request, rp: &ResourcePath) -> Reply {
+        let Some(res) = self.registry.find(&rp.group, &rp.version, &rp.plural).cloned() else {
             return status::path_not_found(&req.path);
         };
-        if !res.namespaced && ns.is_some() {
+        if !res.namespaced && rp.namespace.is_some() {
             return status::path_not_found(&req.path);
         }
-        if let Some(s) = sub
+        if let Some(s) = &rp.subresource
             && !(s == "status" && res.status_subresource)
         {
             return status::path_not_found(&req.path);
         }
+        let (ns, name, sub) = (rp.namespace.clone(), rp.name.as_deref(), rp.subresource.as_deref());
         let ns = ns.unwrap_or_default();
         if matches!(res.kind.as_str(), "SelfSubjectAccessReview" | "SelfSubjectRulesReview" | "SelfSubjectReview") {
             if req.method != "POST" {
@@ -435,7 +404,7 @@ impl KubeState {
         match (req.method.as_str(), name) {
             ("GET", None) => self.list_objects(req, &res, &ns),
             ("GET", Some(n)) => match self.objects.get(&Self::key(&res, &ns, n)) {
-                Some(o) if table::wants_table(&req.accept) => {
+                Some(o) if table::wants_table(req.accept()) => {
                     Reply::ok(200, table::table(&res, &[o], &self.rv.to_string(), false, Utc::now()))
                 }
                 Some(o) => Reply::ok(200, o.clone()),
@@ -504,7 +473,7 @@ impl KubeState {
             meta["remainingItemCount"] = json!(remaining);
         }
         let objects: Vec<&Value> = items.iter().map(|(_, v)| *v).collect();
-        if table::wants_table(&req.accept) {
+        if table::wants_table(req.accept()) {
             let include = req.query.get("includeObject").is_some_and(|v| v == "Object");
             let mut t = table::table(res, &objects, &list_rv, include, Utc::now());
             t["metadata"] = meta;
@@ -535,7 +504,7 @@ impl KubeState {
             Some(m) => m.clone(),
             None if default_for_apply => String::new(),
             // The server names an unnamed manager after the client's user agent.
-            None => req.user_agent.split('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_string(),
+            None => req.user_agent().split('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_string(),
         }
     }
 
@@ -768,7 +737,7 @@ impl KubeState {
     }
 
     fn patch(&mut self, req: &Request, res: &Resource, ns: &str, name: &str, status_sub: bool, dry_run: bool) -> Reply {
-        let ct = req.content_type.split(';').next().unwrap_or("").trim();
+        let ct = req.content_type().split(';').next().unwrap_or("").trim();
         let is_apply = ct == "application/apply-patch+yaml";
         if req.query.contains_key("force") && !is_apply {
             return status::invalid_options(
@@ -1174,7 +1143,7 @@ fn normalize_secret(obj: &mut Value) -> Result<(), String> {
 
 /// A create or update body: protobuf (built-ins from kubectl), JSON or YAML.
 fn decode_body(req: &Request) -> Result<Value, String> {
-    if req.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+    if req.content_type().starts_with("application/vnd.kubernetes.protobuf") {
         return proto::decode(&req.body);
     }
     parse_body(&req.body)

@@ -2,21 +2,10 @@
 
 use serde_json::{Value, json};
 
+pub use crate::sandbox::exchange::Reply;
+
 use super::resources::Resource;
 use super::schema::Cause;
-
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub code: u16,
-    pub body: Value,
-    pub headers: Vec<(String, String)>,
-}
-
-impl Reply {
-    pub fn ok(code: u16, body: Value) -> Reply {
-        Reply { code, body, headers: vec![] }
-    }
-}
 
 pub fn failure(code: u16, reason: &str, message: &str, details: Option<Value>) -> Reply {
     let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
