@@ -50,12 +50,25 @@ impl GitLabState {
     pub(super) fn mr_json(&self, mr: &MergeRequest) -> Value {
         let proj = self.projects.iter().find(|p| p.id == mr.project_id);
         let sha = proj.and_then(|p| p.repo.head(&mr.source_branch)).map(|c| c.id.clone());
-        json!({"id": mr.id, "iid": mr.iid, "project_id": mr.project_id, "title": mr.title, "description": mr.description,
-               "state": mr.state, "created_at": mr.created_at, "merged_at": mr.merged_at,
-               "source_branch": mr.source_branch, "target_branch": mr.target_branch, "sha": sha,
-               "merge_status": "can_be_merged", "detailed_merge_status": if mr.state == "opened" { "mergeable" } else { "not_open" },
-               "draft": false, "author": self.user_basic(),
-               "web_url": format!("{}/{}/-/merge_requests/{}", self.base_url, proj.map(|p| p.path_with_namespace.as_str()).unwrap_or(""), mr.iid)})
+        let path = proj.map(|p| p.path_with_namespace.as_str()).unwrap_or("");
+        entities::to_json(&entities::MergeRequest {
+            id: mr.id,
+            iid: mr.iid,
+            project_id: mr.project_id,
+            title: mr.title.clone(),
+            description: mr.description.clone(),
+            state: mr.state.clone(),
+            created_at: mr.created_at.clone(),
+            merged_at: mr.merged_at.clone(),
+            source_branch: mr.source_branch.clone(),
+            target_branch: mr.target_branch.clone(),
+            sha,
+            merge_status: "can_be_merged",
+            detailed_merge_status: if mr.state == "opened" { "mergeable" } else { "not_open" },
+            draft: false,
+            author: self.user_basic_entity(),
+            web_url: format!("{}/{path}/-/merge_requests/{}", self.base_url, mr.iid),
+        })
     }
 
     pub(super) fn merge_mr(&mut self, pi: usize, iid: &str, p: &Params) -> R {

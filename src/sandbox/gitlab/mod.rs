@@ -3,6 +3,7 @@
 //! jobs, with GitLab's pagination headers, status codes and error bodies.
 
 pub mod ci;
+mod entities;
 mod merge_requests;
 mod params;
 mod pipelines;
@@ -23,7 +24,6 @@ use sha2::{Digest, Sha256};
 use super::exchange::{Body, Reply, Request, percent_decode};
 use params::{Params, keyset_by_id, paginate, wants_keyset};
 use repo::{Repo, blob_id};
-use runners::manager_json;
 
 pub fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -336,25 +336,63 @@ impl GitLabState {
     }
 
     fn user(&self) -> Value {
-        json!({"id": 1, "username": "root", "name": "Administrator", "state": "active", "locked": false,
-               "avatar_url": format!("{}/uploads/-/system/user/avatar/1/avatar.png", self.base_url),
-               "web_url": format!("{}/root", self.base_url), "is_admin": true, "email": "admin@sandbox.test"})
+        entities::to_json(&entities::User {
+            basic: self.user_basic_entity(),
+            is_admin: true,
+            email: "admin@sandbox.test",
+        })
+    }
+
+    /// The one user of the sandbox, root.
+    pub(super) fn user_basic_entity(&self) -> entities::UserBasic {
+        entities::UserBasic {
+            id: 1,
+            username: "root",
+            name: "Administrator",
+            state: "active",
+            locked: false,
+            avatar_url: format!("{}/uploads/-/system/user/avatar/1/avatar.png", self.base_url),
+            web_url: format!("{}/root", self.base_url),
+        }
     }
 
     fn project_json(&self, p: &Project) -> Value {
-        let g = self.groups.iter().find(|g| g.id == p.namespace_id);
-        json!({"id": p.id, "name": p.name, "path": p.path, "path_with_namespace": p.path_with_namespace,
-               "name_with_namespace": p.path_with_namespace.replace('/', " / "),
-               "default_branch": p.default_branch, "visibility": "private",
-               "web_url": format!("{}/{}", self.base_url, p.path_with_namespace),
-               "http_url_to_repo": format!("{}/{}.git", self.base_url, p.path_with_namespace),
-               "namespace": g.map(|g| json!({"id": g.id, "name": g.name, "path": g.path, "kind": "group", "full_path": g.full_path, "parent_id": g.parent_id})),
-               "archived": false, "shared_runners_enabled": true, "created_at": "2025-01-01T00:00:00.000Z"})
+        let namespace = self.groups.iter().find(|g| g.id == p.namespace_id).map(|g| entities::Namespace {
+            id: g.id,
+            name: g.name.clone(),
+            path: g.path.clone(),
+            kind: "group",
+            full_path: g.full_path.clone(),
+            parent_id: g.parent_id,
+        });
+        entities::to_json(&entities::Project {
+            id: p.id,
+            name: p.name.clone(),
+            path: p.path.clone(),
+            path_with_namespace: p.path_with_namespace.clone(),
+            name_with_namespace: p.path_with_namespace.replace('/', " / "),
+            default_branch: p.default_branch.clone(),
+            visibility: "private",
+            web_url: format!("{}/{}", self.base_url, p.path_with_namespace),
+            http_url_to_repo: format!("{}/{}.git", self.base_url, p.path_with_namespace),
+            namespace,
+            archived: false,
+            shared_runners_enabled: true,
+            created_at: "2025-01-01T00:00:00.000Z",
+        })
     }
 
     fn group_json(&self, g: &Group) -> Value {
-        json!({"id": g.id, "name": g.name, "path": g.path, "full_path": g.full_path, "full_name": g.full_path.replace('/', " / "),
-               "parent_id": g.parent_id, "visibility": "private", "web_url": format!("{}/groups/{}", self.base_url, g.full_path)})
+        entities::to_json(&entities::Group {
+            id: g.id,
+            name: g.name.clone(),
+            path: g.path.clone(),
+            full_path: g.full_path.clone(),
+            full_name: g.full_path.replace('/', " / "),
+            parent_id: g.parent_id,
+            visibility: "private",
+            web_url: format!("{}/groups/{}", self.base_url, g.full_path),
+        })
     }
 }
 

@@ -265,44 +265,65 @@ impl GitLabState {
     }
 
     pub(crate) fn pipeline_json(&self, p: &Pipeline) -> Value {
-        let path = self
-            .projects
-            .iter()
-            .find(|x| x.id == p.project_id)
-            .map(|x| x.path_with_namespace.clone())
-            .unwrap_or_default();
-        json!({"id": p.id, "iid": p.iid, "project_id": p.project_id, "sha": p.sha, "ref": p.r#ref, "status": p.status,
-               "source": p.source, "created_at": p.created_at, "updated_at": p.updated_at,
-               "web_url": format!("{}/{path}/-/pipelines/{}", self.base_url, p.id)})
+        entities::to_json(&self.pipeline_entity(p))
+    }
+
+    fn pipeline_entity(&self, p: &Pipeline) -> entities::Pipeline {
+        let path =
+            self.projects.iter().find(|x| x.id == p.project_id).map(|x| x.path_with_namespace.as_str()).unwrap_or("");
+        entities::Pipeline {
+            id: p.id,
+            iid: p.iid,
+            project_id: p.project_id,
+            sha: p.sha.clone(),
+            r#ref: p.r#ref.clone(),
+            status: p.status.clone(),
+            source: p.source.clone(),
+            created_at: p.created_at.clone(),
+            updated_at: p.updated_at.clone(),
+            web_url: format!("{}/{path}/-/pipelines/{}", self.base_url, p.id),
+        }
     }
 
     pub(crate) fn job_json(&self, j: &Job) -> Value {
         let pipeline = self.pipelines.iter().find(|p| p.id == j.pipeline_id);
-        let path = self
-            .projects
-            .iter()
-            .find(|x| x.id == j.project_id)
-            .map(|x| x.path_with_namespace.clone())
-            .unwrap_or_default();
+        let path =
+            self.projects.iter().find(|x| x.id == j.project_id).map(|x| x.path_with_namespace.as_str()).unwrap_or("");
         let runner = j.runner_id.and_then(|id| self.runners.iter().find(|r| r.id == id));
         let manager = runner.and_then(|r| r.managers.iter().find(|m| Some(m.id) == j.manager_id));
-        let duration = j.started_at.map(|s| (Utc::now() - s).num_milliseconds() as f64 / 1000.0);
-        let mut v = json!({"id": j.id, "status": j.status, "stage": j.stage, "name": j.name, "ref": j.r#ref, "tag": false,
-               "coverage": null, "allow_failure": j.allow_failure, "created_at": j.created_at,
-               "started_at": j.started_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-               "finished_at": j.finished_at, "erased_at": null, "duration": duration, "queued_duration": null,
-               "user": self.user_basic(),
-               "commit": pipeline.map(|p| json!({"id": p.sha, "short_id": &p.sha[..8.min(p.sha.len())], "title": "", "created_at": p.created_at})),
-               "pipeline": pipeline.map(|p| json!({"id": p.id, "iid": p.iid, "project_id": p.project_id, "sha": p.sha, "ref": p.r#ref,
-                                                     "status": p.status, "source": p.source, "created_at": p.created_at, "updated_at": p.updated_at,
-                                                     "web_url": format!("{}/{path}/-/pipelines/{}", self.base_url, p.id)})),
-               "web_url": format!("{}/{path}/-/jobs/{}", self.base_url, j.id), "project": {"ci_job_token_scope_enabled": false},
-               "artifacts": [], "runner": runner.map(|r| self.runner_list_item(r)), "runner_manager": manager.map(manager_json),
-               "artifacts_expire_at": null, "archived": false, "tag_list": j.tag_list});
-        if j.status == "failed" {
-            v["failure_reason"] = json!(j.failure_reason);
-        }
-        v
+        entities::to_json(&entities::Job {
+            id: j.id,
+            status: j.status.clone(),
+            stage: j.stage.clone(),
+            name: j.name.clone(),
+            r#ref: j.r#ref.clone(),
+            tag: false,
+            coverage: None,
+            allow_failure: j.allow_failure,
+            created_at: j.created_at.clone(),
+            started_at: j.started_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            finished_at: j.finished_at.clone(),
+            erased_at: None,
+            duration: j.started_at.map(|s| (Utc::now() - s).num_milliseconds() as f64 / 1000.0),
+            queued_duration: None,
+            user: self.user_basic_entity(),
+            commit: pipeline.map(|p| entities::CommitBasic {
+                id: p.sha.clone(),
+                short_id: p.sha.chars().take(8).collect(),
+                title: String::new(),
+                created_at: p.created_at.clone(),
+            }),
+            pipeline: pipeline.map(|p| self.pipeline_entity(p)),
+            web_url: format!("{}/{path}/-/jobs/{}", self.base_url, j.id),
+            project: json!({"ci_job_token_scope_enabled": false}),
+            artifacts: vec![],
+            runner: runner.map(|r| self.runner_entity(r)),
+            runner_manager: manager.map(runners::manager_entity),
+            artifacts_expire_at: None,
+            archived: false,
+            tag_list: j.tag_list.clone(),
+            failure_reason: (j.status == "failed").then(|| j.failure_reason.clone()),
+        })
     }
 }
 

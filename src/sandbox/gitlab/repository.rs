@@ -217,19 +217,44 @@ impl GitLabState {
 }
 
 pub(super) fn commit_json(c: &repo::Commit, base: &str, path: &str) -> Value {
-    json!({"id": c.id, "short_id": &c.id[..8], "title": c.title, "message": c.message, "author_name": c.author_name,
-           "author_email": c.author_email, "authored_date": c.created_at, "committer_name": c.author_name,
-           "committer_email": c.author_email, "committed_date": c.created_at, "created_at": c.created_at,
-           "parent_ids": c.parent_ids, "stats": {"additions": 0, "deletions": 0, "total": 0}, "status": null,
-           "web_url": format!("{base}/{path}/-/commit/{}", c.id)})
+    entities::to_json(&entities::Commit {
+        id: c.id.clone(),
+        short_id: c.id.chars().take(8).collect(),
+        title: c.title.clone(),
+        message: c.message.clone(),
+        author_name: c.author_name.clone(),
+        author_email: c.author_email.clone(),
+        authored_date: c.created_at.clone(),
+        committer_name: c.author_name.clone(),
+        committer_email: c.author_email.clone(),
+        committed_date: c.created_at.clone(),
+        created_at: c.created_at.clone(),
+        parent_ids: c.parent_ids.clone(),
+        stats: json!({"additions": 0, "deletions": 0, "total": 0}),
+        status: None,
+        web_url: format!("{base}/{path}/-/commit/{}", c.id),
+    })
 }
 
 pub(super) fn branch_json(p: &Project, name: &str, base: &str) -> Value {
-    let c = p.repo.head(name);
-    json!({"name": name, "merged": false, "protected": p.repo.protected.iter().any(|b| b == name), "default": p.default_branch == name,
-           "developers_can_push": false, "developers_can_merge": false, "can_push": true,
-           "web_url": format!("{base}/{}/-/tree/{name}", p.path_with_namespace),
-           "commit": c.map(|c| json!({"id": c.id, "short_id": &c.id[..8], "title": c.title, "message": c.message, "created_at": c.created_at, "parent_ids": c.parent_ids}))})
+    entities::to_json(&entities::Branch {
+        name: name.to_string(),
+        merged: false,
+        protected: p.repo.protected.iter().any(|b| b == name),
+        default: p.default_branch == name,
+        developers_can_push: false,
+        developers_can_merge: false,
+        can_push: true,
+        web_url: format!("{base}/{}/-/tree/{name}", p.path_with_namespace),
+        commit: p.repo.head(name).map(|c| entities::BranchCommit {
+            id: c.id.clone(),
+            short_id: c.id.chars().take(8).collect(),
+            title: c.title.clone(),
+            message: c.message.clone(),
+            created_at: c.created_at.clone(),
+            parent_ids: c.parent_ids.clone(),
+        }),
+    })
 }
 
 trait PlainMessage {

@@ -59,15 +59,25 @@ impl GitLabState {
     }
 
     pub(super) fn runner_list_item(&self, r: &Runner) -> Value {
-        json!({"id": r.id, "description": r.description, "ip_address": null, "active": !r.paused, "paused": r.paused,
-               "is_shared": r.runner_type == "instance_type", "runner_type": r.runner_type, "name": "gitlab-runner",
-               "online": r.online(), "created_by": self.user_basic(), "created_at": r.created_at,
-               "status": r.status(), "job_execution_status": self.execution_status(r)})
+        entities::to_json(&self.runner_entity(r))
     }
 
-    pub(super) fn user_basic(&self) -> Value {
-        json!({"id": 1, "username": "root", "name": "Administrator", "state": "active", "locked": false,
-               "avatar_url": format!("{}/uploads/-/system/user/avatar/1/avatar.png", self.base_url), "web_url": format!("{}/root", self.base_url)})
+    pub(super) fn runner_entity(&self, r: &Runner) -> entities::Runner {
+        entities::Runner {
+            id: r.id,
+            description: r.description.clone(),
+            ip_address: None,
+            active: !r.paused,
+            paused: r.paused,
+            is_shared: r.runner_type == "instance_type",
+            runner_type: r.runner_type.clone(),
+            name: "gitlab-runner",
+            online: r.online(),
+            created_by: self.user_basic_entity(),
+            created_at: r.created_at.clone(),
+            status: r.status(),
+            job_execution_status: self.execution_status(r),
+        }
     }
 
     pub(super) fn execution_status(&self, r: &Runner) -> &'static str {
@@ -76,28 +86,14 @@ impl GitLabState {
 
     pub(super) fn runner_detail(&self, r: &Runner, params: &Params) -> Value {
         let last = r.managers.iter().max_by_key(|m| m.contacted_at);
-        let mut v = self.runner_list_item(r);
-        let extra = json!({"tag_list": r.tag_list, "run_untagged": r.run_untagged, "locked": r.locked,
-                           "maximum_timeout": r.maximum_timeout, "access_level": r.access_level,
-                           "version": last.map(|m| m.version.clone()), "revision": last.map(|_| "5a021a1c"),
-                           "platform": last.map(|m| m.platform.clone()), "architecture": last.map(|m| m.architecture.clone()),
-                           "contacted_at": r.contacted_at().map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-                           "maintenance_note": r.maintenance_note});
-        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-            for (k, x) in e {
-                o.insert(k.clone(), x.clone());
-            }
-        }
-        if params.get("include_projects").is_none_or(|x| x != "false") {
-            let projects: Vec<Value> = self
-                .projects
+        let projects = params.get("include_projects").is_none_or(|x| x != "false").then(|| {
+            self.projects
                 .iter()
                 .filter(|p| r.runner_type == "project_type" && r.project_ids.contains(&p.id))
                 .map(|p| json!({"id": p.id, "name": p.name, "name_with_namespace": p.path_with_namespace.replace('/', " / "), "path": p.path, "path_with_namespace": p.path_with_namespace}))
-                .collect();
-            v["projects"] = json!(projects);
-        }
-        let groups: Vec<Value> = self
+                .collect()
+        });
+        let groups = self
             .groups
             .iter()
             .filter(|g| r.group_id == Some(g.id))
@@ -105,8 +101,22 @@ impl GitLabState {
                 |g| json!({"id": g.id, "web_url": format!("{}/groups/{}", self.base_url, g.full_path), "name": g.name}),
             )
             .collect();
-        v["groups"] = json!(groups);
-        v
+        entities::to_json(&entities::RunnerDetails {
+            runner: self.runner_entity(r),
+            tag_list: r.tag_list.clone(),
+            run_untagged: r.run_untagged,
+            locked: r.locked,
+            maximum_timeout: r.maximum_timeout,
+            access_level: r.access_level.clone(),
+            version: last.map(|m| m.version.clone()),
+            revision: last.map(|_| "5a021a1c"),
+            platform: last.map(|m| m.platform.clone()),
+            architecture: last.map(|m| m.architecture.clone()),
+            contacted_at: r.contacted_at().map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            maintenance_note: r.maintenance_note.clone(),
+            projects,
+            groups,
+        })
     }
 
     pub(super) fn filter_runners(&self, rs: Vec<&Runner>, p: &Params) -> Result<Vec<Value>, R> {
@@ -254,11 +264,24 @@ impl GitLabState {
 }
 
 pub(super) fn manager_json(m: &Manager) -> Value {
+    entities::to_json(&manager_entity(m))
+}
+
+pub(super) fn manager_entity(m: &Manager) -> entities::RunnerManager {
     let online = Utc::now() - m.contacted_at < chrono::Duration::hours(2);
-    json!({"id": m.id, "system_id": m.system_id, "version": m.version, "revision": "5a021a1c", "platform": m.platform,
-           "architecture": m.architecture, "created_at": m.created_at,
-           "contacted_at": m.contacted_at.to_rfc3339_opts(SecondsFormat::Millis, true), "ip_address": null,
-           "status": if online { "online" } else { "offline" }, "job_execution_status": "idle"})
+    entities::RunnerManager {
+        id: m.id,
+        system_id: m.system_id.clone(),
+        version: m.version.clone(),
+        revision: "5a021a1c",
+        platform: m.platform.clone(),
+        architecture: m.architecture.clone(),
+        created_at: m.created_at.clone(),
+        contacted_at: m.contacted_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        ip_address: None,
+        status: if online { "online" } else { "offline" },
+        job_execution_status: "idle",
+    }
 }
 
 /// `GET /api/v4/runners`

@@ -5,9 +5,17 @@ use super::routes::Ctx;
 use super::*;
 
 pub(super) fn variable_json(v: &Variable) -> Value {
-    json!({"variable_type": v.variable_type, "key": v.key, "value": if v.hidden { Value::Null } else { json!(v.value) },
-           "hidden": v.hidden, "protected": v.protected, "masked": v.masked, "raw": v.raw,
-           "environment_scope": v.environment_scope, "description": v.description})
+    entities::to_json(&entities::Variable {
+        variable_type: v.variable_type.clone(),
+        key: v.key.clone(),
+        value: (!v.hidden).then(|| v.value.clone()),
+        hidden: v.hidden,
+        protected: v.protected,
+        masked: v.masked,
+        raw: v.raw,
+        environment_scope: v.environment_scope.clone(),
+        description: v.description.clone(),
+    })
 }
 
 /// Project and group CI/CD variables share their rules.
