@@ -10,6 +10,8 @@ pub(crate) mod exchange;
 pub mod faults;
 pub(crate) mod gitlab;
 pub(crate) mod http;
+#[cfg(test)]
+pub(crate) mod inproc;
 pub(crate) mod k8s;
 pub(crate) mod seed;
 pub(crate) mod tls;
@@ -45,6 +47,24 @@ pub(crate) struct World {
     pub kube: k8s::KubeState,
     pub gitlab: gitlab::GitLabState,
     pub sim: controllers::Memory,
+}
+
+impl World {
+    /// The seeded world (plus `fleet` extra projects), as the controllers leave it after one
+    /// pass: it has been running before anyone looks.
+    pub(crate) fn seeded(gitlab_url: &str, fleet: usize, tick: Duration) -> World {
+        let mut world = World {
+            kube: k8s::KubeState::new(),
+            gitlab: gitlab::GitLabState::new(gitlab_url),
+            sim: controllers::Memory::default(),
+        };
+        seed::default_world(&mut world, gitlab_url);
+        if fleet > 0 {
+            seed::fleet(&mut world, fleet);
+        }
+        controllers::reconcile(&mut world, tick, &[]);
+        world
+    }
 }
 
 pub(crate) struct Shared {
@@ -168,20 +188,10 @@ impl Sandbox {
         let gitlab_url = format!("http://{gl_addr}");
         let kube_token = random_token("sandbox-");
         let gitlab_token = random_token("glpat-");
-        let mut world = World {
-            kube: k8s::KubeState::new(),
-            gitlab: gitlab::GitLabState::new(&gitlab_url),
-            sim: controllers::Memory::default(),
-        };
+        let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
+        let mut world = World::seeded(&gitlab_url, opts.fleet, tick);
         world.kube.server_address = k8s_addr.to_string();
         world.kube.identity.denied = opts.deny.clone();
-        seed::default_world(&mut world, &gitlab_url);
-        if opts.fleet > 0 {
-            seed::fleet(&mut world, opts.fleet);
-        }
-        // The world has been running before anyone looks: the controllers have reconciled it once.
-        let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
-        controllers::reconcile(&mut world, tick, &[]);
         let log = match &opts.dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
