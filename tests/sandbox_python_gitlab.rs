@@ -39,6 +39,19 @@ assert "build_arm64:" in text and len(f.blob_id) == 40 and len(f.last_commit_id)
 # Many pages: python-gitlab follows x-next-page / Link itself.
 g = gl.groups.get("fleet")
 assert len(g.projects.list(get_all=True, per_page=7)) == 30
+# Runner creation as python-gitlab sends it: GitLab's Grape validation errors come back as
+# GitlabCreateError with GitLab's {"error": ...} text; a valid request returns the glrt- token.
+group = gl.groups.get("platform")
+try:
+    gl.user.runners.create({"runner_type": "group_type", "group_id": "platform", "tag_list": ["x"]})
+    sys.exit("expected a 400")
+except gitlab.exceptions.GitlabCreateError as e:
+    assert e.response_code == 400 and e.error_message == "group_id is invalid", (e.response_code, e.error_message)
+r = gl.user.runners.create({"runner_type": "group_type", "group_id": group.id, "description": "sandbox-arm64",
+                            "tag_list": ["sandbox-arm64"], "run_untagged": False})
+assert r.token.startswith("glrt-"), r
+created = gl.runners.get(r.id)
+assert (created.status, created.online, created.tag_list) == ("never_contacted", None, ["sandbox-arm64"])
 try:
     p.variables.get("NOPE")
     sys.exit("expected a 404")
