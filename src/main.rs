@@ -218,6 +218,9 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
         other => anyhow!("{name}: {other}"),
     })?;
     let mut err = std::io::stderr().lock();
+    for warning in &retag.warnings {
+        writeln!(err, "{name}: warning: {warning}")?;
+    }
     if let Some(tag) = &retag.default_tags_added {
         writeln!(err, "default: tags [{tag}] added")?;
     }

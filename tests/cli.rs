@@ -110,13 +110,28 @@ fn ci_tags_check_then_in_place_then_check_again() {
 fn ci_tags_rejects_bad_yaml_with_position_and_writes_nothing() {
     let dir = scratch("bad");
     let file = dir.join("ci.yml");
-    let bad = "build:\n  script: [x]\nbuild:\n  script: [y]\n";
+    let bad = "build:\n  script: [x]\ntest:\n  script: [y\n";
     std::fs::write(&file, bad).unwrap();
     let out = archshift(&["ci-tags", file.to_str().unwrap(), "--in-place", "--default-tag", "t"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("{}:3:1: duplicate key \"build\"", file.display())), "{err}");
+    assert!(err.contains(&format!("{}:5:1: ", file.display())), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), bad);
+}
+
+#[test]
+fn ci_tags_accepts_what_gitlab_accepts_and_warns_of_repeated_keys() {
+    // Two `<<` keys in one job and a repeated job name: GitLab's loader (Psych) runs both.
+    let ci = ".a: &a {image: x}\n.b: &b {stage: test}\nbuild:\n  <<: *a\n  <<: *b\n  script: [x]\nbuild:\n  <<: *a\n  <<: *b\n  script: [y]\n";
+    let out = with_stdin(&["ci-tags", "-", "--default-tag", "t"], ci);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with("  script: [y]\n  tags: [t]\n"), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("<stdin>: warning: line 7, column 1: key build repeats a key of the same mapping; GitLab keeps the last value"),
+        "{err}"
+    );
+    assert!(!err.contains("key <<"), "repeating << is how Psych files merge: {err}");
 }
 
 #[test]

@@ -88,15 +88,16 @@ pub struct Analysis {
     pub default_tags: Option<Vec<String>>,
     pub has_default_section: bool,
     pub has_include: bool,
-    /// The data, without merge keys applied (for comparing before and after an edit).
-    pub raw: Value,
+    /// The data as GitLab reads it (Psych's merge keys and repeated keys applied).
+    pub data: Value,
+    /// A key repeated in one mapping (GitLab keeps the last value): `line:column: key`.
+    pub warnings: Vec<String>,
 }
 
 /// Parses `text` as GitLab does and analyses every job.
 pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
-    let raw = parse_config(text)?;
-    let mut merged = raw.clone();
-    merged.apply_merge().map_err(|e| CiYamlError::syntax(text, &e))?;
+    let merged = parse_config(text, true)?;
+    let raw = parse_config(text, false)?;
     let top = merged
         .as_mapping()
         .ok_or_else(|| CiYamlError::at(1, 1, "the top level must be a mapping of jobs and keywords"))?;
@@ -115,18 +116,21 @@ pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
         default_tags,
         has_default_section: top.contains_key("default"),
         has_include: top.contains_key("include"),
-        raw,
+        warnings: super::edit::repeated_keys(text)
+            .into_iter()
+            .map(|(line, column, key)| {
+                format!("line {line}, column {column}: key {key} repeats a key of the same mapping; GitLab keeps the last value")
+            })
+            .collect(),
+        data: merged,
     })
 }
 
-/// Reads the configuration document, rejecting what GitLab rejects.
-pub(super) fn parse_config(text: &str) -> Result<Value, CiYamlError> {
-    use serde::Deserialize;
+/// Reads the configuration document as GitLab does ([`super::psych`]), rejecting what GitLab
+/// rejects. `merge: false` keeps `<<` keys as written.
+pub(super) fn parse_config(text: &str, merge: bool) -> Result<Value, CiYamlError> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut docs = Vec::new();
-    for doc in yaml_serde::Deserializer::from_str(body) {
-        docs.push(Value::deserialize(doc).map_err(|e| CiYamlError::syntax(text, &e))?);
-    }
+    let mut docs = super::psych::documents(body, merge).map_err(|e| CiYamlError::syntax(&e))?;
     let config = match docs.len() {
         0 => Value::Null,
         1 => docs.pop().unwrap_or(Value::Null),

@@ -1,6 +1,6 @@
 //! Text edits on yaml-edit's lossless tree: insert `tags` and nothing else.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use yaml_edit::{Document, Mapping, Sequence, YamlFile};
 
@@ -14,20 +14,43 @@ fn config_document(file: &YamlFile) -> Option<Document> {
 
 /// `[tag]`: one line in the form the migration plan writes, with no block-sequence
 /// indentation to get wrong in a file that has its own.
-fn tag_sequence(tag: &str) -> Sequence {
+fn tag_sequence(tag: &str) -> String {
     let seq = Sequence::new_flow();
     seq.push(tag);
-    seq
+    seq.to_string()
 }
 
-/// Adds `tags: [tag]` to each named job, and to `default:` (created if needed) when asked.
-pub(super) fn insert_tags(
+/// Text the edit puts in at a byte offset of the input. The edit is nothing but these, so it
+/// can be proved insertion-only in one pass ([`super::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Insertion {
+    pub at: usize,
+    pub text: String,
+}
+
+/// The input with the insertions made (they are sorted by offset, ties in the given order).
+pub(super) fn apply(text: &str, insertions: &[Insertion]) -> String {
+    let mut out = String::with_capacity(text.len() + insertions.iter().map(|i| i.text.len()).sum::<usize>());
+    let mut from = 0;
+    for ins in insertions {
+        out.push_str(&text[from..ins.at]);
+        out.push_str(&ins.text);
+        from = ins.at;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
+/// Where `tags: [tag]` goes in each named job, and in `default:` (created if needed) when
+/// asked: after a block mapping's last entry, on a line of its own at the mapping's
+/// indentation; after a flow mapping's last entry, as `, tags: [tag]`.
+pub(super) fn tag_insertions(
     text: &str,
     jobs: &[(String, String)],
     default_tag: Option<&str>,
-) -> Result<String, CiYamlError> {
+) -> Result<Vec<Insertion>, CiYamlError> {
     if jobs.is_empty() && default_tag.is_none() {
-        return Ok(text.to_string());
+        return Ok(Vec::new());
     }
     let parsed = YamlFile::parse(text);
     if let Some(e) = parsed.errors().first() {
@@ -37,31 +60,74 @@ pub(super) fn insert_tags(
     let top = config_document(&file)
         .and_then(|d| d.as_mapping())
         .ok_or_else(|| CiYamlError::Verification("no top-level mapping to edit".into()))?;
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    // With a repeated key GitLab reads the last one, so later entries replace earlier ones.
+    let mut mappings: HashMap<String, Option<Mapping>> = HashMap::new();
+    for entry in top.entries() {
+        if let Some(name) = entry.key_node().and_then(|k| k.as_scalar().map(|s| s.as_string())) {
+            mappings.insert(name, entry.value_node().and_then(|v| v.as_mapping().cloned()));
+        }
+    }
+    let mapping = |name: &str| mappings.get(name).cloned().flatten();
+    let mut out = Vec::with_capacity(jobs.len() + 1);
     for (job, tag) in jobs {
-        let m = top
-            .get_mapping(job.as_str())
-            .ok_or_else(|| CiYamlError::Verification(format!("job {job} is not an editable mapping")))?;
-        m.set("tags", tag_sequence(tag));
+        let m =
+            mapping(job).ok_or_else(|| CiYamlError::Verification(format!("job {job} is not an editable mapping")))?;
+        out.push(entry_insertion(text, &m, "tags", &tag_sequence(tag), eol)?);
     }
-    let existing_default = default_tag.and_then(|tag| top.get_mapping("default").map(|d| (d, tag)));
-    if let Some((d, tag)) = &existing_default {
-        d.set("tags", tag_sequence(tag));
+    if let Some(tag) = default_tag {
+        match mapping("default") {
+            Some(d) => out.push(entry_insertion(text, &d, "tags", &tag_sequence(tag), eol)?),
+            None => out.push(default_section(text, &top, tag, eol)?),
+        }
     }
-    let edited = file.to_string();
-    match default_tag {
-        Some(tag) if existing_default.is_none() => insert_default_section(&edited, tag),
-        _ => Ok(edited),
-    }
+    out.sort_by_key(|i| i.at);
+    Ok(out)
 }
 
-/// Writes a new `default:` section as text in the file's own style (indentation, sequence
-/// indentation, line endings), just above the first job or template and the comments that
-/// introduce it, where a reader looks for it.
-fn insert_default_section(text: &str, tag: &str) -> Result<String, CiYamlError> {
-    let parsed = YamlFile::parse(text);
-    let top = config_document(&parsed.tree())
-        .and_then(|d| d.as_mapping())
-        .ok_or_else(|| CiYamlError::Verification("no top-level mapping to edit".into()))?;
+/// `key: value` as a new last entry of `m`.
+fn entry_insertion(text: &str, m: &Mapping, key: &str, value: &str, eol: &str) -> Result<Insertion, CiYamlError> {
+    let range = m.byte_range();
+    let entries: Vec<_> = m.entries().collect();
+    let last_end = entries.last().map(|e| {
+        let r = e.value_node().map(|v| v.byte_range()).or_else(|| e.key_node().map(|k| k.byte_range()));
+        r.map_or(e.byte_range().end, |r| r.end) as usize
+    });
+    if m.is_flow_style() {
+        return Ok(match last_end {
+            Some(at) => Insertion { at, text: format!(", {key}: {value}") },
+            None => {
+                let start = range.start as usize;
+                let brace = text[start..]
+                    .find('{')
+                    .ok_or_else(|| CiYamlError::Verification("an empty flow mapping without its brace".into()))?;
+                Insertion { at: start + brace + 1, text: format!("{key}: {value}") }
+            }
+        });
+    }
+    let (Some(first), Some(last_end)) = (entries.first(), last_end) else {
+        return Err(CiYamlError::Verification("an empty block mapping to add a key to".into()));
+    };
+    let key_start =
+        first.key_node().map(|k| k.byte_range().start as usize).unwrap_or(first.byte_range().start as usize);
+    let line_start = text[..key_start].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &text[line_start..key_start];
+    if !indent.chars().all(|c| c == ' ') {
+        return Err(CiYamlError::Verification(format!("a block mapping whose keys do not start a line ({indent:?})")));
+    }
+    // The end of the line the last value ends on (past a comment there).
+    if text[..last_end].ends_with('\n') {
+        return Ok(Insertion { at: last_end, text: format!("{indent}{key}: {value}{eol}") });
+    }
+    Ok(match text[last_end..].find('\n') {
+        Some(i) => Insertion { at: last_end + i + 1, text: format!("{indent}{key}: {value}{eol}") },
+        None => Insertion { at: text.len(), text: format!("{eol}{indent}{key}: {value}") },
+    })
+}
+
+/// A new `default:` section in the file's own style (indentation, line endings), just above
+/// the first job or template and the comments that introduce it, where a reader looks for it.
+fn default_section(text: &str, top: &Mapping, tag: &str, eol: &str) -> Result<Insertion, CiYamlError> {
     let first = top
         .keys()
         .find(|k| k.as_scalar().map(|s| s.as_string()).is_some_and(|n| is_job_name(&n) || n.starts_with('.')))
@@ -79,14 +145,8 @@ fn insert_default_section(text: &str, tag: &str) -> Result<String, CiYamlError> 
     if at == 0 && text.starts_with('\u{feff}') {
         at = '\u{feff}'.len_utf8();
     }
-    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let indent = indentation(text);
-    let block = format!("default:{eol}{indent}tags: {}{eol}{eol}", tag_sequence(tag));
-    let mut out = String::with_capacity(text.len() + block.len());
-    out.push_str(&text[..at]);
-    out.push_str(&block);
-    out.push_str(&text[at..]);
-    Ok(out)
+    Ok(Insertion { at, text: format!("default:{eol}{indent}tags: {}{eol}{eol}", tag_sequence(tag)) })
 }
 
 /// The file's mapping indentation (two spaces when it shows none).
@@ -126,39 +186,50 @@ pub(super) fn uneditable_jobs(text: &str) -> BTreeMap<String, Uneditable> {
     let Some(top) = config_document(&parsed.tree()).and_then(|d| d.as_mapping()) else {
         return BTreeMap::new();
     };
+    // Every `*name` in the text, read once (an over-approximation: a `*` in a string counts).
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let aliased: BTreeSet<&str> = text
+        .match_indices('*')
+        .map(|(i, _)| {
+            let rest = &text[i + 1..];
+            &rest[..rest.find(|c: char| !is_name(c)).unwrap_or(rest.len())]
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
     let mut out = BTreeMap::new();
     for entry in top.entries() {
         let (Some(key), Some(value)) = (entry.key_node(), entry.value_node()) else { continue };
         let Some(name) = key.as_scalar().map(|s| s.as_string()) else { continue };
+        // A repeated job name: only the last one counts, as GitLab reads it.
+        out.remove(&name);
         if value.is_alias() {
             out.insert(name, Uneditable::Alias);
             continue;
         }
         let between = &text[key.byte_range().end as usize..value.byte_range().start as usize];
         let Some(anchor) = between.split_whitespace().find_map(|w| w.strip_prefix('&')) else { continue };
-        let used = text
-            .match_indices(&format!("*{anchor}"))
-            .any(|(i, m)| !text[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-'));
-        if used {
+        if aliased.contains(anchor) {
             out.insert(name, Uneditable::SharedAnchor);
         }
     }
     out
 }
 
-/// Line and column of the first key that repeats a key of the same mapping.
-pub(super) fn find_duplicate_key(text: &str) -> Option<(usize, usize)> {
+/// Every key that repeats a key of the same mapping (merge keys aside: repeating `<<` is how
+/// Psych files merge several templates), as line, column and the key as written.
+pub(super) fn repeated_keys(text: &str) -> Vec<(usize, usize, String)> {
     let parsed = YamlFile::parse(text);
     let file = parsed.tree();
     let mut stack: Vec<Mapping> = file.documents().filter_map(|d| d.as_mapping()).collect();
+    let mut out = Vec::new();
     while let Some(m) = stack.pop() {
         let mut seen = BTreeSet::new();
         for entry in m.entries() {
             if let Some(k) = entry.key_node() {
                 let name = k.to_string().trim().to_string();
-                if !seen.insert(name) {
+                if name != "<<" && !seen.insert(name.clone()) {
                     let lc = yaml_edit::byte_offset_to_line_column(text, k.byte_range().start as usize);
-                    return Some((lc.line, lc.column));
+                    out.push((lc.line, lc.column, name));
                 }
             }
             if let Some(child) = entry.value_node().and_then(|v| v.as_mapping().cloned()) {
@@ -166,5 +237,6 @@ pub(super) fn find_duplicate_key(text: &str) -> Option<(usize, usize)> {
             }
         }
     }
-    None
+    out.sort();
+    out
 }

@@ -1,17 +1,19 @@
 //! Format-preserving `.gitlab-ci.yml` rewriting: give every job the runner tag it needs and
 //! change nothing else.
 //!
-//! The meaning of the file comes from `yaml_serde` (GitLab's rules for jobs, `extends`, merge
-//! keys and `default:` are in [`analyze`]); the edit is made on `yaml-edit`'s lossless syntax
-//! tree, so comments, anchors, quoting, key order, indentation, CRLF and a BOM survive. Every
-//! result is re-parsed and checked before it is returned ([`verify`]): only `tags` keys were
-//! added, every input line survives in order, and each job now has the tags it should.
+//! The meaning of the file is GitLab's: YAML loaded as Ruby's Psych loads it ([`psych`]: repeated
+//! keys, repeated `<<` merge keys), then GitLab's rules for jobs, `extends` and `default:`
+//! ([`analyze`]). The edit is a list of text insertions placed with `yaml-edit`'s lossless
+//! syntax tree, so comments, anchors, quoting, key order, indentation, CRLF and a BOM survive.
+//! Every result is proved before it is returned ([`verify`]): the output is the input plus
+//! exactly those insertions, each a `tags` entry, and each job now has the tags it should.
 
 mod analyze;
 mod edit;
+mod psych;
 mod verify;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub use analyze::{Analysis, ArchHint, JobInfo, TagSource, analyze, is_job_name};
@@ -72,6 +74,8 @@ pub struct Retag {
     /// `tags` was added under `default:` (created if it was missing).
     pub default_tags_added: Option<String>,
     pub changed: bool,
+    /// What GitLab accepts but a reader should know (a repeated key: the last value counts).
+    pub warnings: Vec<String>,
 }
 
 /// A CI file that cannot be rewritten.
@@ -91,14 +95,9 @@ impl CiYamlError {
         CiYamlError::Invalid { line, column, message: message.to_string() }
     }
 
-    pub(crate) fn syntax(text: &str, e: &yaml_serde::Error) -> Self {
+    pub(crate) fn syntax(e: &yaml_serde::Error) -> Self {
         let msg = e.to_string();
         let msg = msg.find(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_string();
-        if let Some(key) = msg.strip_prefix("duplicate entry with key ")
-            && let Some((line, column)) = edit::find_duplicate_key(text)
-        {
-            return CiYamlError::Invalid { line, column, message: format!("duplicate key {key}") };
-        }
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         let message =
             if msg.starts_with("unknown anchor") { "alias used before its anchor is defined".to_string() } else { msg };
@@ -112,7 +111,7 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     let mut reports = Vec::new();
     // Jobs to tag directly, and jobs the default tag should cover.
     let mut direct: Vec<(String, String)> = Vec::new();
-    let mut want_default: Vec<String> = Vec::new();
+    let mut want_default: BTreeSet<String> = BTreeSet::new();
     // Jobs that would silently pick up a tag added under `default:`.
     let mut would_be_swept = false;
     let uneditable = edit::uneditable_jobs(text);
@@ -120,7 +119,9 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     for job in &analysis.jobs {
         let outcome = decide(job, opts, &analysis, uneditable.get(&job.name).copied());
         match &outcome {
-            Outcome::Added { tag, .. } if want_default_for(job, opts, tag) => want_default.push(job.name.clone()),
+            Outcome::Added { tag, .. } if want_default_for(job, opts, tag) => {
+                want_default.insert(job.name.clone());
+            }
             Outcome::Added { tag, .. } => direct.push((job.name.clone(), tag.clone())),
             Outcome::LeftAlone { .. } if job.tags.is_none() && !job.trigger && !job.opts_out_of_default => {
                 would_be_swept = true;
@@ -148,12 +149,13 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
         }
     }
 
-    let output = edit::insert_tags(text, &direct, default_tags_added.as_deref())?;
-    let changed = output != text;
+    let insertions = edit::tag_insertions(text, &direct, default_tags_added.as_deref())?;
+    let output = edit::apply(text, &insertions);
+    let changed = !insertions.is_empty();
     if changed {
-        verify::check(text, &output, &analysis, &reports)?;
+        verify::check(text, &output, &insertions, &analysis, &reports)?;
     }
-    Ok(Retag { output, jobs: reports, default_tags_added, changed })
+    Ok(Retag { output, jobs: reports, default_tags_added, changed, warnings: analysis.warnings })
 }
 
 fn want_default_for(job: &JobInfo, opts: &TagOptions, tag: &str) -> bool {

@@ -22,28 +22,25 @@ fn multiarch() -> TagOptions {
 }
 
 fn data(text: &str) -> Value {
-    analyze::parse_config(text).unwrap()
+    analyze::parse_config(text, true).unwrap()
 }
 
 /// The invariants every rewrite must keep, checked independently of `verify`.
 fn check(input: &str, opts: &TagOptions) -> Retag {
     let r = retag(input, opts).unwrap_or_else(|e| panic!("{e}\n{input}"));
     // Every input line survives unchanged and in order, unless a flow mapping was extended
-    // in place; then every input character survives in order.
+    // in place; then every input character survives in order. (A greedy subsequence walk:
+    // exact, linear, and independent of the insertion points the edit recorded.)
     let flow_edit = r.jobs.iter().any(|j| matches!(j.outcome, Outcome::Added { through_default: false, .. }))
         && input.lines().any(|l| l.contains(": {"));
-    let diff = similar::TextDiff::from_lines(input, &r.output);
     if !flow_edit {
-        for op in diff.ops() {
-            assert!(
-                !matches!(op.tag(), similar::DiffTag::Delete | similar::DiffTag::Replace),
-                "a line changed:\n{}",
-                r.output
-            );
-        }
+        assert!(
+            is_subsequence(input.split_inclusive('\n'), r.output.split_inclusive('\n')),
+            "a line changed:\n{}",
+            r.output
+        );
     } else {
-        let chars = similar::TextDiff::from_chars(input, &r.output);
-        assert!(chars.iter_all_changes().all(|c| c.tag() != similar::ChangeTag::Delete), "text removed:\n{}", r.output);
+        assert!(is_subsequence(input.chars(), r.output.chars()), "text removed:\n{}", r.output);
     }
     // Same data but for the added tags.
     let mut after = data(&r.output);
@@ -77,6 +74,11 @@ fn check(input: &str, opts: &TagOptions) -> Retag {
     let again = retag(&r.output, opts).unwrap();
     assert!(!again.changed, "second run changed the file:\n{}", again.output);
     r
+}
+
+fn is_subsequence<T: PartialEq>(needle: impl Iterator<Item = T>, hay: impl Iterator<Item = T>) -> bool {
+    let mut hay = hay;
+    needle.into_iter().all(|n| hay.by_ref().any(|h| h == n))
 }
 
 fn report(input: &str, r: &Retag) -> String {
@@ -224,9 +226,8 @@ fn tags_that_need_quoting_are_quoted() {
 
 #[test]
 fn invalid_files_are_rejected_with_line_and_column() {
-    let cases: [(&str, usize, usize, &str); 5] = [
+    let cases: [(&str, usize, usize, &str); 4] = [
         ("a:\n  script: [x\n", 3, 1, ""),
-        ("a:\n  script: [x]\nb: 1\na:\n  script: [y]\n", 4, 1, "duplicate key \"a\""),
         ("- a\n- b\n", 1, 1, "top level must be a mapping"),
         ("a:\n  <<: *t\n.t: &t {script: [x]}\n", 2, 7, "alias used before its anchor is defined"),
         ("", 1, 1, "empty"),
@@ -242,6 +243,33 @@ fn invalid_files_are_rejected_with_line_and_column() {
     }
 }
 
+#[test]
+fn a_repeated_key_is_read_as_gitlab_reads_it_and_warned_about() {
+    // GitLab (Psych) keeps the last `a`; the tag goes there, and the first `a` is untouched.
+    let input = "a:\n  script: [x]\nb:\n  script: [z]\n  tags: [keep]\na:\n  script: [y]\n";
+    let r = check(input, &TagOptions { default_tag: Some("amd".into()), ..Default::default() });
+    assert_eq!(r.output, "a:\n  script: [x]\nb:\n  script: [z]\n  tags: [keep]\na:\n  script: [y]\n  tags: [amd]\n");
+    assert_eq!(r.warnings, ["line 6, column 1: key a repeats a key of the same mapping; GitLab keeps the last value"]);
+}
+
+#[test]
+fn repeated_merge_keys_follow_psych_and_the_tag_goes_after_them() {
+    let input = fixture!("repeated-merge-keys.gitlab-ci.yml");
+    let r = check(input, &multiarch());
+    assert!(r.warnings.is_empty(), "repeating `<<` is not a repeated key: {:?}", r.warnings);
+    let a = analyze(input).unwrap();
+    // `<<: *build` then `<<: *upload_arm64`: the later template wins where both set a key.
+    let job = a.data["publish_arm64"].as_mapping().unwrap();
+    assert_eq!(job["stage"], Value::String("publish".into()));
+    assert_eq!(job["image"], Value::String("docker:27".into()), "kept from the first merge");
+    assert_eq!(job["variables"]["ARCH"], Value::String("arm64".into()));
+    // The job written before its merge keeps the template's script, as Psych's merge! does.
+    assert_eq!(a.data["legacy"]["script"][0], Value::String("make legacy-template".into()));
+    let publish = r.jobs.iter().find(|j| j.job == "publish_arm64").unwrap();
+    assert!(matches!(&publish.outcome, Outcome::Added { tag, .. } if tag == "$CICD_TAG_ARM64"), "{publish:?}");
+    insta::assert_snapshot!(report(input, &r));
+}
+
 // ---- property test ----
 
 #[derive(Debug, Clone)]
@@ -254,6 +282,8 @@ struct GenJob {
     flow: bool,
     opt_out: bool,
     trigger: bool,
+    /// `<<: *m1`, `<<: *m2`, `<<: *m3` (tags), each 0: absent, 1: first, 2: last in the job.
+    merges: [u8; 3],
 }
 
 fn gen_job() -> impl Strategy<Value = GenJob> {
@@ -268,13 +298,14 @@ fn gen_job() -> impl Strategy<Value = GenJob> {
             "x_aarch64",
             "deploy",
         ]),
-        0u8..100,
+        0u16..1000,
         prop::option::of(prop::collection::vec(prop::sample::select(vec!["a", "$T", "docker"]), 1..3)),
         prop::option::of(any::<bool>()),
         prop::option::of(prop::sample::select(vec!["amd64", "arm64", "x86_64", "mips"])),
         (any::<bool>(), any::<bool>(), 0u8..10, 0u8..12),
+        (0u8..3, 0u8..3, prop::sample::select(vec![0u8, 0, 0, 0, 1, 2])),
     )
-        .prop_map(|(base, n, tags, extends_tagged, arch_var, (comment, flow, opt, trig))| GenJob {
+        .prop_map(|(base, n, tags, extends_tagged, arch_var, (comment, flow, opt, trig), (m1, m2, m3))| GenJob {
             name: format!("{base}{n}"),
             tags: tags.map(|t| t.into_iter().map(str::to_string).collect()),
             extends_tagged,
@@ -283,6 +314,7 @@ fn gen_job() -> impl Strategy<Value = GenJob> {
             flow,
             opt_out: opt == 0,
             trigger: trig == 0,
+            merges: [m1, m2, m3],
         })
 }
 
@@ -296,6 +328,9 @@ fn render_file(jobs: &[GenJob], default: Option<Option<&str>>, seq_indent: bool)
         None => {}
     }
     s.push_str(".tagged:\n  tags: [tmpl]\n.plain:\n  variables:\n    X: \"1\"\n\n");
+    s.push_str(
+        ".m1: &m1\n  image: alpine\n  stage: build\n.m2: &m2 {stage: test, retry: 1}\n.m3: &m3\n  tags: [merged]\n\n",
+    );
     let mut seen = std::collections::BTreeSet::new();
     for j in jobs {
         if !seen.insert(j.name.clone()) {
@@ -312,7 +347,16 @@ fn render_file(jobs: &[GenJob], default: Option<Option<&str>>, seq_indent: bool)
             s.push_str(&format!("{}: {{script: [echo], stage: build}}\n", j.name));
             continue;
         }
-        s.push_str(&format!("{}:\n  script:\n  {ind}- echo {}  # run\n", j.name, j.name));
+        let merges = |s: &mut String, at: u8| {
+            for (i, m) in j.merges.iter().enumerate() {
+                if *m == at {
+                    s.push_str(&format!("  <<: *m{}\n", i + 1));
+                }
+            }
+        };
+        s.push_str(&format!("{}:\n", j.name));
+        merges(&mut s, 1);
+        s.push_str(&format!("  script:\n  {ind}- echo {}  # run\n", j.name));
         if let Some(t) = j.extends_tagged {
             s.push_str(&format!("  extends: {}\n", if t { ".tagged" } else { ".plain" }));
         }
@@ -325,6 +369,7 @@ fn render_file(jobs: &[GenJob], default: Option<Option<&str>>, seq_indent: bool)
         if let Some(tags) = &j.tags {
             s.push_str(&format!("  tags: [{}]\n", tags.join(", ")));
         }
+        merges(&mut s, 2);
         s.push('\n');
     }
     s
@@ -334,7 +379,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
     #[test]
     fn generated_ci_files_keep_the_invariants(
-        jobs in prop::collection::vec(gen_job(), 1..8),
+        jobs in prop::collection::vec(gen_job(), 1..60),
         default in prop::option::of(prop::option::of(prop::sample::select(vec!["shared", "$DEF"]))),
         seq_indent in any::<bool>(),
         crlf in any::<bool>(),
@@ -352,6 +397,83 @@ proptest! {
             for j in &a.jobs {
                 let left = r.jobs.iter().any(|x| x.job == j.name && matches!(x.outcome, Outcome::LeftAlone { .. }));
                 prop_assert!(j.tags.is_some() || left, "{} untagged:\n{}", j.name, r.output);
+            }
+        }
+    }
+}
+
+// ---- large files ----
+
+#[derive(Clone, Copy, Debug)]
+enum Style {
+    /// The shape that used to fail: a template merged into every job with `<<: *tmpl`, an
+    /// `ARCH` variable per job, a comment on a script line.
+    MergedTemplate,
+    /// One flow mapping a job, merging the template inside the braces.
+    Flow,
+    /// `extends:`, indented block sequences, two `<<` keys a job, CRLF line ends.
+    ExtendsCrlf,
+    /// Untagged jobs with no architecture: one `default:` section covers them all.
+    Default,
+}
+
+fn large_file(style: Style, jobs: usize) -> String {
+    let arch = |i: usize| if i.is_multiple_of(2) { "amd64" } else { "arm64" };
+    let mut s = String::from("# generated pipeline\nstages: [build, test]\n\n");
+    match style {
+        Style::MergedTemplate => {
+            s.push_str(".tmpl: &tmpl\n  stage: build\n  image: docker:27\n  retry: 1\n\n");
+            for i in 0..jobs {
+                s.push_str(&format!(
+                    "build_{i}:\n  <<: *tmpl\n  variables:\n    ARCH: {}\n  script:\n    - make image # arch {}\n    - make push\n  when: on_success\n\n",
+                    arch(i),
+                    arch(i)
+                ));
+            }
+        }
+        Style::Flow => {
+            s.push_str(".tmpl: &tmpl {stage: build, image: docker:27}\n");
+            for i in 0..jobs {
+                s.push_str(&format!(
+                    "build_{i}: {{<<: *tmpl, script: [make], variables: {{ARCH: {}}}}} # job {i}\n",
+                    arch(i)
+                ));
+            }
+        }
+        Style::ExtendsCrlf => {
+            s.push_str(".base:\n  stage: build\n.m1: &m1\n  image: docker:27\n.m2: &m2\n  retry: 2\n\n");
+            for i in 0..jobs {
+                s.push_str(&format!(
+                    "job_{i}_{}:\n  extends: .base\n  <<: *m1\n  <<: *m2\n  script:\n    - 'echo \"{i}\"'\n    - make\n\n",
+                    arch(i)
+                ));
+            }
+            s = s.replace('\n', "\r\n");
+        }
+        Style::Default => {
+            for i in 0..jobs {
+                s.push_str(&format!("test_{i}:\n  stage: test\n  script:\n  - make test-{i}\n\n"));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn large_files_in_several_styles_are_rewritten_and_proved() {
+    for jobs in [1_000, 5_000] {
+        for style in [Style::MergedTemplate, Style::Flow, Style::ExtendsCrlf, Style::Default] {
+            let input = large_file(style, jobs);
+            let r = check(&input, &multiarch());
+            let added = r.jobs.iter().filter(|j| matches!(j.outcome, Outcome::Added { .. })).count();
+            assert_eq!(added, jobs, "{style:?} {jobs}: every job gets a tag");
+            match style {
+                Style::Default => assert_eq!(r.default_tags_added.as_deref(), Some("$CICD_TAG_AMD64")),
+                _ => assert_eq!(
+                    r.output.matches("[$CICD_TAG_ARM64]").count(),
+                    jobs / 2,
+                    "{style:?} {jobs}: the arm64 half is tagged arm64"
+                ),
             }
         }
     }
