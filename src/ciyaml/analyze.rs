@@ -1,6 +1,7 @@
 //! GitLab's meaning of a CI file, offline: which top-level keys are jobs, what tags each job
 //! ends up with and where they come from, and which architecture a job builds for.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use yaml_serde::{Mapping, Value};
@@ -90,18 +91,16 @@ pub struct Analysis {
     pub has_include: bool,
     /// The data as GitLab reads it (Psych's merge keys and repeated keys applied).
     pub data: Value,
-    /// A key repeated in one mapping (GitLab keeps the last value): `line:column: key`.
-    pub warnings: Vec<String>,
+    /// Some mapping repeats a key (GitLab keeps the last value).
+    pub repeated_keys: bool,
 }
 
 /// Parses `text` as GitLab does and analyses every job.
 pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
-    let merged = parse_config(text, true)?;
-    let raw = parse_config(text, false)?;
+    let (merged, own_tags, repeated_keys) = load_config(text)?;
     let top = merged
         .as_mapping()
         .ok_or_else(|| CiYamlError::at(1, 1, "the top level must be a mapping of jobs and keywords"))?;
-    let raw_top = raw.as_mapping().cloned().unwrap_or_default();
     let default_tags = top.get("default").and_then(|d| d.get("tags")).and_then(tag_strings);
     let mut jobs = Vec::new();
     for (key, value) in top {
@@ -109,28 +108,30 @@ pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
         if !is_job_name(name) {
             continue;
         }
-        jobs.push(job_info(name, value, raw_top.get(name), top, default_tags.as_ref()));
+        jobs.push(job_info(name, value, own_tags.contains(name), top, default_tags.as_ref()));
     }
     Ok(Analysis {
         jobs,
         default_tags,
         has_default_section: top.contains_key("default"),
         has_include: top.contains_key("include"),
-        warnings: super::edit::repeated_keys(text)
-            .into_iter()
-            .map(|(line, column, key)| {
-                format!("line {line}, column {column}: key {key} repeats a key of the same mapping; GitLab keeps the last value")
-            })
-            .collect(),
         data: merged,
+        repeated_keys,
     })
 }
 
 /// Reads the configuration document as GitLab does ([`super::psych`]), rejecting what GitLab
-/// rejects. `merge: false` keeps `<<` keys as written.
-pub(super) fn parse_config(text: &str, merge: bool) -> Result<Value, CiYamlError> {
+/// rejects.
+#[cfg(test)]
+pub(super) fn parse_config(text: &str) -> Result<Value, CiYamlError> {
+    load_config(text).map(|(v, _, _)| v)
+}
+
+/// The configuration document, and the top-level keys whose mapping writes `tags` itself.
+fn load_config(text: &str) -> Result<(Value, BTreeSet<String>, bool), CiYamlError> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut docs = super::psych::documents(body, merge).map_err(|e| CiYamlError::syntax(&e))?;
+    let super::psych::Loaded { mut docs, own_tags, repeated_keys } =
+        super::psych::documents(body).map_err(|e| CiYamlError::syntax(&e))?;
     let config = match docs.len() {
         0 => Value::Null,
         1 => docs.pop().unwrap_or(Value::Null),
@@ -144,7 +145,7 @@ pub(super) fn parse_config(text: &str, merge: bool) -> Result<Value, CiYamlError
         }
     };
     match config {
-        Value::Mapping(_) => Ok(config),
+        Value::Mapping(_) => Ok((config, own_tags, repeated_keys)),
         Value::Null => Err(CiYamlError::at(1, 1, "the file is empty: a CI configuration is a mapping of jobs")),
         _ => Err(CiYamlError::at(1, 1, "the top level must be a mapping of jobs and keywords")),
     }
@@ -157,7 +158,7 @@ pub fn is_job_name(name: &str) -> bool {
 fn job_info(
     name: &str,
     value: &Value,
-    raw_value: Option<&Value>,
+    writes_tags: bool,
     top: &Mapping,
     default_tags: Option<&Vec<String>>,
 ) -> JobInfo {
@@ -181,7 +182,7 @@ fn job_info(
         Ok(v) => v,
         Err(missing) => {
             info.unresolved = Some(missing);
-            value.clone()
+            Cow::Borrowed(value)
         }
     };
     info.trigger = effective.get("trigger").is_some();
@@ -190,11 +191,10 @@ fn job_info(
         Some(Value::Sequence(keys)) => !keys.iter().any(|k| k.as_str() == Some("tags")),
         _ => false,
     };
-    let raw_has_tags = raw_value.and_then(Value::as_mapping).is_some_and(|m| m.contains_key("tags"));
     match effective.get("tags") {
         Some(t) => match tag_strings(t) {
             Some(tags) if !tags.is_empty() => {
-                info.source = Some(if raw_has_tags {
+                info.source = Some(if writes_tags {
                     TagSource::Own
                 } else if value.get("tags").is_some() {
                     TagSource::MergeKey
@@ -220,11 +220,12 @@ fn job_info(
 
 /// The job with `extends:` applied as GitLab does: templates merged left to right, deep for
 /// mappings, the job's own keys last. `Err` names a template this file does not define.
-fn resolve(value: &Value, top: &Mapping, chain: &mut Vec<String>) -> Result<Value, String> {
+fn resolve<'v>(value: &'v Value, top: &Mapping, chain: &mut Vec<String>) -> Result<Cow<'v, Value>, String> {
     let parents: Vec<String> = match value.get("extends") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Sequence(seq)) => seq.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        _ => Vec::new(),
+        // Nothing to merge: the job as it is (most jobs; no copy).
+        _ => return Ok(Cow::Borrowed(value)),
     };
     let mut base = Value::Mapping(Mapping::new());
     for parent in parents {
@@ -242,7 +243,7 @@ fn resolve(value: &Value, top: &Mapping, chain: &mut Vec<String>) -> Result<Valu
         m.remove("extends");
     }
     deep_merge(&mut base, &own);
-    Ok(base)
+    Ok(Cow::Owned(base))
 }
 
 /// Which `extends:` template a job's tags come from (the last one that has them wins).

@@ -1,8 +1,9 @@
 //! Text edits on yaml-edit's lossless tree: insert `tags` and nothing else.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use yaml_edit::{Document, Mapping, Sequence, YamlFile};
+use yaml_edit::{Document, Mapping, Parse, Sequence, YamlFile};
 
 use super::CiYamlError;
 use super::analyze::is_job_name;
@@ -46,13 +47,13 @@ pub(super) fn apply(text: &str, insertions: &[Insertion]) -> String {
 /// indentation; after a flow mapping's last entry, as `, tags: [tag]`.
 pub(super) fn tag_insertions(
     text: &str,
+    parsed: &Parse<YamlFile>,
     jobs: &[(String, String)],
     default_tag: Option<&str>,
 ) -> Result<Vec<Insertion>, CiYamlError> {
     if jobs.is_empty() && default_tag.is_none() {
         return Ok(Vec::new());
     }
-    let parsed = YamlFile::parse(text);
     if let Some(e) = parsed.errors().first() {
         return Err(CiYamlError::Verification(format!("the lossless parser disagrees with the YAML parser: {e}")));
     }
@@ -62,18 +63,21 @@ pub(super) fn tag_insertions(
         .ok_or_else(|| CiYamlError::Verification("no top-level mapping to edit".into()))?;
     let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
     // With a repeated key GitLab reads the last one, so later entries replace earlier ones.
-    let mut mappings: HashMap<String, Option<Mapping>> = HashMap::new();
+    let mut mappings: HashMap<Cow<'_, str>, Option<Mapping>> = HashMap::new();
     for entry in top.entries() {
-        if let Some(name) = entry.key_node().and_then(|k| k.as_scalar().map(|s| s.as_string())) {
+        if let Some(name) = entry.key_node().and_then(|k| key_name(text, &k)) {
             mappings.insert(name, entry.value_node().and_then(|v| v.as_mapping().cloned()));
         }
     }
     let mapping = |name: &str| mappings.get(name).cloned().flatten();
+    // One rendering a tag, not one syntax tree a job.
+    let mut rendered: HashMap<&str, String> = HashMap::new();
     let mut out = Vec::with_capacity(jobs.len() + 1);
     for (job, tag) in jobs {
         let m =
             mapping(job).ok_or_else(|| CiYamlError::Verification(format!("job {job} is not an editable mapping")))?;
-        out.push(entry_insertion(text, &m, "tags", &tag_sequence(tag), eol)?);
+        let seq = rendered.entry(tag.as_str()).or_insert_with(|| tag_sequence(tag));
+        out.push(entry_insertion(text, &m, "tags", seq, eol)?);
     }
     if let Some(tag) = default_tag {
         match mapping("default") {
@@ -83,6 +87,17 @@ pub(super) fn tag_insertions(
     }
     out.sort_by_key(|i| i.at);
     Ok(out)
+}
+
+/// A mapping key as GitLab reads it: the text as written unless it is quoted.
+fn key_name<'t>(text: &'t str, key: &yaml_edit::YamlNode) -> Option<Cow<'t, str>> {
+    let scalar = key.as_scalar()?;
+    let range = key.byte_range();
+    let raw = text.get(range.start as usize..range.end as usize)?.trim();
+    if raw.is_empty() || raw.starts_with(['"', '\'', '!', '&', '?']) || raw.contains(['#', '\n']) {
+        return Some(Cow::Owned(scalar.as_string()));
+    }
+    Some(Cow::Borrowed(raw))
 }
 
 /// `key: value` as a new last entry of `m`.
@@ -181,8 +196,7 @@ pub(super) enum Uneditable {
     Alias,
 }
 
-pub(super) fn uneditable_jobs(text: &str) -> BTreeMap<String, Uneditable> {
-    let parsed = YamlFile::parse(text);
+pub(super) fn uneditable_jobs(text: &str, parsed: &Parse<YamlFile>) -> BTreeMap<String, Uneditable> {
     let Some(top) = config_document(&parsed.tree()).and_then(|d| d.as_mapping()) else {
         return BTreeMap::new();
     };
@@ -199,7 +213,7 @@ pub(super) fn uneditable_jobs(text: &str) -> BTreeMap<String, Uneditable> {
     let mut out = BTreeMap::new();
     for entry in top.entries() {
         let (Some(key), Some(value)) = (entry.key_node(), entry.value_node()) else { continue };
-        let Some(name) = key.as_scalar().map(|s| s.as_string()) else { continue };
+        let Some(name) = key_name(text, &key).map(Cow::into_owned) else { continue };
         // A repeated job name: only the last one counts, as GitLab reads it.
         out.remove(&name);
         if value.is_alias() {
@@ -217,8 +231,7 @@ pub(super) fn uneditable_jobs(text: &str) -> BTreeMap<String, Uneditable> {
 
 /// Every key that repeats a key of the same mapping (merge keys aside: repeating `<<` is how
 /// Psych files merge several templates), as line, column and the key as written.
-pub(super) fn repeated_keys(text: &str) -> Vec<(usize, usize, String)> {
-    let parsed = YamlFile::parse(text);
+pub(super) fn repeated_keys(text: &str, parsed: &Parse<YamlFile>) -> Vec<(usize, usize, String)> {
     let file = parsed.tree();
     let mut stack: Vec<Mapping> = file.documents().filter_map(|d| d.as_mapping()).collect();
     let mut out = Vec::new();
@@ -226,10 +239,11 @@ pub(super) fn repeated_keys(text: &str) -> Vec<(usize, usize, String)> {
         let mut seen = BTreeSet::new();
         for entry in m.entries() {
             if let Some(k) = entry.key_node() {
-                let name = k.to_string().trim().to_string();
-                if name != "<<" && !seen.insert(name.clone()) {
-                    let lc = yaml_edit::byte_offset_to_line_column(text, k.byte_range().start as usize);
-                    out.push((lc.line, lc.column, name));
+                let r = k.byte_range();
+                let name = text.get(r.start as usize..r.end as usize).unwrap_or_default().trim();
+                if name != "<<" && !seen.insert(name) {
+                    let lc = yaml_edit::byte_offset_to_line_column(text, r.start as usize);
+                    out.push((lc.line, lc.column, name.to_string()));
                 }
             }
             if let Some(child) = entry.value_node().and_then(|v| v.as_mapping().cloned()) {

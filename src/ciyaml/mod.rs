@@ -114,7 +114,9 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     let mut want_default: BTreeSet<String> = BTreeSet::new();
     // Jobs that would silently pick up a tag added under `default:`.
     let mut would_be_swept = false;
-    let uneditable = edit::uneditable_jobs(text);
+    // One lossless parse places the edit, finds what must not be edited and what repeats.
+    let lossless = yaml_edit::YamlFile::parse(text);
+    let uneditable = edit::uneditable_jobs(text, &lossless);
 
     for job in &analysis.jobs {
         let outcome = decide(job, opts, &analysis, uneditable.get(&job.name).copied());
@@ -149,13 +151,23 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
         }
     }
 
-    let insertions = edit::tag_insertions(text, &direct, default_tags_added.as_deref())?;
+    let insertions = edit::tag_insertions(text, &lossless, &direct, default_tags_added.as_deref())?;
     let output = edit::apply(text, &insertions);
     let changed = !insertions.is_empty();
     if changed {
         verify::check(text, &output, &insertions, &analysis, &reports)?;
     }
-    Ok(Retag { output, jobs: reports, default_tags_added, changed, warnings: analysis.warnings })
+    // Placing them needs a walk of the lossless tree; most files have none.
+    let repeated = if analysis.repeated_keys { edit::repeated_keys(text, &lossless) } else { Vec::new() };
+    let warnings = repeated
+        .into_iter()
+        .map(|(line, column, key)| {
+            format!(
+                "line {line}, column {column}: key {key} repeats a key of the same mapping; GitLab keeps the last value"
+            )
+        })
+        .collect();
+    Ok(Retag { output, jobs: reports, default_tags_added, changed, warnings })
 }
 
 fn want_default_for(job: &JobInfo, opts: &TagOptions, tag: &str) -> bool {

@@ -10,21 +10,34 @@
 //! yaml_serde's own `Value` refuses repeated keys, so this is a serde visitor over
 //! yaml_serde's deserializer (which still does the YAML parsing and alias expansion).
 
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 use yaml_serde::value::{Tag, TaggedValue};
 use yaml_serde::{Mapping, Value};
 
-/// How to build mappings.
+/// One document, loaded. Besides the data it notes which top-level keys write `tags`
+/// themselves (not through a merge key): the report says where a job's tags come from.
 #[derive(Clone, Copy)]
-pub(super) struct Load {
-    /// Apply `<<` as Psych does; otherwise keep the last `<<` as written (the "raw" view,
-    /// which tells a key written in a mapping from one merged into it).
-    pub merge: bool,
+struct Load<'a> {
+    /// 0 for the document's top level.
+    depth: u32,
+    /// Set by a mapping at depth 1: it writes `tags` itself, after any merge that brings some.
+    wrote_tags: &'a Cell<bool>,
+    own_tags: &'a RefCell<BTreeSet<String>>,
+    /// Some mapping repeats an ordinary key.
+    repeated: &'a Cell<bool>,
 }
 
-impl<'de> DeserializeSeed<'de> for Load {
+impl Load<'_> {
+    fn child(self) -> Self {
+        Load { depth: self.depth.saturating_add(1), ..self }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Load<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -32,7 +45,7 @@ impl<'de> DeserializeSeed<'de> for Load {
     }
 }
 
-impl<'de> Visitor<'de> for Load {
+impl<'de> Visitor<'de> for Load<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -77,7 +90,7 @@ impl<'de> Visitor<'de> for Load {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(v) = seq.next_element_seed(self)? {
+        while let Some(v) = seq.next_element_seed(self.child())? {
             out.push(v);
         }
         Ok(Value::Sequence(out))
@@ -85,14 +98,50 @@ impl<'de> Visitor<'de> for Load {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut hash = Mapping::new();
-        while let Some(key) = map.next_key_seed(self)? {
-            let value = map.next_value_seed(self)?;
-            if self.merge && key.as_str() == Some("<<") {
-                merge_key(&mut hash, value);
+        let mut wrote_tags = false;
+        // The keys this mapping writes itself, kept only once a merge has mixed others in
+        // (before that, every key in `hash` is one).
+        let mut written: Option<Vec<Value>> = None;
+        if self.depth == 0 {
+            self.own_tags.borrow_mut().clear();
+        }
+        while let Some(key) = map.next_key_seed(self.child())? {
+            self.wrote_tags.set(false);
+            let value = map.next_value_seed(self.child())?;
+            if self.depth == 0
+                && let Some(name) = key.as_str()
+            {
+                let mut own = self.own_tags.borrow_mut();
+                if self.wrote_tags.get() {
+                    own.insert(name.to_string());
+                } else {
+                    own.remove(name);
+                }
+            }
+            if key.as_str() == Some("<<") {
+                written.get_or_insert_with(|| hash.keys().cloned().collect());
+                if merge_key(&mut hash, value) {
+                    wrote_tags = false;
+                }
             } else {
+                wrote_tags |= key.as_str() == Some("tags");
+                let repeats = match &mut written {
+                    Some(w) if w.contains(&key) => true,
+                    Some(w) => {
+                        w.push(key.clone());
+                        false
+                    }
+                    None => hash.contains_key(&key),
+                };
+                if repeats {
+                    self.repeated.set(true);
+                }
                 // Ruby's `Hash#[]=`: a repeated key keeps its place and takes the new value.
                 hash.insert(key, value);
             }
+        }
+        if self.depth == 1 {
+            self.wrote_tags.set(wrote_tags);
         }
         Ok(Value::Mapping(hash))
     }
@@ -104,8 +153,8 @@ impl<'de> Visitor<'de> for Load {
     }
 }
 
-/// `revive_hash`'s `<<` branch.
-fn merge_key(hash: &mut Mapping, value: Value) {
+/// `revive_hash`'s `<<` branch; true when the merge brought a `tags` key.
+fn merge_key(hash: &mut Mapping, value: Value) -> bool {
     match value {
         Value::Mapping(m) => merge_into(hash, m),
         Value::Sequence(items) if items.iter().all(Value::is_mapping) => {
@@ -116,26 +165,43 @@ fn merge_key(hash: &mut Mapping, value: Value) {
                     merge_into(&mut h, m);
                 }
             }
-            merge_into(hash, h);
+            merge_into(hash, h)
         }
         // A TypeError in Ruby: the `<<` stays an ordinary key.
         other => {
             hash.insert(Value::String("<<".into()), other);
+            false
         }
     }
 }
 
 /// Ruby's `Hash#merge!`: existing keys keep their place and take the new value; new keys go
-/// to the end.
-fn merge_into(hash: &mut Mapping, from: Mapping) {
+/// to the end. True when `from` has `tags`.
+fn merge_into(hash: &mut Mapping, from: Mapping) -> bool {
+    let tags = from.contains_key("tags");
     for (k, v) in from {
         hash.insert(k, v);
     }
+    tags
 }
 
-/// Every configuration document of `body`, as Psych builds them.
-pub(super) fn documents(body: &str, merge: bool) -> Result<Vec<Value>, yaml_serde::Error> {
-    yaml_serde::Deserializer::from_str(body).map(|doc| Load { merge }.deserialize(doc)).collect()
+/// Documents as Psych builds them.
+pub(super) struct Loaded {
+    pub docs: Vec<Value>,
+    /// The top-level keys of the last document whose mapping writes `tags` itself.
+    pub own_tags: BTreeSet<String>,
+    /// Some mapping repeats an ordinary key (GitLab keeps the last value).
+    pub repeated_keys: bool,
+}
+
+/// Every document of `body` as Psych builds it.
+pub(super) fn documents(body: &str) -> Result<Loaded, yaml_serde::Error> {
+    let wrote_tags = Cell::new(false);
+    let own_tags = RefCell::new(BTreeSet::new());
+    let repeated = Cell::new(false);
+    let load = Load { depth: 0, wrote_tags: &wrote_tags, own_tags: &own_tags, repeated: &repeated };
+    let docs = yaml_serde::Deserializer::from_str(body).map(|doc| load.deserialize(doc)).collect::<Result<_, _>>()?;
+    Ok(Loaded { docs, own_tags: own_tags.into_inner(), repeated_keys: repeated.get() })
 }
 
 #[cfg(test)]
@@ -143,7 +209,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Value {
-        documents(text, true).unwrap().pop().unwrap()
+        documents(text).unwrap().docs.pop().unwrap()
     }
 
     fn yaml(text: &str) -> Value {
@@ -186,8 +252,11 @@ mod tests {
     }
 
     #[test]
-    fn without_merging_the_mapping_is_as_written() {
-        let v = documents("job:\n  <<: {a: 1}\n  b: 2\n", false).unwrap().pop().unwrap();
-        assert_eq!(v["job"], yaml("{'<<': {a: 1}, b: 2}"));
+    fn own_tags_are_those_a_job_writes_after_any_merge_that_brings_tags() {
+        let text = ".t: &t {tags: [t]}\nown:\n  tags: [o]\nmerged:\n  <<: *t\nmerged_then_own:\n  <<: *t\n  tags: [o]\nown_then_merged:\n  tags: [o]\n  <<: *t\nnested:\n  x: {tags: [n]}\n";
+        let loaded = documents(text).unwrap();
+        assert_eq!(loaded.own_tags.into_iter().collect::<Vec<_>>(), [".t", "merged_then_own", "own"]);
+        assert!(!loaded.repeated_keys);
+        assert!(documents("a: 1\nb: {x: 1, x: 2}\n").unwrap().repeated_keys);
     }
 }

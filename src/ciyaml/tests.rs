@@ -22,7 +22,7 @@ fn multiarch() -> TagOptions {
 }
 
 fn data(text: &str) -> Value {
-    analyze::parse_config(text, true).unwrap()
+    analyze::parse_config(text).unwrap()
 }
 
 /// The invariants every rewrite must keep, checked independently of `verify`.

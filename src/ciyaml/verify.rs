@@ -31,8 +31,13 @@ pub(super) fn check(
     let after =
         analyze(output).map_err(|e| CiYamlError::Verification(format!("the rewritten file does not parse: {e}")))?;
 
+    let tags_of = |a: &Analysis| -> HashMap<String, Option<Vec<String>>> {
+        a.jobs.iter().map(|j| (j.name.clone(), j.tags.clone())).collect()
+    };
+    let now_tags = tags_of(&after);
+
     // 2. The data, as GitLab reads it, is the same once the added `tags` keys are taken out.
-    let mut stripped = after.data.clone();
+    let mut stripped = after.data;
     let top = stripped
         .as_mapping_mut()
         .ok_or_else(|| CiYamlError::Verification("top level is no longer a mapping".into()))?;
@@ -56,10 +61,7 @@ pub(super) fn check(
     }
 
     // 3. Each job has exactly the tags it was meant to have.
-    let tags_of = |a: &Analysis| -> HashMap<String, Option<Vec<String>>> {
-        a.jobs.iter().map(|j| (j.name.clone(), j.tags.clone())).collect()
-    };
-    let (was_tags, now_tags) = (tags_of(before), tags_of(&after));
+    let was_tags = tags_of(before);
     for r in reports {
         let was = was_tags.get(&r.job).cloned().flatten();
         let now = now_tags.get(&r.job).cloned().flatten();
