@@ -109,6 +109,7 @@ finding_codes! {
     CiFileUnknownJob = "cifile.unknown-job": "the plan names a job that is not in the CI file",
     CiFileNoBuildJob = "cifile.no-build-job": "no job builds for a wanted architecture",
     CiFileIncludesUncovered = "cifile.includes-uncovered": "jobs from `include:` files get no tag from a per-job rewrite",
+    CiFileRepeatedKey = "cifile.repeated-key": "a key repeats in one mapping of the CI file; GitLab keeps the last value",
     CiJobTagged = "cijob.tagged": "a build job already runs on its architecture's runner",
     CiJobWrongTags = "cijob.wrong-tags": "a build job keeps tags that do not select its runner",
     CiJobNeedsReview = "cijob.needs-review": "a job was left alone and needs a person's review",

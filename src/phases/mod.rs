@@ -86,8 +86,13 @@ pub(crate) fn delivery_method(delivery: &Delivery, base: &str, title: &str) -> W
     }
 }
 
-/// Turns a rewrite into a change (when it changed anything) and its per-job findings.
+/// Turns a rewrite into a change (when it changed anything) and its per-file and per-job
+/// findings.
 fn ci_file_change(out: &mut PhasePlan, file: &CiFile, retag: &Retag, delivery: &Delivery) -> Option<ChangeId> {
+    // GitLab accepts a repeated key and silently drops the earlier value: usually a mistake.
+    for warning in &retag.warnings {
+        out.finding(FindingCode::CiFileRepeatedKey, Status::Risk, Some(ci_file_ref(file)), warning.clone());
+    }
     for job in &retag.jobs {
         if let Outcome::LeftAlone { reason, needs_review: true } = &job.outcome {
             out.finding(FindingCode::CiJobNeedsReview, Status::Risk, Some(ci_job(file, &job.job)), reason.clone());

@@ -4,7 +4,7 @@ use super::*;
 use crate::diff::{DiffOptions, change_diff};
 use crate::model::fixtures::{self, AMD64_ONLY, obj, plan, start};
 use crate::model::{
-    Action, ChangeId, Document, FindingCode, NodePoolView, ObjectRef, Requirement, Status, apply_change,
+    Action, ChangeId, Document, Finding, FindingCode, NodePoolView, ObjectRef, Requirement, Status, apply_change,
 };
 
 /// Applies every change of the plan in dependency order, as the real APIs would.
@@ -349,6 +349,21 @@ fn masked_variable_value_never_reaches_the_diff() {
     assert_eq!(c.precondition, Precondition::VariableValue { value: None, protected: false });
     let d = change_diff(c, DiffOptions::default()).to_string();
     assert!(d.contains("masked: true"), "{d}");
+}
+
+#[test]
+fn a_repeated_key_in_the_ci_file_is_a_risk_and_the_last_definition_is_tagged() {
+    let mut s = start();
+    let ci = "build_arm64:\n  script: [old]\nbuild_amd64:\n  script: [b]\nbuild_arm64:\n  script: [new]\n";
+    s.ci_file = Some(fixtures::ci_file("platform/kaniko-builder", ci));
+    let p = pipeline::plan(&s, &plan());
+    let repeated: Vec<&Finding> = p.findings.iter().filter(|f| f.code == FindingCode::CiFileRepeatedKey).collect();
+    assert_eq!(repeated.len(), 1, "{}", render(&p));
+    assert_eq!(repeated[0].status, Status::Risk);
+    assert!(repeated[0].message.starts_with("line 5, column 1: key build_arm64 repeats"), "{}", repeated[0].message);
+    let change = p.changes.iter().find(|c| c.id.as_str().starts_with("cifile/")).expect("the file is rewritten");
+    let Some(Document::Text(after)) = &change.after else { panic!("{:?}", change.after) };
+    assert!(after.ends_with("build_arm64:\n  script: [new]\n  tags: [$CICD_TAG_ARM64]\n"), "{after}");
 }
 
 #[test]
