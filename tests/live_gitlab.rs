@@ -1,0 +1,152 @@
+//! The GitLab adapter against the sandbox over loopback: what it reads, how it pages and
+//! retries, the errors a person sees, and that it never writes or prints the token.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
+
+mod common;
+
+use std::time::Duration;
+
+use archshift::live::gitlab::{GitLabError, GitLabReader, Options};
+use archshift::live::secret::Token;
+use archshift::spec::{RunnerScope, ScopeKind};
+use common::Sandbox;
+use serde_json::json;
+
+fn fast() -> Options {
+    Options { backoff: Duration::from_millis(20), ..Options::default() }
+}
+
+fn reader(sb: &Sandbox, opts: Options) -> GitLabReader {
+    GitLabReader::new(&sb.gitlab_url, Token::new(sb.gitlab_token.clone(), "GITLAB_TOKEN"), opts).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn group_scope(path: &str) -> RunnerScope {
+    RunnerScope { kind: ScopeKind::Group, path: Some(path.into()) }
+}
+
+#[test]
+fn reads_runners_variables_files_and_pages_without_writing() {
+    let sb = Sandbox::start("live-gitlab-read", &["--fleet", "130"]);
+    // A masked variable, set the way an operator would.
+    let created = sb
+        .gl("POST", "/projects/platform%2Fkaniko-builder/variables")
+        .json(&json!({"key": "REGISTRY_PASSWORD", "value": "s3cr3t-value-123", "masked": true}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let before = sb.requests().len();
+
+    let rt = runtime();
+    let gl = reader(&sb, fast());
+    rt.block_on(async {
+        assert!(!gl.version().await.unwrap().is_empty());
+        let project = gl.project("platform/kaniko-builder").await.unwrap();
+        assert_eq!((project.path.as_str(), project.default_branch.as_str()), ("platform/kaniko-builder", "main"));
+
+        let runners = gl.runners(&group_scope("platform")).await.unwrap();
+        assert_eq!(runners.len(), 1, "{runners:?}");
+        let baseline = &runners[0];
+        assert_eq!(baseline.tag_list, ["sandbox"]);
+        assert!(baseline.is_online() && baseline.run_untagged);
+        assert_eq!(baseline.manager_architectures, ["amd64"]);
+
+        let vars = gl.project_variables("platform/kaniko-builder").await.unwrap();
+        let secret = vars.iter().find(|v| v.key == "REGISTRY_PASSWORD").unwrap();
+        assert!(secret.masked && secret.value.is_none(), "a masked value never leaves the adapter");
+
+        let file = gl.ci_file("platform/kaniko-builder", ".gitlab-ci.yml", "main").await.unwrap().unwrap();
+        assert!(file.content.contains("build_arm64:"));
+        assert_eq!((file.blob_id.len(), file.last_commit_id.len()), (40, 40));
+        assert_eq!(gl.ci_file("platform/kaniko-builder", "nope.yml", "main").await.unwrap(), None);
+
+        // 130 fleet projects: two pages of 100.
+        let fleet = gl.group_projects("fleet").await.unwrap();
+        assert_eq!(fleet.len(), 130);
+
+        let lint = gl.ci_lint("platform/kaniko-builder", &file.content).await.unwrap();
+        assert_eq!(lint["valid"], true, "{lint}");
+    });
+    let log = sb.requests();
+    let writes: Vec<_> = log[before..].iter().filter(|r| r["method"] != "GET").collect();
+    assert_eq!(writes.len(), 1, "only CI lint is posted: {writes:?}");
+    assert!(writes[0]["path"].as_str().unwrap().ends_with("/ci/lint"));
+    let pages: Vec<_> = log[before..]
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/api/v4/groups/fleet/projects"))
+        .collect();
+    assert_eq!(pages.len(), 2, "pages followed by X-Next-Page");
+}
+
+#[test]
+fn transient_failures_are_retried_and_rate_limits_honoured() {
+    let sb = Sandbox::start(
+        "live-gitlab-retry",
+        &[
+            "--fault",
+            "gitlab:503:count=2,path=/api/v4/version",
+            "--fault",
+            "gitlab:429:count=1,path=/api/v4/projects/*",
+        ],
+    );
+    let rt = runtime();
+    let gl = reader(&sb, fast());
+    rt.block_on(async {
+        assert!(!gl.version().await.unwrap().is_empty(), "two 503s, then an answer");
+        let started = std::time::Instant::now();
+        gl.project("platform/kaniko-builder").await.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was waited for");
+    });
+    let statuses: Vec<u64> = sb
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/api/v4/version")
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [503, 503, 200]);
+}
+
+#[test]
+fn errors_say_what_to_do_and_never_show_the_token() {
+    let sb = Sandbox::start("live-gitlab-errors", &["--fault", "gitlab:502:path=/api/v4/groups/*"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let wrong =
+            GitLabReader::new(&sb.gitlab_url, Token::new("glpat-wrong-token-value", "GITLAB_TOKEN"), fast()).unwrap();
+        let e = wrong.version().await.unwrap_err();
+        assert!(matches!(e, GitLabError::Unauthorized { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("401") && msg.contains("set GITLAB_TOKEN"), "{msg}");
+        assert!(!msg.contains("glpat-wrong-token-value"));
+
+        let gl = reader(&sb, Options { retries: 2, ..fast() });
+        let e = gl.project("platform/no-such-project").await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/projects/platform%2Fno-such-project was not found") && msg.contains("404 Project Not Found"),
+            "{msg}"
+        );
+
+        let e = gl.group("platform").await.unwrap_err();
+        assert_eq!(e.to_string(), "GitLab kept answering 502 to GET /groups/platform (3 attempts); try again later");
+
+        let e = gl.ci_file("platform/no-such-project", ".gitlab-ci.yml", "main").await.unwrap_err();
+        assert!(matches!(e, GitLabError::NotFound { .. }), "a missing project is not a missing file: {e:?}");
+        for e in [
+            format!("{e}"),
+            format!("{e:?}"),
+            format!("{gl_debug:?}", gl_debug = Token::new(sb.gitlab_token.clone(), "GITLAB_TOKEN")),
+        ] {
+            assert!(!e.contains(&sb.gitlab_token), "{e}");
+        }
+    });
+    let unreachable =
+        GitLabReader::new("http://127.0.0.1:9", Token::new("x", "GITLAB_TOKEN"), Options { retries: 0, ..fast() })
+            .unwrap();
+    let e = rt.block_on(unreachable.version()).unwrap_err();
+    assert!(e.to_string().starts_with("cannot reach GitLab at http://127.0.0.1:9: "), "{e}");
+}
