@@ -5,4 +5,5 @@
 //! holds readers cannot change anything, whatever its flags say.
 
 pub mod gitlab;
+pub mod kube;
 pub mod secret;
