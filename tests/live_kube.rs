@@ -58,6 +58,10 @@ fn errors_say_which_context_or_credential() {
         assert!(e.to_string().contains("context no-such-context"), "{e}");
 
         let k = KubeReader::connect(Some(&sb.kubeconfig()), None).await.unwrap();
+        // The preflight sees the denial before anything is tried, as `kubectl auth can-i` does.
+        assert!(!k.can_i("list", live_kube::NODE_POOL, None).await.unwrap().allowed);
+        assert!(k.can_i("patch", live_kube::NODE_POOL, None).await.unwrap().allowed);
+        assert!(k.can_i("list", live_kube::RELEASE, Some("gitlab-runner")).await.unwrap().allowed);
         let e = k.list(live_kube::NODE_POOL, None).await.unwrap_err();
         assert!(
             e.to_string().starts_with("the current Kubernetes identity may not list nodepools.karpenter.sh (403)"),

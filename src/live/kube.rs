@@ -1,7 +1,7 @@
 //! The Kubernetes adapter (kube-rs), read side: the objects the planners read, as plain JSON
 //! or the model's types, listed in pages.
 //!
-//! [`KubeReader`] has no method that writes. A kind the cluster does not serve (no Karpenter,
+//! [`KubeReader`] has no method that writes (its one POST is a SelfSubjectAccessReview). A kind the cluster does not serve (no Karpenter,
 //! no Crossplane, no Argo) is `Ok(None)`, so the caller reports it as a finding instead of
 //! failing; Secrets leave this module as names and key names only.
 
@@ -69,6 +69,14 @@ impl Kind {
     pub fn display(&self) -> String {
         if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
+}
+
+/// What a SelfSubjectAccessReview answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub allowed: bool,
+    /// The authorizer's reason, when it gives one.
+    pub reason: String,
 }
 
 /// The read-only Kubernetes handle: what an audit holds. It cannot write.
@@ -175,6 +183,34 @@ impl KubeReader {
                 }
             })
             .collect())
+    }
+
+    /// `kubectl auth can-i VERB RESOURCE [-n NAMESPACE]`: a SelfSubjectAccessReview, the one
+    /// POST this reader sends (the API server evaluates it and stores nothing).
+    pub async fn can_i(&self, verb: &str, kind: Kind, namespace: Option<&str>) -> Result<Access, KubeError> {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_string()),
+                    group: Some(kind.group.to_string()),
+                    resource: Some(kind.plural.to_string()),
+                    namespace: namespace.map(str::to_string),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| self.error(e, "create", "selfsubjectaccessreviews.authorization.k8s.io"))?;
+        let status = answer.status.unwrap_or_default();
+        Ok(Access { allowed: status.allowed, reason: status.reason.unwrap_or_default() })
     }
 
     fn error(&self, e: kube::Error, verb: &str, resource: &str) -> KubeError {
