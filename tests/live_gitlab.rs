@@ -9,7 +9,7 @@ use std::time::Duration;
 use archshift::live::gitlab::{GitLabError, GitLabReader, Options};
 use archshift::live::secret::Token;
 use archshift::spec::{RunnerScope, ScopeKind};
-use common::Sandbox;
+use common::{Sandbox, runtime};
 use serde_json::json;
 
 fn fast() -> Options {
@@ -18,11 +18,6 @@ fn fast() -> Options {
 
 fn reader(sb: &Sandbox, opts: Options) -> GitLabReader {
     GitLabReader::new(&sb.gitlab_url, Token::new(sb.gitlab_token.clone(), "GITLAB_TOKEN"), opts).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn group_scope(path: &str) -> RunnerScope {

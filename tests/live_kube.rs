@@ -5,12 +5,7 @@
 mod common;
 
 use archshift::live::kube::{self as live_kube, KubeError, KubeReader};
-use common::{Sandbox, write};
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
+use common::{Sandbox, runtime, write};
 
 #[test]
 fn reads_kinds_in_pages_secrets_as_key_names_and_missing_kinds_as_none() {
