@@ -43,6 +43,105 @@ fn reads_kinds_in_pages_secrets_as_key_names_and_missing_kinds_as_none() {
     assert_eq!(pages, 2, "limit/continue followed");
 }
 
+const POOL_WORKLOADS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-5d4f
+  namespace: default
+  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: u-web, controller: true}]
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report, namespace: data}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: r, image: alpine}]}}}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: report-29000
+  namespace: data
+  ownerReferences: [{apiVersion: batch/v1, kind: CronJob, name: report, uid: u-report, controller: true}]
+spec: {template: {spec: {restartPolicy: Never, containers: [{name: r, image: alpine}]}}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: a, image: agent}]}
+"#;
+
+fn pod(name: &str, ns: &str, node: &str, owner: Option<(&str, &str, &str)>) -> String {
+    let owners = owner.map_or(String::new(), |(api, kind, owner)| {
+        format!("  ownerReferences: [{{apiVersion: {api}, kind: {kind}, name: {owner}, uid: u-{owner}, controller: true}}]\n")
+    });
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n{owners}spec:\n  nodeName: {node}\n  containers: [{{name: c, image: x}}]\n"
+    )
+}
+
+#[test]
+fn the_workloads_on_a_pool_are_found_through_their_pods_owners() {
+    let sb = Sandbox::start("live-kube-pool", &[]);
+    let rt = runtime();
+    let k = rt.block_on(KubeReader::connect(Some(&sb.kubeconfig()), None)).unwrap();
+    let nodes = rt
+        .block_on(k.list_where(live_kube::NODE, None, Some("karpenter.sh/nodepool=spot-pool"), None))
+        .unwrap()
+        .unwrap();
+    let node = nodes[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let mut manifest = POOL_WORKLOADS.to_string();
+    manifest.push_str(&pod("web-5d4f-a", "default", &node, Some(("apps/v1", "ReplicaSet", "web-5d4f"))));
+    manifest.push_str(&pod("web-5d4f-b", "default", &node, Some(("apps/v1", "ReplicaSet", "web-5d4f"))));
+    manifest.push_str(&pod("report-29000-x", "data", &node, Some(("batch/v1", "Job", "report-29000"))));
+    manifest.push_str(&pod("agent-q", "kube-system", &node, Some(("apps/v1", "DaemonSet", "agent"))));
+    manifest.push_str(&pod("debug", "default", &node, None));
+    manifest.push_str(&pod("elsewhere", "default", "some-other-node", Some(("apps/v1", "ReplicaSet", "web-5d4f"))));
+    let file = write(&sb.dir, "pool-workloads.yaml", &manifest);
+    let out = sb.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+
+    let found = rt.block_on(k.pool_workloads("spot-pool")).unwrap();
+    let mut names: Vec<String> = found
+        .iter()
+        .map(|w| {
+            format!(
+                "{}/{}/{}",
+                w["kind"].as_str().unwrap(),
+                w["metadata"]["namespace"].as_str().unwrap(),
+                w["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["CronJob/data/report", "DaemonSet/kube-system/agent", "Deployment/default/web"]);
+    let web = found.iter().find(|w| w["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"], "nginx",
+        "the whole object, for the pin check"
+    );
+    assert!(rt.block_on(k.pool_workloads("no-such-pool")).unwrap().is_empty());
+}
+
 #[test]
 fn errors_say_which_context_or_credential() {
     let sb = Sandbox::start("live-kube-errors", &["--deny", "list:nodepools.karpenter.sh"]);

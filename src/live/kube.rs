@@ -59,6 +59,16 @@ pub const CLUSTER_WORKFLOW_TEMPLATE: Kind = Kind {
 };
 pub const NODE: Kind = Kind { group: "", version: "v1", kind: "Node", plural: "nodes" };
 const SECRET: Kind = Kind { group: "", version: "v1", kind: "Secret", plural: "secrets" };
+pub const POD: Kind = Kind { group: "", version: "v1", kind: "Pod", plural: "pods" };
+pub const REPLICA_SET: Kind = Kind { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets" };
+pub const DEPLOYMENT: Kind = Kind { group: "apps", version: "v1", kind: "Deployment", plural: "deployments" };
+pub const STATEFUL_SET: Kind = Kind { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets" };
+pub const DAEMON_SET: Kind = Kind { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets" };
+pub const JOB: Kind = Kind { group: "batch", version: "v1", kind: "Job", plural: "jobs" };
+pub const CRON_JOB: Kind = Kind { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs" };
+
+/// The label Karpenter puts on the nodes it launches for a NodePool.
+const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
 
 impl Kind {
     fn resource(&self) -> ApiResource {
@@ -124,6 +134,17 @@ impl KubeReader {
     /// Every object of `kind` (in `namespace`, or all namespaces), page by page, as JSON.
     /// `None` when the cluster does not serve the kind.
     pub async fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<Option<Vec<Value>>, KubeError> {
+        self.list_where(kind, namespace, None, None).await
+    }
+
+    /// [`Self::list`] with a label and a field selector, as the API server filters.
+    pub async fn list_where(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Result<Option<Vec<Value>>, KubeError> {
         let ar = kind.resource();
         let api: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
@@ -136,30 +157,93 @@ impl KubeReader {
             if let Some(t) = &token {
                 lp = lp.continue_token(t);
             }
+            if let Some(l) = labels {
+                lp = lp.labels(l);
+            }
+            if let Some(f) = fields {
+                lp = lp.fields(f);
+            }
             let page = match api.list(&lp).await {
                 Ok(p) => p,
                 Err(kube::Error::Api(s)) if s.code == 404 && token.is_none() => return Ok(None),
                 Err(e) => return Err(self.error(e, "list", &kind.display())),
             };
             for item in page.items {
-                let mut v = serde_json::to_value(&item).map_err(|e| KubeError::Api {
-                    verb: "list".into(),
-                    resource: kind.display(),
-                    code: 0,
-                    message: e.to_string(),
-                })?;
-                // Lists leave apiVersion/kind off the items; the planners read them.
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
-                    o.insert("kind".into(), Value::String(kind.kind.into()));
-                }
-                out.push(v);
+                out.push(to_json(&item, kind, &ar)?);
             }
             match page.metadata.continue_ {
                 Some(t) if !t.is_empty() => token = Some(t),
                 _ => return Ok(Some(out)),
             }
         }
+    }
+
+    /// One object, `None` when it does not exist (or its kind is not served).
+    pub async fn get(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<Option<Value>, KubeError> {
+        let ar = kind.resource();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
+        match api.get(name).await {
+            Ok(obj) => Ok(Some(to_json(&obj, kind, &ar)?)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(self.error(e, "get", &kind.display())),
+        }
+    }
+
+    /// The workloads whose pods run on the NodePool's nodes: the Deployments, StatefulSets,
+    /// DaemonSets, Jobs and CronJobs that control them (a ReplicaSet stands for its
+    /// Deployment, a Job for its CronJob when it has one), each once. They are what would land
+    /// on arm64 nodes once the pool widens unless they constrain their architecture. Pods no
+    /// such controller owns (bare pods, Argo workflow pods) are not included.
+    pub async fn pool_workloads(&self, pool: &str) -> Result<Vec<Value>, KubeError> {
+        let selector = format!("{NODEPOOL_LABEL}={pool}");
+        let nodes = self.list_where(NODE, None, Some(&selector), None).await?.unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for node in &nodes {
+            let Some(node_name) = node["metadata"]["name"].as_str() else { continue };
+            let on_node = format!("spec.nodeName={node_name}");
+            let pods = self.list_where(POD, None, None, Some(&on_node)).await?.unwrap_or_default();
+            for pod in &pods {
+                let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+                let Some(owner) = controller_of(pod) else { continue };
+                let Some((kind, name)) = self.workload_of(ns, owner).await? else { continue };
+                if seen.insert((kind.kind, ns.to_string(), name.clone()))
+                    && let Some(obj) = self.get(kind, Some(ns), &name).await?
+                {
+                    out.push(obj);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The workload a pod's controller stands for: a ReplicaSet's Deployment, a Job's CronJob
+    /// (or the Job itself), or the StatefulSet or DaemonSet. `None` for other controllers.
+    async fn workload_of(&self, ns: &str, (kind, name): (String, String)) -> Result<Option<(Kind, String)>, KubeError> {
+        Ok(match kind.as_str() {
+            "StatefulSet" => Some((STATEFUL_SET, name)),
+            "DaemonSet" => Some((DAEMON_SET, name)),
+            "ReplicaSet" => {
+                let rs = self.get(REPLICA_SET, Some(ns), &name).await?;
+                match rs.as_ref().and_then(controller_of) {
+                    Some((k, d)) if k == "Deployment" => Some((DEPLOYMENT, d)),
+                    // A ReplicaSet no Deployment controls is itself what re-creates the pods;
+                    // the planners do not pin ReplicaSets, so it is left to them to report.
+                    _ => None,
+                }
+            }
+            "Job" => {
+                let job = self.get(JOB, Some(ns), &name).await?;
+                match job.as_ref().and_then(controller_of) {
+                    Some((k, c)) if k == "CronJob" => Some((CRON_JOB, c)),
+                    _ => Some((JOB, name)),
+                }
+            }
+            _ => None,
+        })
     }
 
     /// The Secrets of a namespace as names and key names: values are dropped here.
@@ -228,4 +312,26 @@ impl KubeReader {
             other => KubeError::Transport { server: self.server.clone(), cause: other.to_string() },
         }
     }
+}
+
+/// An object as JSON, with the apiVersion and kind that list items leave off.
+fn to_json(obj: &DynamicObject, kind: Kind, ar: &ApiResource) -> Result<Value, KubeError> {
+    let mut v = serde_json::to_value(obj).map_err(|e| KubeError::Api {
+        verb: "read".into(),
+        resource: kind.display(),
+        code: 0,
+        message: e.to_string(),
+    })?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
+        o.insert("kind".into(), Value::String(kind.kind.into()));
+    }
+    Ok(v)
+}
+
+/// The kind and name of an object's controlling owner (`ownerReferences[].controller`).
+fn controller_of(obj: &Value) -> Option<(String, String)> {
+    let owners = obj["metadata"]["ownerReferences"].as_array()?;
+    let c = owners.iter().find(|o| o["controller"] == true)?;
+    Some((c["kind"].as_str()?.to_string(), c["name"].as_str()?.to_string()))
 }

@@ -192,6 +192,19 @@ pub(super) fn selectors(
         (false, "Secret") => &["type"],
         (false, "Node") => &["spec.unschedulable"],
         (false, "Namespace") => &["status.phase"],
+        // pkg/registry/core/pod/strategy.go: PodToSelectableFields.
+        (false, "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        (false, "ReplicaSet") => &["status.replicas"],
+        (false, "Job") => &["status.successful"],
         _ => &[],
     };
     let fields = match req.query.get("fieldSelector").filter(|s| !s.is_empty()) {

@@ -107,6 +107,13 @@ impl Registry {
             builtin("", "nodes", "node", "Node", false, &["no"], &ALL_VERBS),
             builtin("", "secrets", "secret", "Secret", true, &[], &ALL_VERBS),
             builtin("", "configmaps", "configmap", "ConfigMap", true, &["cm"], &ALL_VERBS),
+            builtin("", "pods", "pod", "Pod", true, &["po"], &ALL_VERBS),
+            builtin("apps", "deployments", "deployment", "Deployment", true, &["deploy"], &ALL_VERBS),
+            builtin("apps", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], &ALL_VERBS),
+            builtin("apps", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], &ALL_VERBS),
+            builtin("apps", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], &ALL_VERBS),
+            builtin("batch", "jobs", "job", "Job", true, &[], &ALL_VERBS),
+            builtin("batch", "cronjobs", "cronjob", "CronJob", true, &["cj"], &ALL_VERBS),
             builtin(
                 "authorization.k8s.io",
                 "selfsubjectaccessreviews",
