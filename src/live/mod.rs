@@ -6,4 +6,5 @@
 
 pub mod gitlab;
 pub mod kube;
+pub mod observe;
 pub mod secret;

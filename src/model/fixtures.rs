@@ -157,6 +157,33 @@ pub fn cron_workflow(ns: &str, name: &str) -> Value {
     ))
 }
 
+// The other projects of the platform group, as the sandbox seeds them (a test in
+// `live::observe` keeps the two equal).
+pub const DOCS_CI: &str = "# Publish the handbook.\npages:\n  stage: deploy\n  image: python:3.12\n  script:\n    - pip install mkdocs\n    - mkdocs build -d public\n  artifacts:\n    paths: [public]\n";
+pub const API_CI: &str = "stages: [test, build, deploy]\n\nvariables:\n  GO_VERSION: \"1.23\"\n\n.go: &go\n  image: golang:$GO_VERSION\n\n# unit tests\ntest:\n  <<: *go\n  stage: test\n  script: [go test ./...]\n\nbuild:\n  <<: *go\n  stage: build\n  script: [go build ./...]\n\ndeploy:\n  stage: deploy\n  trigger:\n    project: platform/deployments\n";
+pub const TERRAFORM_CI: &str = "include:\n  - local: ci/templates.yml\n\nplan:\n  extends: .tf\n  script: [terraform plan]\n\napply:\n  extends: .tf\n  script: [terraform apply -auto-approve]\n  when: manual\n";
+
+/// The platform group's masked registry password, as the adapter reports it: no value.
+pub fn registry_password() -> CiVariable {
+    CiVariable {
+        key: "REGISTRY_PASSWORD".into(),
+        value: None,
+        variable_type: "env_var".into(),
+        protected: true,
+        masked: true,
+        hidden: false,
+        raw: false,
+        environment_scope: "*".into(),
+    }
+}
+
+/// A template pinned to arm64 on purpose, by node affinity.
+pub fn arm_experiments() -> Value {
+    obj(
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata:\n  name: arm-experiments\n  namespace: ci\n  resourceVersion: \"302\"\nspec:\n  entrypoint: main\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: kubernetes.io/arch, operator: In, values: [arm64]}\n  templates:\n  - name: main\n    container:\n      image: alpine:3.20\n      command: [echo, hi]\n",
+    )
+}
+
 pub fn ci_file(project: &str, content: &str) -> CiFile {
     CiFile {
         project: project.into(),
@@ -191,12 +218,13 @@ pub fn start() -> ObservedState {
         }],
         runners: vec![runner(1, &["sandbox"], "online")],
         project_variables: vec![],
-        group_variables: Default::default(),
+        group_variables: [("platform".to_string(), vec![registry_password()])].into(),
         ci_file: Some(ci_file("platform/kaniko-builder", KANIKO_CI)),
         argo: vec![
             workflow_template("ci", "build-images", None),
             workflow_template("ci", "lint", Some("kubernetes.io/arch: amd64")),
             workflow_template("data", "etl", Some("team: data")),
+            arm_experiments(),
             cron_workflow("data", "nightly-report"),
         ],
         pool_workloads: vec![],
@@ -204,17 +232,19 @@ pub fn start() -> ObservedState {
             ProjectCi {
                 path: "platform/docs".into(),
                 default_branch: "main".into(),
-                file: Some(ci_file("platform/docs", "pages:\n  stage: deploy\n  script: [make html]\n")),
+                file: Some(ci_file("platform/docs", DOCS_CI)),
             },
             ProjectCi {
                 path: "platform/api".into(),
                 default_branch: "main".into(),
-                file: Some(ci_file(
-                    "platform/api",
-                    "stages: [test, build]\n\n# unit tests\ntest:\n  stage: test\n  script: [go test ./...]\n\nbuild:\n  stage: build\n  script: [go build ./...]\n\nrelease:\n  stage: build\n  tags: [deploy]\n  script: [./release.sh]\n",
-                )),
+                file: Some(ci_file("platform/api", API_CI)),
             },
-            ProjectCi { path: "platform/empty".into(), default_branch: "main".into(), file: None },
+            ProjectCi {
+                path: "platform/terraform".into(),
+                default_branch: "main".into(),
+                file: Some(ci_file("platform/terraform", TERRAFORM_CI)),
+            },
+            ProjectCi { path: "platform/deployments".into(), default_branch: "main".into(), file: None },
         ],
     }
 }

@@ -438,7 +438,11 @@ fn ci_files_with_includes_get_default_tags_that_reach_included_jobs() {
     let p = phase(&s, &plan(), Phase::Workloads);
     let text = super::tests::after_text(change(&p, "cifile/platform/docs/.gitlab-ci.yml"));
     assert!(text.contains("default:\n  tags: [$CICD_TAG_AMD64]\n"), "{text}");
-    assert!(!p.has(FindingCode::CiFileIncludesUncovered), "{}", render(&p));
+    let uncovered = |target: &str| super::tests::has(&p, FindingCode::CiFileIncludesUncovered, target);
+    assert!(!uncovered("platform/docs:.gitlab-ci.yml@main"), "{}", render(&p));
+    // terraform's jobs all extend a template of its include, so nothing is rewritten there and
+    // its included jobs stay uncovered: that is reported.
+    assert!(uncovered("platform/terraform:.gitlab-ci.yml@main"), "{}", render(&p));
 }
 
 #[test]

@@ -10,40 +10,9 @@ use serde_json::{Value, json};
 use super::World;
 use super::gitlab::{GitLabState, Manager, Runner, Variable, now};
 
-pub const KANIKO_CI: &str = r#"# Multi-arch image build with kaniko.
-# Images are pushed per architecture, then stitched into one manifest.
-stages:
-  - build
-  - manifest
-
-variables:
-  IMAGE: "$CI_REGISTRY_IMAGE"   # registry path
-
-.build_template: &build_template
-  stage: build
-  image:
-    name: gcr.io/kaniko-project/executor:debug
-    entrypoint: [""]
-  script:
-    - /kaniko/executor --context "$CI_PROJECT_DIR" --custom-platform "linux/$ARCH" --destination "$IMAGE:$CI_COMMIT_SHORT_SHA-$ARCH"
-
-build_arm64:
-  <<: *build_template
-  variables:
-    ARCH: "arm64"
-
-build_amd64:
-  <<: *build_template
-  variables:
-    ARCH: "amd64"
-
-# Needs both images.
-manifest:
-  stage: manifest
-  image: mplatform/manifest-tool:alpine
-  script:
-    - manifest-tool push from-args --platforms linux/amd64,linux/arm64 --template "$IMAGE:$CI_COMMIT_SHORT_SHA-ARCH" --target "$IMAGE:$CI_COMMIT_SHORT_SHA"
-"#;
+/// The pipeline project's CI file: the same data file the planners' fixtures read (data is
+/// shared; code is not), so the demo and the planner tests start from one file.
+pub const KANIKO_CI: &str = include_str!("../../tests/fixtures/ci/kaniko-builder.gitlab-ci.yml");
 
 const BASELINE_CONFIG: &str = r#"[[runners]]
   [runners.kubernetes]
