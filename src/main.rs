@@ -3,7 +3,7 @@
 //! Exit codes (documented in the README): 0 success / nothing to do, 1 error,
 //! 2 changes pending (audit, plan, ci-tags --check), 3 plan stale or a precondition failed.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -36,8 +36,9 @@ enum Command {
     Demo,
     /// Read-only report of what is done, pending and risky; changes nothing
     Audit(PlanArg),
-    /// Show the changes the plan would make, with diffs
-    Plan(PlanArg),
+    /// Read the live cluster and GitLab (nothing written) and show the changes the plan would
+    /// make, with diffs and findings; exit 2 when changes are pending or risks found
+    Plan(LiveArgs),
     /// Apply a plan, or replay a saved one non-interactively
     Apply(PlanArg),
     /// Go back to the amd64-only baseline runner
@@ -60,6 +61,22 @@ struct PlanArg {
     /// The plan file
     #[arg(long, short = 'p', default_value = "plans/sandbox.yaml")]
     plan: PathBuf,
+}
+
+#[derive(Args)]
+struct LiveArgs {
+    /// The plan file
+    #[arg(long, short = 'p', default_value = "plans/sandbox.yaml")]
+    plan: PathBuf,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster)
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the plan's target.kubeContext, else the current one)
+    #[arg(long)]
+    context: Option<String>,
+    /// GitLab requests in flight at most
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -129,6 +146,9 @@ fn non_empty_tag(tag: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // kube is built on ring and reqwest without a provider: install ring's before any TLS
+    // connection, or rustls panics at the first one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // clap exits 2 on usage errors; 2 means "changes pending" here, so usage errors are 1.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -154,7 +174,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Tui(_) => not_built("tui"),
         Command::Demo => not_built("demo"),
         Command::Audit(_) => not_built("audit"),
-        Command::Plan(_) => not_built("plan"),
+        Command::Plan(args) => plan(args),
         Command::Apply(_) => not_built("apply"),
         Command::Rollback(_) => not_built("rollback"),
         Command::Sandbox(args) => sandbox(args),
@@ -164,9 +184,52 @@ fn run(command: Command) -> Result<u8> {
 
 fn not_built(what: &str) -> Result<u8> {
     bail!(
-        "`archshift {what}` is not built yet: it needs the Kubernetes/GitLab adapters and the engine. \
-         Available now: `archshift validate PLAN`, `archshift ci-tags FILE` and `archshift sandbox --dir DIR`"
+        "`archshift {what}` is not built yet: it needs the engine. \
+         Available now: `archshift validate PLAN`, `archshift plan --plan PLAN`, `archshift ci-tags FILE` and `archshift sandbox --dir DIR`"
     )
+}
+
+/// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
+fn plan(args: LiveArgs) -> Result<u8> {
+    use archshift::live::{gitlab, kube::KubeReader, observe::observe, secret::Token};
+    let text = std::fs::read_to_string(&args.plan)
+        .with_context(|| format!("cannot read plan file {}", args.plan.display()))?;
+    let spec = MigrationPlan::parse(&text, &args.plan.display().to_string())?;
+    let endpoint = &spec.target.gitlab;
+    let url = std::env::var(&endpoint.url_env)
+        .map_err(|_| anyhow!("set {} to the GitLab URL (the plan's target.gitlab.urlEnv)", endpoint.url_env))?;
+    let token = match &endpoint.token_file {
+        Some(file) => Token::new(
+            std::fs::read_to_string(file).with_context(|| format!("cannot read the GitLab token file {file}"))?,
+            file.clone(),
+        ),
+        None => Token::from_env(&endpoint.token_env).ok_or_else(|| {
+            anyhow!(
+                "set {} to a GitLab token with the api scope (the plan's target.gitlab.tokenEnv)",
+                endpoint.token_env
+            )
+        })?,
+    };
+    let context = args.context.or_else(|| spec.target.kube_context.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let observation = runtime.block_on(async {
+        let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref()).await?;
+        let gl = gitlab::GitLabReader::new(
+            &url,
+            token,
+            gitlab::Options { concurrency: args.concurrency.max(1), ..gitlab::Options::default() },
+        )?;
+        anyhow::Ok(observe(&spec, &kube, &gl).await?)
+    })?;
+    let plan = archshift::phases::plan(&observation.state, &spec, &text);
+    let mut out = std::io::stdout().lock();
+    out.write_all(archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()).as_bytes())?;
+    for kind in &observation.not_served {
+        writeln!(out, "note: the cluster does not serve {kind}; nothing of that kind was read")?;
+    }
+    let pending = plan.changes().next().is_some();
+    let risky = plan.findings().any(|f| f.status == archshift::model::Status::Risk);
+    Ok(if pending || risky { EXIT_PENDING } else { 0 })
 }
 
 fn sandbox(args: SandboxArgs) -> Result<u8> {

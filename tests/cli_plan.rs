@@ -1,0 +1,68 @@
+//! `archshift plan` through the real binary against the sandbox: it reads both systems,
+//! prints the plan, exits 2 with work pending, writes nothing and never prints a token.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Sandbox, text};
+
+fn plan(sb: &Sandbox, token: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_archshift"))
+        .args(["plan", "--plan", "plans/sandbox.yaml", "--kubeconfig", sb.kubeconfig().to_str().unwrap()])
+        .args(extra)
+        .env("GITLAB_URL", &sb.gitlab_url)
+        .env("GITLAB_TOKEN", token)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plan_reads_the_sandbox_and_shows_every_phase_pending() {
+    let sb = Sandbox::start("cli-plan", &[]);
+    let before = sb.requests().len();
+    let out = plan(&sb, &sb.gitlab_token, &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "changes pending\n{stdout}\n{stderr}");
+    for id in [
+        "nodepool/spot-pool",
+        "release/gitlab-runner-arm64",
+        "cifile/platform/kaniko-builder/.gitlab-ci.yml",
+        "argo/WorkflowTemplate/ci/build-images",
+    ] {
+        assert!(stdout.contains(id), "{id} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("note: the cluster does not serve clusterworkflowtemplates.argoproj.io"), "{stdout}");
+    for output in [&stdout, &stderr] {
+        assert!(!output.contains(&sb.gitlab_token) && !output.contains(&sb.kube_token), "a token was printed");
+    }
+    let log = sb.requests();
+    let writes: Vec<_> = log[before..].iter().filter(|r| r["method"] != "GET").collect();
+    assert!(writes.is_empty(), "plan wrote: {writes:?}");
+}
+
+#[test]
+fn plan_errors_are_one_line_a_person_can_act_on() {
+    let sb = Sandbox::start("cli-plan-errors", &[]);
+    let out = plan(&sb, "glpat-expired-token", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("rejected the token from GITLAB_TOKEN (401 Unauthorized)"), "{err}");
+    assert!(!err.contains("glpat-expired-token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = plan(&sb, &sb.gitlab_token, &["--context", "prod-eu"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("context prod-eu"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_archshift"))
+        .args(["plan", "--plan", "plans/sandbox.yaml"])
+        .env_remove("GITLAB_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("set GITLAB_URL to the GitLab URL"), "{}", text(&out.stderr));
+}
