@@ -35,7 +35,7 @@ enum Command {
     /// The whole migration against the embedded sandbox, no cluster needed
     Demo,
     /// Read-only report of what is done, pending and risky; changes nothing
-    Audit(PlanArg),
+    Audit(AuditArgs),
     /// Read the live cluster and GitLab (nothing written) and show the changes the plan would
     /// make, with diffs and findings; exit 2 when changes are pending or risks found
     Plan(LiveArgs),
@@ -77,6 +77,21 @@ struct LiveArgs {
     /// GitLab requests in flight at most
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// text, json (versioned, see README) or markdown (for a merge request)
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "markdown"])]
+    format: String,
+    /// Write the report here instead of standard output
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress lines on stderr
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -173,7 +188,7 @@ fn run(command: Command) -> Result<u8> {
         Command::CiTags(args) => ci_tags(args),
         Command::Tui(_) => not_built("tui"),
         Command::Demo => not_built("demo"),
-        Command::Audit(_) => not_built("audit"),
+        Command::Audit(args) => audit(args),
         Command::Plan(args) => plan(args),
         Command::Apply(_) => not_built("apply"),
         Command::Rollback(_) => not_built("rollback"),
@@ -189,8 +204,11 @@ fn not_built(what: &str) -> Result<u8> {
     )
 }
 
-/// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
-fn plan(args: LiveArgs) -> Result<u8> {
+/// Reads the plan file and observes both systems through the read-only adapters.
+fn observe_live(
+    args: &LiveArgs,
+    progress: bool,
+) -> Result<(MigrationPlan, String, archshift::live::observe::Observation)> {
     use archshift::live::{gitlab, kube::KubeReader, observe::observe, secret::Token};
     let text = std::fs::read_to_string(&args.plan)
         .with_context(|| format!("cannot read plan file {}", args.plan.display()))?;
@@ -210,7 +228,13 @@ fn plan(args: LiveArgs) -> Result<u8> {
             )
         })?,
     };
-    let context = args.context.or_else(|| spec.target.kube_context.clone());
+    let context = args.context.clone().or_else(|| spec.target.kube_context.clone());
+    if progress {
+        eprintln!(
+            "archshift: reading the cluster (context {}) and GitLab {url}; nothing is written",
+            context.as_deref().unwrap_or("current")
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let observation = runtime.block_on(async {
         let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref()).await?;
@@ -221,6 +245,12 @@ fn plan(args: LiveArgs) -> Result<u8> {
         )?;
         anyhow::Ok(observe(&spec, &kube, &gl).await?)
     })?;
+    Ok((spec, text, observation))
+}
+
+/// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
+fn plan(args: LiveArgs) -> Result<u8> {
+    let (spec, text, observation) = observe_live(&args, false)?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
     let mut out = std::io::stdout().lock();
     out.write_all(archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()).as_bytes())?;
@@ -230,6 +260,23 @@ fn plan(args: LiveArgs) -> Result<u8> {
     let pending = plan.changes().next().is_some();
     let risky = plan.findings().any(|f| f.status == archshift::model::Status::Risk);
     Ok(if pending || risky { EXIT_PENDING } else { 0 })
+}
+
+/// `archshift audit`: the same read, reported per phase as text, JSON or Markdown.
+fn audit(args: AuditArgs) -> Result<u8> {
+    let (spec, text, observation) = observe_live(&args.live, !args.quiet)?;
+    let plan = archshift::phases::plan(&observation.state, &spec, &text);
+    let report = archshift::audit::report::Report::new(&plan, &observation.not_served);
+    let rendered = match args.format.as_str() {
+        "json" => report.json(),
+        "markdown" => report.markdown(),
+        _ => report.text(),
+    };
+    match &args.out {
+        Some(path) => write_atomically(path, rendered.as_bytes())?,
+        None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
+    }
+    Ok(report.exit_code())
 }
 
 fn sandbox(args: SandboxArgs) -> Result<u8> {

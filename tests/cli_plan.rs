@@ -66,3 +66,58 @@ fn plan_errors_are_one_line_a_person_can_act_on() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("set GITLAB_URL to the GitLab URL"), "{}", text(&out.stderr));
 }
+
+fn audit(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_archshift"))
+        .args(["audit", "--plan", "plans/sandbox.yaml", "--kubeconfig", sb.kubeconfig().to_str().unwrap()])
+        .args(extra)
+        .env("GITLAB_URL", &sb.gitlab_url)
+        .env("GITLAB_TOKEN", &sb.gitlab_token)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn audit_reports_the_fresh_world_as_pending_in_every_format_and_writes_nothing() {
+    let sb = Sandbox::start("cli-audit", &[]);
+    let before = sb.requests().len();
+    let out = audit(&sb, &["--format", "json", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "--quiet: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["version"], 1);
+    assert_eq!(report["endpoints"]["gitlab"], sb.gitlab_url.as_str());
+    let phases = report["phases"].as_array().unwrap();
+    let ids: Vec<&str> = phases.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["nodepool", "runners", "pipeline", "workloads"]);
+    for p in phases {
+        assert!(["pending", "blocked"].contains(&p["status"].as_str().unwrap()), "{}", p["id"]);
+        assert!(!p["changes"].as_array().unwrap().is_empty(), "{} has changes", p["id"]);
+    }
+    let codes: Vec<&str> =
+        phases.iter().flat_map(|p| p["findings"].as_array().unwrap()).map(|f| f["code"].as_str().unwrap()).collect();
+    for code in [
+        "nodepool.widen-needed",
+        "nodepool.waits-for-pins",
+        "baseline.jobs-unpinned",
+        "workloads.unpinned",
+        "ordering.hazard",
+    ] {
+        assert!(codes.contains(&code), "{code} not in {codes:?}");
+    }
+    assert!(report["summary"]["pending_changes"].as_u64().unwrap() > 0);
+
+    let dir = common::scratch("cli-audit-md");
+    let md = dir.join("audit.md");
+    let out = audit(&sb, &["--format", "markdown", "--out", md.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nothing is written"), "progress line: {}", text(&out.stderr));
+    let written = std::fs::read_to_string(&md).unwrap();
+    assert!(written.starts_with("## archshift audit\n") && written.contains("```diff\n"), "{written}");
+    for output in [written, text(&out.stderr)] {
+        assert!(!output.contains(&sb.gitlab_token) && !output.contains(&sb.kube_token), "a token was printed");
+    }
+    let log = sb.requests();
+    assert!(log[before..].iter().all(|r| r["method"] == "GET"), "audit wrote");
+}

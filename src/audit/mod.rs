@@ -2,3 +2,4 @@
 //! `model::Plan`; the audit command that observes the live systems builds on them.
 
 pub mod render;
+pub mod report;

@@ -57,6 +57,7 @@ macro_rules! finding_codes {
 }
 
 finding_codes! {
+    KindNotServed = "cluster.kind-not-served": "the cluster does not serve a kind the phase needs (its controller is not installed)",
     NodePoolNotFound = "nodepool.not-found": "the plan's NodePool is not in the cluster",
     NodePoolInvalid = "nodepool.invalid": "the NodePool's requirements cannot be read",
     NodePoolAllows = "nodepool.allows": "the NodePool already allows every wanted architecture",

@@ -1,0 +1,306 @@
+//! The audit report: per phase, its status, the changes still needed with their (masked)
+//! diffs, and the findings; as versioned JSON, Markdown for a merge request, or text.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::diff::{DiffOptions, change_diff, render};
+use crate::model::{Action, FindingCode, Plan, Status};
+use crate::vocab::Phase;
+
+/// The JSON format's version; bump it on any change a consumer could notice.
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub version: u32,
+    /// The plan file's digest (`sha256:…`).
+    pub plan: String,
+    pub endpoints: Endpoints,
+    pub phases: Vec<PhaseReport>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoints {
+    pub cluster: Option<String>,
+    pub gitlab: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    /// `nodepool`, `runners`, `pipeline`, `workloads`.
+    pub id: &'static str,
+    pub name: &'static str,
+    pub status: PhaseStatus,
+    pub changes: Vec<ChangeReport>,
+    pub findings: Vec<FindingReport>,
+}
+
+/// Where a phase stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhaseStatus {
+    /// Nothing left to do, nothing risky.
+    Done,
+    /// Changes (or waits) remain and nothing stops them.
+    Pending,
+    /// A risk needs a person before this phase can finish.
+    Blocked,
+    /// What the phase needs could not be read (a kind the cluster does not serve).
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub id: String,
+    pub target: String,
+    pub action: &'static str,
+    /// Unified diff, secrets masked.
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingReport {
+    pub code: &'static str,
+    pub status: Status,
+    pub target: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub pending_changes: usize,
+    pub risks: usize,
+}
+
+fn phase_id(p: Phase) -> &'static str {
+    match p {
+        Phase::NodePool => "nodepool",
+        Phase::Runners => "runners",
+        Phase::Pipeline => "pipeline",
+        Phase::Workloads => "workloads",
+        Phase::Rollback => "rollback",
+    }
+}
+
+/// Which phase cannot be judged without a kind: Karpenter's for the NodePool phase,
+/// Crossplane's Release for the runners. (Argo missing only means nothing to pin.)
+fn phase_needing(kind: &str) -> Option<Phase> {
+    if kind.ends_with(".karpenter.sh") || kind.ends_with(".karpenter.k8s.aws") {
+        Some(Phase::NodePool)
+    } else if kind == "releases.helm.crossplane.io" {
+        Some(Phase::Runners)
+    } else {
+        None
+    }
+}
+
+impl Report {
+    /// The report of `plan`; `not_served` lists the kinds the cluster did not serve.
+    pub fn new(plan: &Plan, not_served: &[String]) -> Report {
+        let phases: Vec<PhaseReport> = plan
+            .phases
+            .iter()
+            .map(|p| {
+                let changes: Vec<ChangeReport> = p
+                    .changes
+                    .iter()
+                    .map(|c| ChangeReport {
+                        id: c.id.to_string(),
+                        target: c.target.to_string(),
+                        action: match c.action {
+                            Action::Create => "create",
+                            Action::Update => "update",
+                            Action::Delete => "delete",
+                        },
+                        diff: render::plain(&change_diff(c, DiffOptions::default())),
+                    })
+                    .collect();
+                let mut findings: Vec<FindingReport> = p
+                    .findings
+                    .iter()
+                    .map(|f| FindingReport {
+                        code: f.code.as_str(),
+                        status: f.status,
+                        target: f.target.as_ref().map(|t| t.to_string()),
+                        message: f.message.clone(),
+                    })
+                    .collect();
+                let missing: Vec<&String> = not_served.iter().filter(|k| phase_needing(k) == Some(p.phase)).collect();
+                for kind in &missing {
+                    findings.push(FindingReport {
+                        code: FindingCode::KindNotServed.as_str(),
+                        status: Status::Risk,
+                        target: None,
+                        message: format!("the cluster does not serve {kind}: is its controller installed?"),
+                    });
+                }
+                let status = if !missing.is_empty() {
+                    PhaseStatus::Error
+                } else if findings.iter().any(|f| f.status == Status::Risk) {
+                    PhaseStatus::Blocked
+                } else if !changes.is_empty() || findings.iter().any(|f| f.status == Status::Pending) {
+                    PhaseStatus::Pending
+                } else {
+                    PhaseStatus::Done
+                };
+                PhaseReport { id: phase_id(p.phase), name: p.phase.title(), status, changes, findings }
+            })
+            .collect();
+        let summary = Summary {
+            pending_changes: phases.iter().map(|p| p.changes.len()).sum(),
+            risks: phases.iter().flat_map(|p| &p.findings).filter(|f| f.status == Status::Risk).count(),
+        };
+        Report {
+            version: REPORT_VERSION,
+            plan: plan.spec_digest.clone(),
+            endpoints: Endpoints {
+                cluster: plan.endpoints.cluster.as_ref().map(|c| c.server.clone()),
+                gitlab: plan.endpoints.gitlab.as_ref().map(|g| g.url.clone()),
+            },
+            phases,
+            summary,
+        }
+    }
+
+    /// 0 when every phase is done and nothing is risky, else 2.
+    pub fn exit_code(&self) -> u8 {
+        if self.summary.pending_changes == 0
+            && self.summary.risks == 0
+            && self.phases.iter().all(|p| p.status == PhaseStatus::Done)
+        {
+            0
+        } else {
+            2
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// For a merge request: a table of phases, then each phase's findings and diffs.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("## archshift audit\n\n");
+        let _ = writeln!(
+            out,
+            "Cluster `{}`, GitLab `{}`; plan `{}`.\n",
+            self.endpoints.cluster.as_deref().unwrap_or("-"),
+            self.endpoints.gitlab.as_deref().unwrap_or("-"),
+            self.plan
+        );
+        out.push_str("| phase | status | changes | risks |\n|---|---|---|---|\n");
+        for p in &self.phases {
+            let risks = p.findings.iter().filter(|f| f.status == Status::Risk).count();
+            let _ = writeln!(out, "| {} | {} | {} | {} |", p.name, status_word(p.status), p.changes.len(), risks);
+        }
+        for p in &self.phases {
+            let _ = writeln!(out, "\n### {}: {}\n", p.name, status_word(p.status));
+            for f in &p.findings {
+                let target = f.target.as_deref().map(|t| format!(" {}:", cell(t))).unwrap_or_default();
+                let _ = writeln!(out, "- **{}** `{}`{} {}", f.status, f.code, target, cell(&f.message));
+            }
+            for c in &p.changes {
+                let fence = "`".repeat(c.diff.split('\n').map(backtick_run).max().unwrap_or(0).max(2) + 1);
+                let _ =
+                    writeln!(out, "\n{} `{}` ({})\n\n{fence}diff\n{}{fence}", c.action, c.id, cell(&c.target), c.diff);
+            }
+        }
+        out
+    }
+
+    /// For a terminal: one line a phase, then the findings that are not done.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "archshift audit: cluster {}, gitlab {}",
+            self.endpoints.cluster.as_deref().unwrap_or("-"),
+            self.endpoints.gitlab.as_deref().unwrap_or("-")
+        );
+        for p in &self.phases {
+            let _ = writeln!(out, "{:<10} {:<8} {} change(s)", p.name, status_word(p.status), p.changes.len());
+            for f in p.findings.iter().filter(|f| f.status != Status::Done) {
+                let _ = writeln!(out, "  {:<7} {:<30} {}", f.status, f.code, f.message);
+            }
+        }
+        let _ = writeln!(out, "{} change(s) pending, {} risk(s)", self.summary.pending_changes, self.summary.risks);
+        out
+    }
+}
+
+fn status_word(s: PhaseStatus) -> &'static str {
+    match s {
+        PhaseStatus::Done => "done",
+        PhaseStatus::Pending => "pending",
+        PhaseStatus::Blocked => "blocked",
+        PhaseStatus::Error => "error",
+    }
+}
+
+fn backtick_run(line: &str) -> usize {
+    line.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// Text in a Markdown line: pipes and newlines would break it.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::{plan, start};
+
+    fn report(not_served: &[String]) -> Report {
+        let p = crate::phases::plan(&start(), &plan(), "plan text");
+        Report::new(&p, not_served)
+    }
+
+    #[test]
+    fn the_json_has_the_documented_shape_and_counts() {
+        let r = report(&[]);
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["version"], 1);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["version", "plan", "endpoints", "phases", "summary"]);
+        let ids: Vec<&str> = v["phases"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["nodepool", "runners", "pipeline", "workloads"]);
+        let change = &v["phases"][0]["changes"][0];
+        assert_eq!(change["id"], "nodepool/spot-pool");
+        assert!(change["diff"].as_str().unwrap().contains("+") && change["action"] == "update", "{change}");
+        let finding = &v["phases"][0]["findings"][0];
+        for k in ["code", "status", "target", "message"] {
+            assert!(finding.get(k).is_some(), "{finding}");
+        }
+        let pending: usize = r.phases.iter().map(|p| p.changes.len()).sum();
+        assert_eq!(v["summary"]["pending_changes"], pending);
+        assert_eq!(r.exit_code(), 2);
+        assert!(!r.json().contains("runner-token\": \"glrt-"), "no token value in a report");
+    }
+
+    #[test]
+    fn a_missing_controller_makes_its_phase_an_error_and_argo_missing_does_not() {
+        let r = report(&["nodepools.karpenter.sh".into(), "clusterworkflowtemplates.argoproj.io".into()]);
+        assert_eq!(r.phases[0].status, PhaseStatus::Error);
+        assert!(r.phases[0].findings.iter().any(|f| f.code == "cluster.kind-not-served"));
+        assert_ne!(r.phases[3].status, PhaseStatus::Error);
+    }
+
+    #[test]
+    fn markdown_and_text_name_every_phase_with_its_status() {
+        let r = report(&[]);
+        let md = r.markdown();
+        assert!(md.starts_with("## archshift audit\n"));
+        assert!(md.contains("| NodePool | pending |") || md.contains("| NodePool | blocked |"), "{md}");
+        assert!(md.contains("```diff\n"), "{md}");
+        let text = r.text();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("NodePool ") || l.starts_with("Workloads ")).count(),
+            2,
+            "{text}"
+        );
+    }
+}
