@@ -8,15 +8,20 @@ use std::process::Command;
 
 use common::{Sandbox, text};
 
-fn plan(sb: &Sandbox, token: &str, extra: &[&str]) -> std::process::Output {
+/// `archshift MODE --plan plans/sandbox.yaml` against the sandbox, with `token` as GITLAB_TOKEN.
+fn live(sb: &Sandbox, mode: &str, token: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_archshift"))
-        .args(["plan", "--plan", "plans/sandbox.yaml", "--kubeconfig", sb.kubeconfig().to_str().unwrap()])
+        .args([mode, "--plan", "plans/sandbox.yaml", "--kubeconfig", sb.kubeconfig().to_str().unwrap()])
         .args(extra)
         .env("GITLAB_URL", &sb.gitlab_url)
         .env("GITLAB_TOKEN", token)
         .env_remove("KUBECONFIG")
         .output()
         .unwrap()
+}
+
+fn plan(sb: &Sandbox, token: &str, extra: &[&str]) -> std::process::Output {
+    live(sb, "plan", token, extra)
 }
 
 #[test]
@@ -68,14 +73,7 @@ fn plan_errors_are_one_line_a_person_can_act_on() {
 }
 
 fn audit(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_archshift"))
-        .args(["audit", "--plan", "plans/sandbox.yaml", "--kubeconfig", sb.kubeconfig().to_str().unwrap()])
-        .args(extra)
-        .env("GITLAB_URL", &sb.gitlab_url)
-        .env("GITLAB_TOKEN", &sb.gitlab_token)
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap()
+    live(sb, "audit", &sb.gitlab_token, extra)
 }
 
 #[test]
