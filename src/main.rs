@@ -205,10 +205,15 @@ fn not_built(what: &str) -> Result<u8> {
 }
 
 /// Reads the plan file and observes both systems through the read-only adapters.
-fn observe_live(
-    args: &LiveArgs,
-    progress: bool,
-) -> Result<(MigrationPlan, String, archshift::live::observe::Observation)> {
+struct Live {
+    spec: MigrationPlan,
+    text: String,
+    observation: archshift::live::observe::Observation,
+    kube: archshift::live::kube::KubeReader,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn observe_live(args: &LiveArgs, progress: bool) -> Result<Live> {
     use archshift::live::{gitlab, kube::KubeReader, observe::observe, secret::Token};
     let text = std::fs::read_to_string(&args.plan)
         .with_context(|| format!("cannot read plan file {}", args.plan.display()))?;
@@ -236,21 +241,22 @@ fn observe_live(
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let observation = runtime.block_on(async {
+    let (kube, observation) = runtime.block_on(async {
         let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref()).await?;
         let gl = gitlab::GitLabReader::new(
             &url,
             token,
             gitlab::Options { concurrency: args.concurrency.max(1), ..gitlab::Options::default() },
         )?;
-        anyhow::Ok(observe(&spec, &kube, &gl).await?)
+        let observation = observe(&spec, &kube, &gl).await?;
+        anyhow::Ok((kube, observation))
     })?;
-    Ok((spec, text, observation))
+    Ok(Live { spec, text, observation, kube, runtime })
 }
 
 /// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
 fn plan(args: LiveArgs) -> Result<u8> {
-    let (spec, text, observation) = observe_live(&args, false)?;
+    let Live { spec, text, observation, .. } = observe_live(&args, false)?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
     let mut out = std::io::stdout().lock();
     out.write_all(archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()).as_bytes())?;
@@ -264,9 +270,19 @@ fn plan(args: LiveArgs) -> Result<u8> {
 
 /// `archshift audit`: the same read, reported per phase as text, JSON or Markdown.
 fn audit(args: AuditArgs) -> Result<u8> {
-    let (spec, text, observation) = observe_live(&args.live, !args.quiet)?;
+    use archshift::audit::report::{PreflightCheck, Report, needed_permissions};
+    let Live { spec, text, observation, kube, runtime } = observe_live(&args.live, !args.quiet)?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
-    let report = archshift::audit::report::Report::new(&plan, &observation.not_served);
+    // Before anything else an operator would do: may this identity make every write?
+    let preflight = runtime.block_on(async {
+        let mut checks = Vec::new();
+        for need in needed_permissions(&plan) {
+            let access = kube.can_i_on(need.verb, &need.group, &need.resource, need.namespace.as_deref()).await?;
+            checks.push(PreflightCheck { need, allowed: access.allowed, reason: access.reason });
+        }
+        anyhow::Ok(checks)
+    })?;
+    let report = Report::new(&plan, &observation.not_served, preflight);
     let rendered = match args.format.as_str() {
         "json" => report.json(),
         "markdown" => report.markdown(),

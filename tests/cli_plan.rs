@@ -116,6 +116,29 @@ fn audit_reports_the_fresh_world_as_pending_in_every_format_and_writes_nothing()
     for output in [written, text(&out.stderr)] {
         assert!(!output.contains(&sb.gitlab_token) && !output.contains(&sb.kube_token), "a token was printed");
     }
+    // Reads, and the preflight's SelfSubjectAccessReviews: nothing that stores anything.
     let log = sb.requests();
-    assert!(log[before..].iter().all(|r| r["method"] == "GET"), "audit wrote");
+    let writes: Vec<_> = log[before..]
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .filter(|r| r["path"] != "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .collect();
+    assert!(writes.is_empty(), "audit wrote: {writes:?}");
+    assert!(log[before..].iter().any(|r| r["path"] == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"));
+}
+
+#[test]
+fn audit_preflight_reports_a_write_the_identity_may_not_make() {
+    let sb = Sandbox::start("cli-audit-deny", &["--deny", "patch:nodepools.karpenter.sh"]);
+    let out = audit(&sb, &["--format", "json", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report["preflight"].as_array().unwrap();
+    let verdict = |verb: &str, resource: &str| {
+        checks.iter().find(|c| c["verb"] == verb && c["resource"] == resource).map(|c| c["allowed"].clone())
+    };
+    assert_eq!(verdict("patch", "nodepools"), Some(serde_json::json!(false)), "{checks:?}");
+    assert_eq!(verdict("create", "releases"), Some(serde_json::json!(true)), "{checks:?}");
+    let text_out = audit(&sb, &["--quiet"]);
+    assert!(text(&text_out.stdout).contains("can-i no  patch nodepools.karpenter.sh"), "{}", text(&text_out.stdout));
 }

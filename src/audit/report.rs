@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::diff::{DiffOptions, change_diff, render};
-use crate::model::{Action, FindingCode, Plan, Status};
+use crate::model::{Action, FindingCode, Plan, Status, WriteMethod};
 use crate::vocab::Phase;
 
 /// The JSON format's version; bump it on any change a consumer could notice.
@@ -19,7 +19,72 @@ pub struct Report {
     pub plan: String,
     pub endpoints: Endpoints,
     pub phases: Vec<PhaseReport>,
+    /// Each Kubernetes write the plan needs, asked as `kubectl auth can-i` asks it.
+    pub preflight: Vec<PreflightCheck>,
     pub summary: Summary,
+}
+
+/// A write the plan needs: verb, API group, resource (plural) and namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let resource =
+            if self.group.is_empty() { self.resource.clone() } else { format!("{}.{}", self.resource, self.group) };
+        write!(f, "{} {resource}", self.verb)?;
+        if let Some(ns) = &self.namespace {
+            write!(f, " -n {ns}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the API server answered for one [`Permission`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreflightCheck {
+    #[serde(flatten)]
+    pub need: Permission,
+    pub allowed: bool,
+    pub reason: String,
+}
+
+/// The plural Kubernetes derives for a kind (the kinds archshift writes are all regular).
+fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+/// Every Kubernetes write of `plan`, once each, in a stable order.
+pub fn needed_permissions(plan: &Plan) -> Vec<Permission> {
+    let mut out: Vec<Permission> = plan
+        .changes()
+        .filter_map(|c| {
+            let crate::model::ObjectRef::Kube { api_version, kind, namespace, .. } = &c.target else { return None };
+            let verb = match &c.method {
+                WriteMethod::KubeCreate => "create",
+                WriteMethod::KubeApply { .. } | WriteMethod::KubeJsonPatch { .. } => "patch",
+                WriteMethod::KubeDelete => "delete",
+                WriteMethod::GitLab { .. } | WriteMethod::GitLabCommit { .. } => return None,
+            };
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+            Some(Permission { verb, group, resource: plural(kind), namespace: namespace.clone() })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,8 +163,9 @@ fn phase_needing(kind: &str) -> Option<Phase> {
 }
 
 impl Report {
-    /// The report of `plan`; `not_served` lists the kinds the cluster did not serve.
-    pub fn new(plan: &Plan, not_served: &[String]) -> Report {
+    /// The report of `plan`; `not_served` lists the kinds the cluster did not serve;
+    /// `preflight` what the API server answered for [`needed_permissions`].
+    pub fn new(plan: &Plan, not_served: &[String], preflight: Vec<PreflightCheck>) -> Report {
         let phases: Vec<PhaseReport> = plan
             .phases
             .iter()
@@ -149,9 +215,11 @@ impl Report {
                 PhaseReport { id: phase_id(p.phase), name: p.phase.title(), status, changes, findings }
             })
             .collect();
+        // A write the identity may not make stops the apply as surely as a risk does.
+        let denied = preflight.iter().filter(|c| !c.allowed).count();
         let summary = Summary {
             pending_changes: phases.iter().map(|p| p.changes.len()).sum(),
-            risks: phases.iter().flat_map(|p| &p.findings).filter(|f| f.status == Status::Risk).count(),
+            risks: phases.iter().flat_map(|p| &p.findings).filter(|f| f.status == Status::Risk).count() + denied,
         };
         Report {
             version: REPORT_VERSION,
@@ -161,6 +229,7 @@ impl Report {
                 gitlab: plan.endpoints.gitlab.as_ref().map(|g| g.url.clone()),
             },
             phases,
+            preflight,
             summary,
         }
     }
@@ -196,6 +265,12 @@ impl Report {
             let risks = p.findings.iter().filter(|f| f.status == Status::Risk).count();
             let _ = writeln!(out, "| {} | {} | {} | {} |", p.name, status_word(p.status), p.changes.len(), risks);
         }
+        if !self.preflight.is_empty() {
+            out.push_str("\n### Preflight (`kubectl auth can-i`)\n\n");
+            for c in &self.preflight {
+                let _ = writeln!(out, "- {} `{}`", if c.allowed { "yes" } else { "**no**" }, c.need);
+            }
+        }
         for p in &self.phases {
             let _ = writeln!(out, "\n### {}: {}\n", p.name, status_word(p.status));
             for f in &p.findings {
@@ -220,6 +295,15 @@ impl Report {
             self.endpoints.cluster.as_deref().unwrap_or("-"),
             self.endpoints.gitlab.as_deref().unwrap_or("-")
         );
+        for c in &self.preflight {
+            let _ = writeln!(
+                out,
+                "can-i {:<3} {}{}",
+                if c.allowed { "yes" } else { "no" },
+                c.need,
+                if c.reason.is_empty() { String::new() } else { format!(" ({})", c.reason) }
+            );
+        }
         for p in &self.phases {
             let _ = writeln!(out, "{:<10} {:<8} {} change(s)", p.name, status_word(p.status), p.changes.len());
             for f in p.findings.iter().filter(|f| f.status != Status::Done) {
@@ -252,11 +336,23 @@ fn cell(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plurals_follow_kubernetes() {
+        assert_eq!(plural("NodePool"), "nodepools");
+        assert_eq!(plural("Ingress"), "ingresses");
+        assert_eq!(plural("NetworkPolicy"), "networkpolicies");
+        assert_eq!(plural("Gateway"), "gateways");
+    }
     use crate::model::fixtures::{plan, start};
 
     fn report(not_served: &[String]) -> Report {
         let p = crate::phases::plan(&start(), &plan(), "plan text");
-        Report::new(&p, not_served)
+        let preflight = needed_permissions(&p)
+            .into_iter()
+            .map(|need| PreflightCheck { allowed: need.verb != "delete", need, reason: String::new() })
+            .collect();
+        Report::new(&p, not_served, preflight)
     }
 
     #[test]
@@ -265,7 +361,12 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["version"], 1);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["version", "plan", "endpoints", "phases", "summary"]);
+        assert_eq!(keys, ["version", "plan", "endpoints", "phases", "preflight", "summary"]);
+        let checks: Vec<String> = r.preflight.iter().map(|c| c.need.to_string()).collect();
+        assert!(checks.contains(&"patch nodepools.karpenter.sh".to_string()), "{checks:?}");
+        assert!(checks.contains(&"create releases.helm.crossplane.io".to_string()), "{checks:?}");
+        assert!(checks.contains(&"create secrets -n gitlab-runner".to_string()), "{checks:?}");
+        assert_eq!(v["preflight"][0]["allowed"], true);
         let ids: Vec<&str> = v["phases"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["nodepool", "runners", "pipeline", "workloads"]);
         let change = &v["phases"][0]["changes"][0];

@@ -272,6 +272,17 @@ impl KubeReader {
     /// `kubectl auth can-i VERB RESOURCE [-n NAMESPACE]`: a SelfSubjectAccessReview, the one
     /// POST this reader sends (the API server evaluates it and stores nothing).
     pub async fn can_i(&self, verb: &str, kind: Kind, namespace: Option<&str>) -> Result<Access, KubeError> {
+        self.can_i_on(verb, kind.group, kind.plural, namespace).await
+    }
+
+    /// [`Self::can_i`] for any group and resource (plural).
+    pub async fn can_i_on(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<Access, KubeError> {
         use k8s_openapi::api::authorization::v1::{
             ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
         };
@@ -279,8 +290,8 @@ impl KubeReader {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some(verb.to_string()),
-                    group: Some(kind.group.to_string()),
-                    resource: Some(kind.plural.to_string()),
+                    group: Some(group.to_string()),
+                    resource: Some(resource.to_string()),
                     namespace: namespace.map(str::to_string),
                     ..ResourceAttributes::default()
                 }),
