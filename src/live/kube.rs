@@ -32,6 +32,8 @@ pub enum KubeError {
     Forbidden { verb: String, resource: String, message: String },
     #[error("the Kubernetes API answered {code} to {verb} {resource}: {message}")]
     Api { verb: String, resource: String, code: u16, message: String },
+    #[error("unexpected {resource} object from the Kubernetes API: {cause}")]
+    Decode { resource: String, cause: String },
 }
 
 /// A kind to read: group, version, kind and plural.
@@ -327,12 +329,8 @@ impl KubeReader {
 
 /// An object as JSON, with the apiVersion and kind that list items leave off.
 fn to_json(obj: &DynamicObject, kind: Kind, ar: &ApiResource) -> Result<Value, KubeError> {
-    let mut v = serde_json::to_value(obj).map_err(|e| KubeError::Api {
-        verb: "read".into(),
-        resource: kind.display(),
-        code: 0,
-        message: e.to_string(),
-    })?;
+    let mut v =
+        serde_json::to_value(obj).map_err(|e| KubeError::Decode { resource: kind.display(), cause: e.to_string() })?;
     if let Some(o) = v.as_object_mut() {
         o.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
         o.insert("kind".into(), Value::String(kind.kind.into()));
