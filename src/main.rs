@@ -38,7 +38,7 @@ enum Command {
     Audit(AuditArgs),
     /// Read the live cluster and GitLab (nothing written) and show the changes the plan would
     /// make, with diffs and findings; exit 2 when changes are pending or risks found
-    Plan(LiveArgs),
+    Plan(PlanCmdArgs),
     /// Apply a plan, or replay a saved one non-interactively
     Apply(PlanArg),
     /// Go back to the amd64-only baseline runner
@@ -77,6 +77,16 @@ struct LiveArgs {
     /// GitLab requests in flight at most
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+}
+
+#[derive(Args)]
+struct PlanCmdArgs {
+    #[command(flatten)]
+    live: LiveArgs,
+    /// text (diffs for a person) or json (the Plan as data: every change with its write
+    /// method, preconditions, bindings, reversal and verification)
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
 }
 
 #[derive(Args)]
@@ -255,13 +265,22 @@ fn observe_live(args: &LiveArgs, progress: bool) -> Result<Live> {
 }
 
 /// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
-fn plan(args: LiveArgs) -> Result<u8> {
-    let Live { spec, text, observation, .. } = observe_live(&args, false)?;
+fn plan(args: PlanCmdArgs) -> Result<u8> {
+    let Live { spec, text, observation, .. } = observe_live(&args.live, false)?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
     let mut out = std::io::stdout().lock();
-    out.write_all(archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()).as_bytes())?;
-    for kind in &observation.not_served {
-        writeln!(out, "note: the cluster does not serve {kind}; nothing of that kind was read")?;
+    if args.format == "json" {
+        // The same data a saved plan holds; notes go to stderr so stdout stays one document.
+        serde_json::to_writer_pretty(&mut out, &plan)?;
+        writeln!(out)?;
+        for kind in &observation.not_served {
+            eprintln!("note: the cluster does not serve {kind}; nothing of that kind was read");
+        }
+    } else {
+        out.write_all(archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()).as_bytes())?;
+        for kind in &observation.not_served {
+            writeln!(out, "note: the cluster does not serve {kind}; nothing of that kind was read")?;
+        }
     }
     let pending = plan.changes().next().is_some();
     let risky = plan.findings().any(|f| f.status == archshift::model::Status::Risk);

@@ -8,20 +8,8 @@ use std::process::Command;
 
 use common::{Sandbox, text};
 
-/// `archshift MODE --plan plans/sandbox.yaml` against the sandbox, with `token` as GITLAB_TOKEN.
-fn live(sb: &Sandbox, mode: &str, token: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_archshift"))
-        .args([mode, "--plan", "plans/sandbox.yaml", "--kubeconfig", sb.kubeconfig().to_str().unwrap()])
-        .args(extra)
-        .env("GITLAB_URL", &sb.gitlab_url)
-        .env("GITLAB_TOKEN", token)
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap()
-}
-
 fn plan(sb: &Sandbox, token: &str, extra: &[&str]) -> std::process::Output {
-    live(sb, "plan", token, extra)
+    sb.archshift("plan", token, extra)
 }
 
 #[test]
@@ -43,8 +31,7 @@ fn plan_reads_the_sandbox_and_shows_every_phase_pending() {
     for output in [&stdout, &stderr] {
         assert!(!output.contains(&sb.gitlab_token) && !output.contains(&sb.kube_token), "a token was printed");
     }
-    let log = sb.requests();
-    let writes: Vec<_> = log[before..].iter().filter(|r| r["method"] != "GET").collect();
+    let writes = sb.writes_since(before);
     assert!(writes.is_empty(), "plan wrote: {writes:?}");
 }
 
@@ -73,7 +60,7 @@ fn plan_errors_are_one_line_a_person_can_act_on() {
 }
 
 fn audit(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
-    live(sb, "audit", &sb.gitlab_token, extra)
+    sb.archshift("audit", &sb.gitlab_token, extra)
 }
 
 #[test]
@@ -117,13 +104,9 @@ fn audit_reports_the_fresh_world_as_pending_in_every_format_and_writes_nothing()
         assert!(!output.contains(&sb.gitlab_token) && !output.contains(&sb.kube_token), "a token was printed");
     }
     // Reads, and the preflight's SelfSubjectAccessReviews: nothing that stores anything.
-    let log = sb.requests();
-    let writes: Vec<_> = log[before..]
-        .iter()
-        .filter(|r| r["method"] != "GET")
-        .filter(|r| r["path"] != "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
-        .collect();
+    let writes = sb.writes_since(before);
     assert!(writes.is_empty(), "audit wrote: {writes:?}");
+    let log = sb.requests();
     assert!(log[before..].iter().any(|r| r["path"] == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"));
 }
 

@@ -86,6 +86,31 @@ impl Sandbox {
             .unwrap_or_else(|e| panic!("kubectl is required for this test (the machine image ships kubectl 1.32): {e}"))
     }
 
+    /// `archshift MODE --plan plans/sandbox.yaml` against this sandbox, with `token` as
+    /// GITLAB_TOKEN and no KUBECONFIG from the environment.
+    pub fn archshift(&self, mode: &str, token: &str, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_archshift"))
+            .args([mode, "--plan", "plans/sandbox.yaml", "--kubeconfig", self.kubeconfig().to_str().unwrap()])
+            .args(extra)
+            .env("GITLAB_URL", &self.gitlab_url)
+            .env("GITLAB_TOKEN", token)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// Requests the sandbox logged from index `from` on that may have stored something:
+    /// everything but reads, SelfSubjectAccessReviews and CI lint.
+    pub fn writes_since(&self, from: usize) -> Vec<Value> {
+        self.requests()[from..]
+            .iter()
+            .filter(|r| r["method"] != "GET")
+            .filter(|r| r["path"] != "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+            .filter(|r| !r["path"].as_str().is_some_and(|p| p.ends_with("/ci/lint")))
+            .cloned()
+            .collect()
+    }
+
     pub fn kube(&self) -> reqwest::blocking::Client {
         let cert = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
         reqwest::blocking::Client::builder().tls_certs_only([cert]).timeout(Duration::from_secs(20)).build().unwrap()
