@@ -121,6 +121,17 @@ struct SandboxArgs {
     /// VERB:RESOURCE the Kubernetes identity may not use, e.g. patch:nodepools.karpenter.sh or *:secrets
     #[arg(long, value_name = "VERB:RESOURCE", value_parser = parse_denial)]
     deny: Vec<archshift::sandbox::Denial>,
+    /// The GitLab token's access level instead of administrator: 10 Guest, 20 Reporter,
+    /// 30 Developer, 40 Maintainer, 50 Owner (on every group and project)
+    #[arg(long, value_name = "LEVEL", value_parser = parse_access_level)]
+    gitlab_access: Option<u8>,
+}
+
+fn parse_access_level(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(level @ (10 | 20 | 30 | 40 | 50)) => Ok(level),
+        _ => Err("one of 10, 20, 30, 40, 50".into()),
+    }
 }
 
 fn parse_denial(s: &str) -> Result<archshift::sandbox::Denial, String> {
@@ -220,6 +231,7 @@ struct Live {
     text: String,
     observation: archshift::live::observe::Observation,
     kube: archshift::live::kube::KubeReader,
+    gitlab: archshift::live::gitlab::GitLabReader,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -244,24 +256,76 @@ fn observe_live(args: &LiveArgs, progress: bool) -> Result<Live> {
         })?,
     };
     let context = args.context.clone().or_else(|| spec.target.kube_context.clone());
-    if progress {
+    let reporter = progress.then(|| {
         eprintln!(
             "archshift: reading the cluster (context {}) and GitLab {url}; nothing is written",
             context.as_deref().unwrap_or("current")
         );
-    }
+        Reporter::new()
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (kube, observation) = runtime.block_on(async {
+    let (kube, gitlab, observation) = runtime.block_on(async {
         let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref()).await?;
         let gl = gitlab::GitLabReader::new(
             &url,
             token,
             gitlab::Options { concurrency: args.concurrency.max(1), ..gitlab::Options::default() },
         )?;
-        let observation = observe(&spec, &kube, &gl).await?;
-        anyhow::Ok((kube, observation))
+        let observation = observe(&spec, &kube, &gl, &|p| {
+            if let Some(r) = &reporter {
+                r.report(p);
+            }
+        })
+        .await;
+        if let Some(r) = &reporter {
+            r.finish();
+        }
+        let observation = observation?;
+        anyhow::Ok((kube, gl, observation))
     })?;
-    Ok(Live { spec, text, observation, kube, runtime })
+    Ok(Live { spec, text, observation, kube, gitlab, runtime })
+}
+
+/// Progress of a read on stderr: a bar on a terminal, one plain line per step otherwise.
+struct Reporter {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Reporter {
+    fn new() -> Reporter {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{spinner} reading {msg} [{bar:30}] {pos}/{len} CI files")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Reporter { bar }
+    }
+
+    fn report(&self, p: archshift::live::observe::Progress) {
+        use archshift::live::observe::Progress;
+        match (&self.bar, p) {
+            (Some(bar), Progress::Reading(what)) => bar.set_message(what),
+            (Some(bar), Progress::Files { done, total }) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            (None, Progress::Reading(what)) => eprintln!("archshift: reading {what}"),
+            (None, Progress::Files { done, total }) if done == 0 || done == total => {
+                eprintln!("archshift: {done}/{total} CI files of the group's other projects read");
+            }
+            (None, Progress::Files { .. }) => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
@@ -276,21 +340,30 @@ fn plan(args: PlanCmdArgs) -> Result<u8> {
         for kind in &observation.not_served {
             eprintln!("note: the cluster does not serve {kind}; nothing of that kind was read");
         }
+        for (_, what) in &observation.unreadable {
+            eprintln!("warning: {what}");
+        }
     } else {
         out.write_all(archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()).as_bytes())?;
         for kind in &observation.not_served {
             writeln!(out, "note: the cluster does not serve {kind}; nothing of that kind was read")?;
         }
+        for (_, what) in &observation.unreadable {
+            writeln!(out, "warning: {what}")?;
+        }
     }
     let pending = plan.changes().next().is_some();
-    let risky = plan.findings().any(|f| f.status == archshift::model::Status::Risk);
+    let risky =
+        plan.findings().any(|f| f.status == archshift::model::Status::Risk) || !observation.unreadable.is_empty();
     Ok(if pending || risky { EXIT_PENDING } else { 0 })
 }
 
 /// `archshift audit`: the same read, reported per phase as text, JSON or Markdown.
 fn audit(args: AuditArgs) -> Result<u8> {
-    use archshift::audit::report::{PreflightCheck, Report, needed_permissions};
-    let Live { spec, text, observation, kube, runtime } = observe_live(&args.live, !args.quiet)?;
+    use archshift::audit::report::{
+        AccessCheck, AccessScope, PreflightCheck, Report, needed_gitlab_access, needed_permissions, role_name,
+    };
+    let Live { spec, text, observation, kube, gitlab, runtime } = observe_live(&args.live, !args.quiet)?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
     // Before anything else an operator would do: may this identity make every write?
     let preflight = runtime.block_on(async {
@@ -301,7 +374,26 @@ fn audit(args: AuditArgs) -> Result<u8> {
         }
         anyhow::Ok(checks)
     })?;
-    let report = Report::new(&plan, &observation.not_served, preflight);
+    // And may the GitLab token: its role on each group and project the plan writes to.
+    let access = runtime.block_on(async {
+        let me = gitlab.current_user().await?;
+        let mut checks = Vec::new();
+        for need in needed_gitlab_access(&plan) {
+            let (have, allowed) = if me.is_admin {
+                ("administrator".to_string(), true)
+            } else if need.scope == AccessScope::Instance {
+                ("no administrator rights".to_string(), false)
+            } else {
+                match gitlab.access_level(need.scope == AccessScope::Project, &need.path, me.id).await? {
+                    Some(level) => (role_name(level).to_string(), level >= need.level),
+                    None => ("none".to_string(), false),
+                }
+            };
+            checks.push(AccessCheck { need, have, allowed });
+        }
+        anyhow::Ok(checks)
+    })?;
+    let report = Report::new(&plan, &observation.not_served, &observation.unreadable, preflight, access);
     let rendered = match args.format.as_str() {
         "json" => report.json(),
         "markdown" => report.markdown(),
@@ -322,6 +414,7 @@ fn sandbox(args: SandboxArgs) -> Result<u8> {
         faults: args.fault,
         tick_ms: None,
         deny: args.deny,
+        gitlab_access: args.gitlab_access,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(archshift::sandbox::run_until_signal(opts)).context("sandbox failed")?;

@@ -125,3 +125,125 @@ fn audit_preflight_reports_a_write_the_identity_may_not_make() {
     let text_out = audit(&sb, &["--quiet"]);
     assert!(text(&text_out.stdout).contains("can-i no  patch nodepools.karpenter.sh"), "{}", text(&text_out.stdout));
 }
+
+#[test]
+fn audit_reports_the_gitlab_role_each_write_needs_and_what_a_weaker_token_could_not_read() {
+    let sb = Sandbox::start("cli-audit-role", &["--gitlab-access", "30"]);
+    let before = sb.requests().len();
+    let out = audit(&sb, &["--format", "json", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let access = report["gitlab_access"].as_array().unwrap();
+    let check = |scope: &str, path: &str| {
+        access.iter().find(|c| c["scope"] == scope && c["path"] == path).unwrap_or_else(|| panic!("{path}: {access:?}"))
+    };
+    let kaniko = check("project", "platform/kaniko-builder");
+    assert_eq!(
+        (kaniko["level"].as_u64(), kaniko["have"].as_str(), kaniko["allowed"].as_bool()),
+        (Some(40), Some("Developer"), Some(false))
+    );
+    assert_eq!(check("group", "platform")["level"], 50);
+    assert_eq!(check("project", "platform/docs")["allowed"], true, "Developer may push a branch");
+    let unreadable: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["findings"].as_array().unwrap())
+        .filter(|f| f["code"] == "gitlab.unreadable")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(unreadable.len(), 2, "project and group variables: {unreadable:?}");
+    assert!(unreadable[0].contains("variables of project platform/kaniko-builder (403"), "{unreadable:?}");
+    let writes = sb.writes_since(before);
+    assert!(writes.is_empty(), "audit wrote: {writes:?}");
+
+    // Root, an administrator, may do everything.
+    let sb = Sandbox::start("cli-audit-admin", &[]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&audit(&sb, &["--format", "json", "--quiet"]).stdout).unwrap();
+    let access = report["gitlab_access"].as_array().unwrap();
+    assert!(
+        !access.is_empty() && access.iter().all(|c| c["allowed"] == true && c["have"] == "administrator"),
+        "{access:?}"
+    );
+}
+
+#[test]
+fn a_gitlab_5xx_storm_an_unreachable_cluster_and_missing_crds_are_one_line_errors_or_findings() {
+    let sb = Sandbox::start("cli-audit-storm", &["--fault", "gitlab:503"]);
+    let out = plan(&sb, &sb.gitlab_token, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("GitLab kept answering 503") && err.contains("try again later"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked") && !err.contains(&sb.gitlab_token), "{err}");
+
+    // A kubeconfig whose server nothing listens on.
+    let sb = Sandbox::start("cli-audit-unreachable", &[]);
+    let dir = common::scratch("cli-unreachable");
+    let kubeconfig = std::fs::read_to_string(sb.kubeconfig()).unwrap().replace(&sb.kube_url, "https://127.0.0.1:9");
+    let kubeconfig = common::write(&dir, "kubeconfig", &kubeconfig);
+    let out = Command::new(env!("CARGO_BIN_EXE_archshift"))
+        .args(["audit", "--plan", "plans/sandbox.yaml", "--quiet", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .env("GITLAB_URL", &sb.gitlab_url)
+        .env("GITLAB_TOKEN", &sb.gitlab_token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("127.0.0.1:9") && err.contains("archshift-sandbox"), "names the server and context: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Karpenter's CRDs removed: the NodePool phase is an error finding, not a crash.
+    let del = sb.kubectl(&["delete", "crd", "nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws"]);
+    assert!(del.status.success(), "{}", text(&del.stderr));
+    let report = sb.wait_for("the CRDs to go", 20, || {
+        let out = audit(&sb, &["--format", "json", "--quiet"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (report["phases"][0]["status"] == "error").then_some((out.status.code(), report))
+    });
+    assert_eq!(report.0, Some(2));
+    let messages: Vec<&str> =
+        report.1["phases"][0]["findings"].as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.contains("does not serve nodepools.karpenter.sh")), "{messages:?}");
+}
+
+#[test]
+fn a_projects_ci_config_path_is_the_file_read_and_one_kept_elsewhere_is_reported() {
+    let sb = Sandbox::start("cli-ci-config-path", &[]);
+    for (project, path) in
+        [("platform%2Fdocs", "ci/pages.yml"), ("platform%2Fapi", ".gitlab-ci.yml@platform/ci-templates")]
+    {
+        let r = sb
+            .gl("PUT", &format!("/projects/{project}"))
+            .json(&serde_json::json!({"ci_config_path": path}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // docs now configures a file that does not exist; api's configuration lives elsewhere.
+    let out = plan(&sb, &sb.gitlab_token, &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = plan["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["changes"].as_array().unwrap())
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.iter().any(|id| id.starts_with("cifile/platform/docs/") || id.starts_with("cifile/platform/api/")),
+        "{ids:?}"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("project platform/api takes its CI configuration from .gitlab-ci.yml@platform/ci-templates"),
+        "{err}"
+    );
+    let log = sb.requests();
+    assert!(
+        log.iter().any(|r| r["path"] == "/api/v4/projects/platform%2Fdocs/repository/files/ci%2Fpages.yml"),
+        "docs' configured file was read"
+    );
+}

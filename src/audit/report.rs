@@ -21,7 +21,117 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     /// Each Kubernetes write the plan needs, asked as `kubectl auth can-i` asks it.
     pub preflight: Vec<PreflightCheck>,
+    /// The GitLab role each group or project the plan writes to needs, and the token's.
+    pub gitlab_access: Vec<AccessCheck>,
     pub summary: Summary,
+}
+
+/// Where a GitLab role is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessScope {
+    Group,
+    Project,
+    /// Instance runners: only an administrator creates them.
+    Instance,
+}
+
+/// A role the plan's GitLab writes need on one group or project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessNeed {
+    pub scope: AccessScope,
+    /// Path or numeric id, as the plan names it (the API takes either); empty for `instance`.
+    pub path: String,
+    /// GitLab's access level: 30 Developer, 40 Maintainer, 50 Owner.
+    pub level: u8,
+    /// What needs it, e.g. `create group runners`.
+    pub needed_for: Vec<String>,
+}
+
+/// What GitLab answered for one [`AccessNeed`]: the token's role there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessCheck {
+    #[serde(flatten)]
+    pub need: AccessNeed,
+    /// `Owner`, `Maintainer`, ..., `administrator`, or `none` (not a member).
+    pub have: String,
+    pub allowed: bool,
+}
+
+/// GitLab's name for an access level (`Gitlab::Access`).
+pub fn role_name(level: u8) -> &'static str {
+    match level {
+        0..=9 => "none",
+        10..=14 => "Guest",
+        15..=19 => "Planner",
+        20..=29 => "Reporter",
+        30..=39 => "Developer",
+        40..=49 => "Maintainer",
+        _ => "Owner",
+    }
+}
+
+impl std::fmt::Display for AccessNeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.scope {
+            AccessScope::Instance => write!(f, "administrator of the instance"),
+            AccessScope::Group => write!(f, "{} on group {}", role_name(self.level), self.path),
+            AccessScope::Project => write!(f, "{} on project {}", role_name(self.level), self.path),
+        }
+    }
+}
+
+/// The GitLab role every GitLab write of `plan` needs, once per group or project (the
+/// highest wins), as GitLab's policies state them: group runners and group variables need
+/// Owner, project runners and project variables Maintainer, pushing a branch Developer.
+pub fn needed_gitlab_access(plan: &Plan) -> Vec<AccessNeed> {
+    use crate::model::ObjectRef;
+    let mut needs: Vec<AccessNeed> = Vec::new();
+    let mut add = |scope: AccessScope, path: String, level: u8, why: &str| {
+        if let Some(n) = needs.iter_mut().find(|n| n.scope == scope && n.path == path) {
+            n.level = n.level.max(level);
+            if !n.needed_for.iter().any(|w| w == why) {
+                n.needed_for.push(why.to_string());
+            }
+        } else {
+            needs.push(AccessNeed { scope, path, level, needed_for: vec![why.to_string()] });
+        }
+    };
+    for c in plan.changes() {
+        match &c.target {
+            ObjectRef::GitLabRunner { .. } => {
+                let doc = [&c.after, &c.before].into_iter().flatten().find_map(|d| d.as_object());
+                let Some(doc) = doc else { continue };
+                let id = |field: &str| doc[field].as_u64().map(|i| i.to_string());
+                match doc["runner_type"].as_str() {
+                    Some("group_type") => {
+                        if let Some(g) = id("group_id") {
+                            add(AccessScope::Group, g, 50, "create and edit group runners");
+                        }
+                    }
+                    Some("project_type") => {
+                        if let Some(p) = id("project_id") {
+                            add(AccessScope::Project, p, 40, "create and edit project runners");
+                        }
+                    }
+                    Some("instance_type") => add(AccessScope::Instance, String::new(), 60, "create instance runners"),
+                    _ => {}
+                }
+            }
+            ObjectRef::ProjectVariable { project, .. } => {
+                add(AccessScope::Project, project.clone(), 40, "set project CI/CD variables");
+            }
+            ObjectRef::GroupVariable { group, .. } => {
+                add(AccessScope::Group, group.clone(), 50, "set group CI/CD variables");
+            }
+            ObjectRef::CiFile { project, .. } => {
+                add(AccessScope::Project, project.clone(), 30, "push the CI change and open its merge request");
+            }
+            _ => {}
+        }
+    }
+    needs.sort_by(|a, b| (a.scope, &a.path).cmp(&(b.scope, &b.path)));
+    needs
 }
 
 /// A write the plan needs: verb, API group, resource (plural) and namespace.
@@ -165,7 +275,15 @@ fn phase_needing(kind: &str) -> Option<Phase> {
 impl Report {
     /// The report of `plan`; `not_served` lists the kinds the cluster did not serve;
     /// `preflight` what the API server answered for [`needed_permissions`].
-    pub fn new(plan: &Plan, not_served: &[String], preflight: Vec<PreflightCheck>) -> Report {
+    ///
+    /// `unreadable` is what GitLab refused to show, per phase (read as empty, so a risk).
+    pub fn new(
+        plan: &Plan,
+        not_served: &[String],
+        unreadable: &[(Phase, String)],
+        preflight: Vec<PreflightCheck>,
+        gitlab_access: Vec<AccessCheck>,
+    ) -> Report {
         let phases: Vec<PhaseReport> = plan
             .phases
             .iter()
@@ -203,6 +321,14 @@ impl Report {
                         message: format!("the cluster does not serve {kind}: is its controller installed?"),
                     });
                 }
+                for (_, what) in unreadable.iter().filter(|(phase, _)| *phase == p.phase) {
+                    findings.push(FindingReport {
+                        code: FindingCode::GitLabUnreadable.as_str(),
+                        status: Status::Risk,
+                        target: None,
+                        message: what.clone(),
+                    });
+                }
                 let status = if !missing.is_empty() {
                     PhaseStatus::Error
                 } else if findings.iter().any(|f| f.status == Status::Risk) {
@@ -216,7 +342,8 @@ impl Report {
             })
             .collect();
         // A write the identity may not make stops the apply as surely as a risk does.
-        let denied = preflight.iter().filter(|c| !c.allowed).count();
+        let denied =
+            preflight.iter().filter(|c| !c.allowed).count() + gitlab_access.iter().filter(|c| !c.allowed).count();
         let summary = Summary {
             pending_changes: phases.iter().map(|p| p.changes.len()).sum(),
             risks: phases.iter().flat_map(|p| &p.findings).filter(|f| f.status == Status::Risk).count() + denied,
@@ -230,6 +357,7 @@ impl Report {
             },
             phases,
             preflight,
+            gitlab_access,
             summary,
         }
     }
@@ -271,6 +399,19 @@ impl Report {
                 let _ = writeln!(out, "- {} `{}`", if c.allowed { "yes" } else { "**no**" }, c.need);
             }
         }
+        if !self.gitlab_access.is_empty() {
+            out.push_str("\n### GitLab access\n\n");
+            for c in &self.gitlab_access {
+                let _ = writeln!(
+                    out,
+                    "- {} {} (the token has {}): {}",
+                    if c.allowed { "yes" } else { "**no**" },
+                    cell(&c.need.to_string()),
+                    c.have,
+                    cell(&c.need.needed_for.join(", "))
+                );
+            }
+        }
         for p in &self.phases {
             let _ = writeln!(out, "\n### {}: {}\n", p.name, status_word(p.status));
             for f in &p.findings {
@@ -302,6 +443,16 @@ impl Report {
                 if c.allowed { "yes" } else { "no" },
                 c.need,
                 if c.reason.is_empty() { String::new() } else { format!(" ({})", c.reason) }
+            );
+        }
+        for c in &self.gitlab_access {
+            let _ = writeln!(
+                out,
+                "gitlab {:<3} {} (token has {}): {}",
+                if c.allowed { "yes" } else { "no" },
+                c.need,
+                c.have,
+                c.need.needed_for.join(", ")
             );
         }
         for p in &self.phases {
@@ -352,7 +503,36 @@ mod tests {
             .into_iter()
             .map(|need| PreflightCheck { allowed: need.verb != "delete", need, reason: String::new() })
             .collect();
-        Report::new(&p, not_served, preflight)
+        let access = needed_gitlab_access(&p)
+            .into_iter()
+            .map(|need| AccessCheck { have: "Owner".into(), allowed: need.level <= 50, need })
+            .collect();
+        Report::new(&p, not_served, &[], preflight, access)
+    }
+
+    #[test]
+    fn gitlab_writes_need_the_roles_gitlab_policies_require() {
+        let p = crate::phases::plan(&start(), &plan(), "plan text");
+        let needs: Vec<String> = needed_gitlab_access(&p).iter().map(ToString::to_string).collect();
+        // Group runners (by the group's id) and the group variable need Owner; the pipeline
+        // project's variables Maintainer; the other projects' CI files Developer.
+        assert!(
+            needs.iter().any(|n| n.strip_prefix("Owner on group ").is_some_and(|g| g.parse::<u64>().is_ok())),
+            "{needs:?}"
+        );
+        assert!(needs.contains(&"Owner on group platform".to_string()), "{needs:?}");
+        assert!(needs.contains(&"Maintainer on project platform/kaniko-builder".to_string()), "{needs:?}");
+        assert!(needs.contains(&"Developer on project platform/docs".to_string()), "{needs:?}");
+        let kaniko = needed_gitlab_access(&p).into_iter().find(|n| n.path == "platform/kaniko-builder").unwrap();
+        assert_eq!(kaniko.level, 40, "the highest need wins");
+        assert_eq!(kaniko.needed_for.len(), 2, "{:?}", kaniko.needed_for);
+        // A denied role is a risk: the apply would stop there.
+        let clean = report(&[]).summary.risks;
+        let denied = AccessCheck { need: kaniko, have: "Developer".into(), allowed: false };
+        let r = Report::new(&p, &[], &[], vec![], vec![denied]);
+        assert_eq!(r.summary.risks, clean + 1 - report(&[]).preflight.iter().filter(|c| !c.allowed).count());
+        assert!(r.text().contains("gitlab no  Maintainer on project platform/kaniko-builder (token has Developer)"));
+        assert_eq!(r.exit_code(), 2);
     }
 
     #[test]
@@ -361,7 +541,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["version"], 1);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["version", "plan", "endpoints", "phases", "preflight", "summary"]);
+        assert_eq!(keys, ["version", "plan", "endpoints", "phases", "preflight", "gitlab_access", "summary"]);
+        assert_eq!(v["gitlab_access"][0]["scope"], "group");
+        for k in ["path", "level", "needed_for", "have", "allowed"] {
+            assert!(v["gitlab_access"][0].get(k).is_some(), "gitlab_access lacks {k}");
+        }
         let checks: Vec<String> = r.preflight.iter().map(|c| c.need.to_string()).collect();
         assert!(checks.contains(&"patch nodepools.karpenter.sh".to_string()), "{checks:?}");
         assert!(checks.contains(&"create releases.helm.crossplane.io".to_string()), "{checks:?}");

@@ -272,6 +272,38 @@ pub struct ProjectInfo {
     pub id: u64,
     pub path: String,
     pub default_branch: String,
+    /// The project's CI configuration when not `.gitlab-ci.yml` (`None` when unset).
+    pub ci_config: Option<CiConfigPath>,
+}
+
+/// Where a project's CI configuration lives, from its `ci_config_path` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CiConfigPath {
+    /// A file in the project's own repository.
+    Local(String),
+    /// `file@group/project[:ref]` or a URL: somewhere archshift does not rewrite.
+    Elsewhere(String),
+}
+
+impl CiConfigPath {
+    fn parse(setting: &str) -> Option<CiConfigPath> {
+        let s = setting.trim();
+        if s.is_empty() {
+            None
+        } else if s.contains('@') || s.starts_with("http://") || s.starts_with("https://") {
+            Some(CiConfigPath::Elsewhere(s.to_string()))
+        } else {
+            Some(CiConfigPath::Local(s.trim_start_matches("./").to_string()))
+        }
+    }
+}
+
+/// The token's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser {
+    pub id: u64,
+    pub username: String,
+    pub is_admin: bool,
 }
 
 /// A group as the planners need it.
@@ -301,6 +333,28 @@ impl GitLabReader {
     pub async fn version(&self) -> Result<String, GitLabError> {
         let v = self.http.get("/version").await?;
         Ok(v["version"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `GET /user`: who the token is.
+    pub async fn current_user(&self) -> Result<CurrentUser, GitLabError> {
+        let v = self.http.get("/user").await?;
+        Ok(CurrentUser {
+            id: v["id"].as_u64().ok_or_else(|| decode("/user", "a user without id"))?,
+            username: v["username"].as_str().unwrap_or_default().to_string(),
+            is_admin: v["is_admin"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// `GET /{groups,projects}/:id/members/all/:user_id`: the user's effective access level
+    /// there (inherited memberships included), `None` when not a member.
+    pub async fn access_level(&self, project: bool, path: &str, user_id: u64) -> Result<Option<u8>, GitLabError> {
+        let kind = if project { "projects" } else { "groups" };
+        match self.http.get(&format!("/{kind}/{}/members/all/{user_id}", encode(path))).await {
+            Ok(v) => Ok(Some(v["access_level"].as_u64().unwrap_or(0).min(u64::from(u8::MAX)) as u8)),
+            // The member is missing, or the group or project is invisible to the token.
+            Err(GitLabError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn project(&self, path: &str) -> Result<ProjectInfo, GitLabError> {
@@ -418,6 +472,7 @@ fn project_info(v: &Value) -> Option<ProjectInfo> {
         id: v["id"].as_u64()?,
         path: v["path_with_namespace"].as_str()?.to_string(),
         default_branch: v["default_branch"].as_str().unwrap_or("main").to_string(),
+        ci_config: v["ci_config_path"].as_str().and_then(CiConfigPath::parse),
     })
 }
 

@@ -22,8 +22,10 @@ const PAGE: u32 = 500;
 pub enum KubeError {
     #[error("cannot load the Kubernetes configuration ({where_}): {cause}")]
     Config { where_: String, cause: String },
-    #[error("cannot reach the Kubernetes API at {server}: {cause}")]
-    Transport { server: String, cause: String },
+    #[error(
+        "cannot reach the Kubernetes API at {server} (context {context}): {cause}; is the cluster up, and is this the right --context?"
+    )]
+    Transport { server: String, context: String, cause: String },
     #[error(
         "the Kubernetes API at {server} rejected the credentials of the current context (401): log in again or pick another --context"
     )]
@@ -96,6 +98,8 @@ pub struct Access {
 pub struct KubeReader {
     client: Client,
     server: String,
+    /// The kubeconfig context in use, for messages.
+    context: String,
 }
 
 impl KubeReader {
@@ -103,10 +107,14 @@ impl KubeReader {
     /// in-cluster) and `context` (else the current one).
     pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<KubeReader, KubeError> {
         let opts = KubeConfigOptions { context: context.map(str::to_string), ..KubeConfigOptions::default() };
+        let mut context_name = context.map(str::to_string);
         let config = match (kubeconfig, context) {
             (Some(path), _) => {
                 let kc = Kubeconfig::read_from(path)
                     .map_err(|e| KubeError::Config { where_: path.display().to_string(), cause: e.to_string() })?;
+                if context_name.is_none() {
+                    context_name.clone_from(&kc.current_context);
+                }
                 Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| KubeError::Config {
                     where_: format!("{}, context {}", path.display(), context.unwrap_or("(current)")),
                     cause: e.to_string(),
@@ -121,9 +129,13 @@ impl KubeReader {
             })?,
         };
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-        let client = Client::try_from(config)
-            .map_err(|e| KubeError::Transport { server: server.clone(), cause: e.to_string() })?;
-        Ok(KubeReader { client, server })
+        let context = context_name.unwrap_or_else(|| "current or in-cluster".into());
+        let client = Client::try_from(config).map_err(|e| KubeError::Transport {
+            server: server.clone(),
+            context: context.clone(),
+            cause: root_cause(&e),
+        })?;
+        Ok(KubeReader { client, server, context })
     }
 
     /// The API server URL and the `kube-system` namespace's uid (unique per cluster).
@@ -322,9 +334,23 @@ impl KubeReader {
                 code: s.code,
                 message: s.message.clone(),
             },
-            other => KubeError::Transport { server: self.server.clone(), cause: other.to_string() },
+            other => KubeError::Transport {
+                server: self.server.clone(),
+                context: self.context.clone(),
+                cause: root_cause(&other),
+            },
         }
     }
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)"), which is
+/// what a person can act on; the outer layers only say which library noticed it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 /// An object as JSON, with the apiVersion and kind that list items leave off.

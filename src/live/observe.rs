@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::gitlab::{GitLabError, GitLabReader};
+use super::gitlab::{CiConfigPath, GitLabError, GitLabReader, ProjectInfo};
 use super::kube::{self as k, KubeError, KubeReader};
 use crate::model::{EndpointIdentity, GitLabIdentity, ObservedState, ProjectCi};
 use crate::spec::{MigrationPlan, ScopeKind, VariableLevel};
-use crate::vocab::ArgoKind;
+use crate::vocab::{ArgoKind, Phase};
+
+/// Where GitLab looks for a project's CI configuration when nothing else is set.
+const DEFAULT_CI_FILE: &str = ".gitlab-ci.yml";
 
 /// A read that failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,9 @@ pub enum ObserveError {
 pub struct Observation {
     pub state: ObservedState,
     pub not_served: Vec<String>,
+    /// What GitLab refused to show (403), with the phase that needs it: read as empty, so
+    /// the audit must report it rather than trust the plan built on it.
+    pub unreadable: Vec<(Phase, String)>,
 }
 
 fn argo_kind(kind: ArgoKind) -> k::Kind {
@@ -34,9 +40,24 @@ fn argo_kind(kind: ArgoKind) -> k::Kind {
     }
 }
 
-/// Reads everything `spec` plans over. Reads only: the one POST either reader can send (a
-/// review, a lint) is not used here.
-pub async fn observe(spec: &MigrationPlan, kube: &KubeReader, gl: &GitLabReader) -> Result<Observation, ObserveError> {
+/// What [`observe`] is reading, for a progress display (a bar on a terminal, lines otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A step began, e.g. `NodePools` or `runners of group platform`.
+    Reading(String),
+    /// The CI files of the group's other projects: `done` of `total` read.
+    Files { done: usize, total: usize },
+}
+
+/// Reads everything `spec` plans over, telling `progress` as it goes. Reads only: the one
+/// POST either reader can send (a review, a lint) is not used here.
+pub async fn observe(
+    spec: &MigrationPlan,
+    kube: &KubeReader,
+    gl: &GitLabReader,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Observation, ObserveError> {
+    let step = |what: &str| progress(Progress::Reading(what.to_string()));
     let mut not_served = Vec::new();
     let (cluster, node_pools, node_classes, releases, argo) = {
         let mut list_all = async |kind: k::Kind, namespaces: &[String]| -> Result<Vec<serde_json::Value>, KubeError> {
@@ -55,10 +76,14 @@ pub async fn observe(spec: &MigrationPlan, kube: &KubeReader, gl: &GitLabReader)
             Ok(out)
         };
 
+        step("the cluster's identity");
         let cluster = kube.identity().await?;
+        step("NodePools and EC2NodeClasses");
         let node_pools = list_all(k::NODE_POOL, &[]).await?;
         let node_classes = list_all(k::EC2_NODE_CLASS, &[]).await?;
+        step("runner Releases");
         let releases = list_all(k::RELEASE, &[]).await?;
+        step("Argo templates");
         let mut argo = Vec::new();
         for kind in &spec.workloads.argo.kinds {
             let namespaces =
@@ -74,21 +99,39 @@ pub async fn observe(spec: &MigrationPlan, kube: &KubeReader, gl: &GitLabReader)
             .find(|r| r["metadata"]["name"] == spec.runners.baseline_release.as_str())
             .and_then(|r| r["spec"]["forProvider"]["namespace"].as_str().map(str::to_string))
     });
+    step("runner Secrets (key names only)");
     let secrets = match &namespace {
         Some(ns) => kube.secrets(ns).await?,
         None => Vec::new(),
     };
+    step(&format!("workloads on NodePool {}", spec.node_pool.name));
     let pool_workloads = kube.pool_workloads(&spec.node_pool.name).await?;
 
     let mut ids = BTreeMap::new();
+    step(&format!("GitLab project {}", spec.pipeline.project));
     let project = gl.project(&spec.pipeline.project).await?;
     ids.insert(project.path.clone(), project.id);
     if let (ScopeKind::Group, Some(path)) = (spec.runners.scope.kind, &spec.runners.scope.path) {
         let g = gl.group(path).await?;
         ids.insert(g.path, g.id);
     }
+    step("runners");
     let runners = gl.runners(&spec.runners.scope).await?;
-    let project_variables = gl.project_variables(&spec.pipeline.project).await?;
+    step("CI/CD variables");
+    let mut unreadable = Vec::new();
+    let project_variables = match gl.project_variables(&spec.pipeline.project).await {
+        Err(GitLabError::Forbidden { .. }) => {
+            unreadable.push((
+                Phase::Pipeline,
+                format!(
+                    "GitLab refused to list the variables of project {} (403: reading them needs Maintainer); the plan assumes there are none",
+                    spec.pipeline.project
+                ),
+            ));
+            Vec::new()
+        }
+        read => read?,
+    };
     let mut groups: Vec<String> = Vec::new();
     if spec.pipeline.variables.level == VariableLevel::Group
         && let Some((parent, _)) = spec.pipeline.project.rsplit_once('/')
@@ -101,21 +144,92 @@ pub async fn observe(spec: &MigrationPlan, kube: &KubeReader, gl: &GitLabReader)
     groups.dedup();
     let mut group_variables = BTreeMap::new();
     for g in groups {
-        group_variables.insert(g.clone(), gl.group_variables(&g).await?);
+        let vars = match gl.group_variables(&g).await {
+            Err(GitLabError::Forbidden { .. }) => {
+                let phase = if spec.workloads.gitlab.as_ref().is_some_and(|w| w.group == g) {
+                    Phase::Workloads
+                } else {
+                    Phase::Pipeline
+                };
+                unreadable.push((
+                    phase,
+                    format!(
+                        "GitLab refused to list the variables of group {g} (403: reading them needs Owner); the plan assumes there are none"
+                    ),
+                ));
+                Vec::new()
+            }
+            read => read?,
+        };
+        group_variables.insert(g.clone(), vars);
     }
     let branch = spec.pipeline.branch.clone().unwrap_or_else(|| project.default_branch.clone());
-    let ci_file = gl.ci_file(&spec.pipeline.project, &spec.pipeline.ci_file, &branch).await?;
+    // The plan's file, unless the plan kept the default and the project configures another.
+    let pipeline_file = match &project.ci_config {
+        Some(CiConfigPath::Local(path)) if spec.pipeline.ci_file == DEFAULT_CI_FILE => path.clone(),
+        Some(CiConfigPath::Elsewhere(at)) if spec.pipeline.ci_file == DEFAULT_CI_FILE => {
+            unreadable.push((
+                Phase::Pipeline,
+                format!(
+                    "project {} takes its CI configuration from {at} (ci_config_path): tag the build jobs there, or name the file in pipeline.ciFile",
+                    project.path
+                ),
+            ));
+            spec.pipeline.ci_file.clone()
+        }
+        _ => spec.pipeline.ci_file.clone(),
+    };
+    step(&format!("{}:{pipeline_file}", project.path));
+    let ci_file = gl.ci_file(&spec.pipeline.project, &pipeline_file, &branch).await?;
 
     let mut other_projects = Vec::new();
     if let Some(w) = &spec.workloads.gitlab {
+        step(&format!("projects of group {}", w.group));
         let g = gl.group(&w.group).await?;
         ids.insert(g.path, g.id);
-        for p in gl.group_projects(&w.group).await? {
-            if p.path == spec.pipeline.project || w.exclude_projects.contains(&p.path) {
-                continue;
+        let projects: Vec<ProjectInfo> = gl
+            .group_projects(&w.group)
+            .await?
+            .into_iter()
+            .filter(|p| p.path != spec.pipeline.project && !w.exclude_projects.contains(&p.path))
+            .collect();
+        // Their CI files concurrently (the reader bounds what is in flight), in list order.
+        let total = projects.len();
+        progress(Progress::Files { done: 0, total });
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, p) in projects.iter().enumerate() {
+            let path = match &p.ci_config {
+                Some(CiConfigPath::Local(path)) => path.clone(),
+                Some(CiConfigPath::Elsewhere(at)) => {
+                    unreadable.push((
+                        Phase::Workloads,
+                        format!(
+                            "project {} takes its CI configuration from {at} (ci_config_path): pin its jobs there",
+                            p.path
+                        ),
+                    ));
+                    continue;
+                }
+                None => DEFAULT_CI_FILE.to_string(),
+            };
+            let (gl, project, branch) = (gl.clone(), p.path.clone(), p.default_branch.clone());
+            tasks.spawn(async move { (i, gl.ci_file(&project, &path, &branch).await) });
+        }
+        let mut files: Vec<Option<Option<crate::model::CiFile>>> = vec![None; total];
+        let mut done = total - tasks.len();
+        while let Some(joined) = tasks.join_next().await {
+            let (i, file) = joined.map_err(|e| GitLabError::Transport {
+                url: gl.url().to_string(),
+                cause: format!("a read task failed: {e}"),
+            })?;
+            files[i] = Some(file?);
+            done += 1;
+            progress(Progress::Files { done, total });
+        }
+        for (p, file) in projects.into_iter().zip(files) {
+            if let Some(file) = file {
+                other_projects.push(ProjectCi { path: p.path, default_branch: p.default_branch, file });
             }
-            let file = gl.ci_file(&p.path, ".gitlab-ci.yml", &p.default_branch).await?;
-            other_projects.push(ProjectCi { path: p.path, default_branch: p.default_branch, file });
         }
     }
 
@@ -139,6 +253,7 @@ pub async fn observe(spec: &MigrationPlan, kube: &KubeReader, gl: &GitLabReader)
             other_projects,
         },
         not_served,
+        unreadable,
     })
 }
 
@@ -220,7 +335,13 @@ mod tests {
         let kube = KubeReader::connect(Some(&dir.join("kubeconfig")), None).await.unwrap();
         let gl = GitLabReader::new(&sb.gitlab_url, Token::new(token, "GITLAB_TOKEN"), Options::default()).unwrap();
 
-        let obs = observe(&spec, &kube, &gl).await.unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let obs = observe(&spec, &kube, &gl, &|p| seen.lock().unwrap().push(p)).await.unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.contains(&Progress::Reading("runners".into())), "{seen:?}");
+        let files: Vec<_> = seen.iter().filter(|p| matches!(p, Progress::Files { .. })).collect();
+        assert_eq!(files.first(), Some(&&Progress::Files { done: 0, total: 4 }), "{seen:?}");
+        assert_eq!(files.last(), Some(&&Progress::Files { done: 4, total: 4 }), "{seen:?}");
         sb.stop();
         let _ = std::fs::remove_dir_all(&dir);
 

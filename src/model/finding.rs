@@ -58,6 +58,7 @@ macro_rules! finding_codes {
 
 finding_codes! {
     KindNotServed = "cluster.kind-not-served": "the cluster does not serve a kind the phase needs (its controller is not installed)",
+    GitLabUnreadable = "gitlab.unreadable": "GitLab refused to show something the phase needs (403: the token's role is too low)",
     NodePoolNotFound = "nodepool.not-found": "the plan's NodePool is not in the cluster",
     NodePoolInvalid = "nodepool.invalid": "the NodePool's requirements cannot be read",
     NodePoolAllows = "nodepool.allows": "the NodePool already allows every wanted architecture",

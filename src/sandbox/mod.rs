@@ -40,6 +40,9 @@ pub struct Options {
     pub tick_ms: Option<u64>,
     /// What the Kubernetes identity may not do (a restricted user, for denied preflights).
     pub deny: Vec<Denial>,
+    /// The GitLab token's access level on every group and project (30 Developer, 40
+    /// Maintainer, 50 Owner); `None` makes it root, an administrator.
+    pub gitlab_access: Option<u8>,
 }
 
 /// Both simulated systems, behind one lock (handlers never await while holding it).
@@ -192,6 +195,7 @@ impl Sandbox {
         let mut world = World::seeded(&gitlab_url, opts.fleet, tick);
         world.kube.server_address = k8s_addr.to_string();
         world.kube.identity.denied = opts.deny.clone();
+        world.gitlab.access = opts.gitlab_access;
         let log = match &opts.dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;

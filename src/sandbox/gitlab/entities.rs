@@ -53,6 +53,8 @@ pub struct Project {
     pub archived: bool,
     pub shared_runners_enabled: bool,
     pub created_at: &'static str,
+    /// `null` until set.
+    pub ci_config_path: Option<String>,
 }
 
 /// `Entities::Group` (a subset).

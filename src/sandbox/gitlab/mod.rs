@@ -46,6 +46,9 @@ pub struct Project {
     pub namespace_id: u64,
     pub path_with_namespace: String,
     pub default_branch: String,
+    /// Where the project's CI configuration lives when not `.gitlab-ci.yml`: a path in the
+    /// repository, `file@group/project[:ref]`, or a URL (Settings > CI/CD > General pipelines).
+    pub ci_config_path: Option<String>,
     pub repo: Repo,
 }
 
@@ -178,8 +181,17 @@ pub struct GitLabState {
     pub pipelines: Vec<Pipeline>,
     pub jobs: Vec<Job>,
     pub merge_requests: Vec<MergeRequest>,
+    /// The token's user: `None` is root, an administrator; `Some(level)` is `operator`, a
+    /// member of every group at that access level (10 Guest .. 50 Owner), inherited by the
+    /// groups' projects. The API refuses what the level does not allow, as GitLab does.
+    pub access: Option<u8>,
     next_id: u64,
 }
+
+/// GitLab's access levels (`Gitlab::Access`).
+pub const DEVELOPER: u8 = 30;
+pub const MAINTAINER: u8 = 40;
+pub const OWNER: u8 = 50;
 
 type R = Reply;
 
@@ -227,6 +239,7 @@ impl GitLabState {
             pipelines: vec![],
             jobs: vec![],
             merge_requests: vec![],
+            access: None,
             next_id: 100,
         }
     }
@@ -261,6 +274,7 @@ impl GitLabState {
             namespace_id: group_id,
             path_with_namespace: format!("{g}/{path}"),
             default_branch: "main".into(),
+            ci_config_path: None,
             repo: Repo::init("main", files, &now()),
         });
         id
@@ -338,21 +352,33 @@ impl GitLabState {
     fn user(&self) -> Value {
         entities::to_json(&entities::User {
             basic: self.user_basic_entity(),
-            is_admin: true,
-            email: "admin@sandbox.test",
+            is_admin: self.access.is_none(),
+            email: if self.access.is_none() { "admin@sandbox.test" } else { "operator@sandbox.test" },
         })
     }
 
-    /// The one user of the sandbox, root.
+    /// Whether the token's user holds `level` (admins hold every level).
+    pub(super) fn may(&self, level: u8) -> bool {
+        self.access.is_none_or(|a| a >= level)
+    }
+
+    /// The token's user's access level on any group or project (root owns them all).
+    pub(super) fn access_level(&self) -> u8 {
+        self.access.unwrap_or(OWNER)
+    }
+
+    /// The one user of the sandbox: root, or `operator` when `access` is set.
     pub(super) fn user_basic_entity(&self) -> entities::UserBasic {
+        let (id, username, name) =
+            if self.access.is_none() { (1, "root", "Administrator") } else { (2, "operator", "Platform Operator") };
         entities::UserBasic {
-            id: 1,
-            username: "root",
-            name: "Administrator",
+            id,
+            username,
+            name,
             state: "active",
             locked: false,
-            avatar_url: format!("{}/uploads/-/system/user/avatar/1/avatar.png", self.base_url),
-            web_url: format!("{}/root", self.base_url),
+            avatar_url: format!("{}/uploads/-/system/user/avatar/{id}/avatar.png", self.base_url),
+            web_url: format!("{}/{username}", self.base_url),
         }
     }
 
@@ -379,6 +405,7 @@ impl GitLabState {
             archived: false,
             shared_runners_enabled: true,
             created_at: "2025-01-01T00:00:00.000Z",
+            ci_config_path: p.ci_config_path.clone(),
         })
     }
 

@@ -276,12 +276,20 @@ impl PlainMessage for Reply {
 
 /// `* /api/v4/projects/:project/repository/files/:path/*`
 pub(super) fn file(s: &mut GitLabState, c: &Ctx) -> R {
+    // Pushing needs Developer (the default branch protection lets Developers push to
+    // unprotected branches; the sandbox protects none).
+    if c.req.method != "GET" && c.req.method != "HEAD" && !s.may(DEVELOPER) {
+        return msg(403, "403 Forbidden");
+    }
     let rest: Vec<&str> = c.rest.iter().map(String::as_str).collect();
     s.files(c.project, &c.req.method, &c.args[0], &rest, &c.p)
 }
 
 /// `POST /api/v4/projects/:project/repository/commits`
 pub(super) fn commit(s: &mut GitLabState, c: &Ctx) -> R {
+    if !s.may(DEVELOPER) {
+        return msg(403, "403 Forbidden");
+    }
     s.create_commit(c.project, &c.p)
 }
 

@@ -36,9 +36,12 @@ pub(super) const ROUTES: &[Route] = &[
     route("GET", "user", current_user),
     route("GET", "projects", list_projects),
     route("GET", "projects/:project", get_project),
+    route("PUT", "projects/:project", edit_project),
     route("GET", "groups", list_groups),
     route("GET", "groups/:group", get_group),
     route("GET", "groups/:group/projects", list_group_projects),
+    route("GET", "groups/:group/members/all/:user_id", member),
+    route("GET", "projects/:project/members/all/:user_id", member),
     route("GET", "runners", runners::list_all),
     route("GET", "runners/all", runners::list_all),
     route("POST", "runners", runners::register_legacy),
@@ -135,6 +138,41 @@ pub(super) fn version(_s: &mut GitLabState, _c: &Ctx) -> R {
 /// `GET /api/v4/user`
 pub(super) fn current_user(s: &mut GitLabState, _c: &Ctx) -> R {
     Reply::json(200, s.user())
+}
+
+/// `PUT /api/v4/projects/:project`: the settings archshift's tests change (`ci_config_path`,
+/// `description`); Maintainer, as GitLab's `admin_project`. Like the real endpoint it
+/// refuses a call that names none of the parameters it knows.
+pub(super) fn edit_project(s: &mut GitLabState, c: &Ctx) -> R {
+    if !s.may(MAINTAINER) {
+        return msg(403, "403 Forbidden");
+    }
+    let known = ["ci_config_path", "description"];
+    if !known.iter().any(|k| c.p.get(k).is_some()) {
+        return Reply::json(
+            400,
+            json!({"error": format!("{} are missing, at least one parameter must be provided", known.join(", "))}),
+        );
+    }
+    if let Some(path) = c.p.get("ci_config_path") {
+        s.projects[c.project].ci_config_path = (!path.is_empty()).then(|| path.clone());
+    }
+    Reply::json(200, s.project_json(&s.projects[c.project]))
+}
+
+/// `GET /api/v4/{groups,projects}/:id/members/all/:user_id`: the user's effective membership,
+/// inherited ones included; 404 for anyone who is not a member.
+pub(super) fn member(s: &mut GitLabState, c: &Ctx) -> R {
+    let me = s.user_basic_entity();
+    if c.args[0] != me.id.to_string() {
+        return record_not_found();
+    }
+    let mut json = entities::to_json(&me);
+    json["access_level"] = json!(s.access_level());
+    json["created_at"] = json!("2026-01-05T09:00:00.000Z");
+    json["expires_at"] = Value::Null;
+    json["membership_state"] = json!("active");
+    Reply::json(200, json)
 }
 
 /// `GET /api/v4/projects`

@@ -164,14 +164,16 @@ impl GitLabState {
         let rtype = p.get("runner_type").cloned().unwrap_or_default();
         // The ids are integers (validated above): a group or project by id, never by path.
         let (group_id, project_ids) = match rtype.as_str() {
+            // Group runners need Owner, project runners Maintainer, instance runners an admin.
             "group_type" => match p.get("group_id").and_then(|g| g.parse::<u64>().ok()) {
-                Some(gid) if self.groups.iter().any(|g| g.id == gid) => (Some(gid), vec![]),
+                Some(gid) if self.groups.iter().any(|g| g.id == gid) && self.may(OWNER) => (Some(gid), vec![]),
                 _ => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
             },
             "project_type" => match p.get("project_id").and_then(|x| x.parse::<u64>().ok()) {
-                Some(pid) if self.projects.iter().any(|x| x.id == pid) => (None, vec![pid]),
+                Some(pid) if self.projects.iter().any(|x| x.id == pid) && self.may(MAINTAINER) => (None, vec![pid]),
                 _ => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
             },
+            _ if self.access.is_some() => return msg(403, "403 Forbidden - User is not allowed to create a runner"),
             _ => (None, vec![]),
         };
         let tags = p.list("tag_list");

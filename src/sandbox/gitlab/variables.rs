@@ -121,6 +121,10 @@ pub(super) fn variables(
 
 /// `* /api/v4/projects/:project/variables/*`
 pub(super) fn project(s: &mut GitLabState, c: &Ctx) -> R {
+    // Project variables need Maintainer (`admin_cicd_variables` in ProjectPolicy), reads too.
+    if !s.may(MAINTAINER) {
+        return msg(403, "403 Forbidden");
+    }
     let pid = s.projects[c.project].id;
     let base = s.base_url.clone();
     let rest: Vec<&str> = c.rest.iter().map(String::as_str).collect();
@@ -129,6 +133,10 @@ pub(super) fn project(s: &mut GitLabState, c: &Ctx) -> R {
 
 /// `* /api/v4/groups/:group/variables/*`
 pub(super) fn group(s: &mut GitLabState, c: &Ctx) -> R {
+    // Group variables need Owner (`admin_cicd_variables` in GroupPolicy), reads too.
+    if !s.may(OWNER) {
+        return msg(403, "403 Forbidden");
+    }
     let gid = s.groups[c.group].id;
     let base = s.base_url.clone();
     let rest: Vec<&str> = c.rest.iter().map(String::as_str).collect();

@@ -364,7 +364,12 @@ impl KubeState {
         }
     }
 
-    fn crd_request(&self, req: &Request, res: &Resource, name: Option<&str>) -> Reply {
+    fn crd_request(&mut self, req: &Request, res: &Resource, name: Option<&str>) -> Reply {
+        if req.method == "DELETE"
+            && let Some(n) = name
+        {
+            return self.delete_crd(res, n);
+        }
         if req.method != "GET" {
             return status::method_not_allowed();
         }
@@ -381,6 +386,37 @@ impl KubeState {
                 .find(|c| c["metadata"]["name"] == n)
                 .map_or_else(|| status::not_found(res, n), |c| Reply::ok(200, c.clone())),
         }
+    }
+}
+
+impl KubeState {
+    /// `DELETE .../customresourcedefinitions/NAME`: as the apiextensions server does once its
+    /// `customresourcecleanup` finalizer has run (instantly here): every instance goes, then
+    /// the resource stops being served and leaves discovery. The answer is the CRD marked
+    /// for deletion (`Terminating`), as the real server's is.
+    fn delete_crd(&mut self, res: &Resource, name: &str) -> Reply {
+        let Some(at) = self.registry.crd_objects.iter().position(|c| c["metadata"]["name"] == name) else {
+            return status::not_found(res, name);
+        };
+        let mut crd = self.registry.crd_objects.remove(at);
+        let (group, plural) = (
+            crd["spec"]["group"].as_str().unwrap_or_default().to_string(),
+            crd["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string(),
+        );
+        let gone: Vec<Resource> =
+            self.registry.resources.iter().filter(|r| r.group == group && r.plural == plural).cloned().collect();
+        for r in &gone {
+            let keys: Vec<Key> = self.objects.keys().filter(|k| k.0 == r.qualified()).cloned().collect();
+            for k in keys {
+                self.unstore(&k);
+            }
+        }
+        self.registry.resources.retain(|r| !(r.group == group && r.plural == plural));
+        crd["metadata"]["deletionTimestamp"] = json!(now());
+        crd["metadata"]["finalizers"] = json!(["customresourcecleanup.apiextensions.k8s.io"]);
+        crd["status"]["conditions"] = json!([{"type": "Terminating", "status": "True",
+            "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress"}]);
+        Reply::ok(200, crd)
     }
 }
 

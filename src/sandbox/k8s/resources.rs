@@ -148,7 +148,7 @@ impl Registry {
                 "CustomResourceDefinition",
                 false,
                 &["crd", "crds"],
-                &["get", "list"],
+                &["get", "list", "delete"],
             ),
         ];
         let mut crd_objects = Vec::new();
