@@ -128,7 +128,7 @@ fn audit_preflight_reports_a_write_the_identity_may_not_make() {
 
 #[test]
 fn audit_reports_the_gitlab_role_each_write_needs_and_what_a_weaker_token_could_not_read() {
-    let sb = Sandbox::start("cli-audit-role", &["--gitlab-access", "30"]);
+    let sb = Sandbox::start("cli-audit-role", &["--gitlab-access", "40"]);
     let before = sb.requests().len();
     let out = audit(&sb, &["--format", "json", "--quiet"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -140,10 +140,11 @@ fn audit_reports_the_gitlab_role_each_write_needs_and_what_a_weaker_token_could_
     let kaniko = check("project", "platform/kaniko-builder");
     assert_eq!(
         (kaniko["level"].as_u64(), kaniko["have"].as_str(), kaniko["allowed"].as_bool()),
-        (Some(40), Some("Developer"), Some(false))
+        (Some(40), Some("Maintainer"), Some(true))
     );
-    assert_eq!(check("group", "platform")["level"], 50);
-    assert_eq!(check("project", "platform/docs")["allowed"], true, "Developer may push a branch");
+    let group = check("group", "platform");
+    assert_eq!((group["level"].as_u64(), group["allowed"].as_bool()), (Some(50), Some(false)), "{group}");
+    assert_eq!(check("project", "platform/docs")["allowed"], true, "Maintainer may push a branch");
     let unreadable: Vec<&str> = report["phases"]
         .as_array()
         .unwrap()
@@ -152,10 +153,21 @@ fn audit_reports_the_gitlab_role_each_write_needs_and_what_a_weaker_token_could_
         .filter(|f| f["code"] == "gitlab.unreadable")
         .map(|f| f["message"].as_str().unwrap())
         .collect();
-    assert_eq!(unreadable.len(), 2, "project and group variables: {unreadable:?}");
-    assert!(unreadable[0].contains("variables of project platform/kaniko-builder (403"), "{unreadable:?}");
+    assert_eq!(unreadable.len(), 1, "the group's variables: {unreadable:?}");
+    assert!(unreadable[0].contains("variables of group platform (403: reading them needs Owner)"), "{unreadable:?}");
     let writes = sb.writes_since(before);
     assert!(writes.is_empty(), "audit wrote: {writes:?}");
+
+    // A Developer may not even list the group's runners: the plan cannot be made.
+    let sb = Sandbox::start("cli-audit-developer", &["--gitlab-access", "30"]);
+    let out = audit(&sb, &["--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("GITLAB_TOKEN may not GET /groups/platform/runners (403 Forbidden)") && err.contains("Maintainer"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     // Root, an administrator, may do everything.
     let sb = Sandbox::start("cli-audit-admin", &[]);

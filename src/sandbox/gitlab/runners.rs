@@ -357,12 +357,19 @@ pub(super) fn reset_token(s: &mut GitLabState, c: &Ctx) -> R {
 
 /// `GET /api/v4/projects/:project/runners`
 pub(super) fn list_project(s: &mut GitLabState, c: &Ctx) -> R {
+    // Listing a project's or group's runners needs Maintainer (`read_runners`/`read_group_runners`).
+    if !s.may(MAINTAINER) {
+        return msg(403, "403 Forbidden");
+    }
     let pid = s.projects[c.project].id;
     s.list_runners(s.runners.iter().filter(|r| s.runner_serves(r, pid)).collect(), c)
 }
 
 /// `GET /api/v4/groups/:group/runners`
 pub(super) fn list_group(s: &mut GitLabState, c: &Ctx) -> R {
+    if !s.may(MAINTAINER) {
+        return msg(403, "403 Forbidden");
+    }
     let chain = s.group_chain(s.groups[c.group].id);
     let rs = s
         .runners
