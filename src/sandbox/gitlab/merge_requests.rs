@@ -100,6 +100,7 @@ impl GitLabState {
         mr.state = "merged".into();
         mr.merged_at = Some(now());
         let mr = mr.clone();
+        self.push_pipeline(pi, &target);
         Reply::json(200, self.mr_json(&mr))
     }
 }

@@ -10,6 +10,13 @@ pub struct Params {
     pub json: Value,
 }
 
+impl Default for Params {
+    /// No parameters: what an internal call (a push pipeline) passes.
+    fn default() -> Params {
+        Params { map: HashMap::new(), lists: HashMap::new(), json: Value::Null }
+    }
+}
+
 impl Params {
     pub(super) fn new(req: &Request) -> Params {
         let mut map: HashMap<String, String> = HashMap::new();

@@ -82,6 +82,17 @@ impl GitLabState {
     }
 
     pub(super) fn create_pipeline(&mut self, pi: usize, r: &str, p: &Params) -> R {
+        self.run_pipeline(pi, r, p, "api")
+    }
+
+    /// What a push to branch `r` starts, as GitLab does for a commit through the API or a
+    /// merge: a `push` pipeline, when the branch has a CI file that yields jobs (otherwise
+    /// nothing, silently).
+    pub(super) fn push_pipeline(&mut self, pi: usize, r: &str) {
+        let _ = self.run_pipeline(pi, r, &Params::default(), "push");
+    }
+
+    fn run_pipeline(&mut self, pi: usize, r: &str, p: &Params, source: &str) -> R {
         let proj = &self.projects[pi];
         let Some(commit) = proj.repo.resolve(r).cloned() else {
             return Reply::json(400, json!({"message": {"base": ["Reference not found"]}}));
@@ -104,7 +115,7 @@ impl GitLabState {
         // Predefined variables of an API pipeline on a branch.
         let is_tag = !proj.repo.branches.contains_key(r);
         for (k, v) in [
-            ("CI_PIPELINE_SOURCE", "api".to_string()),
+            ("CI_PIPELINE_SOURCE", source.to_string()),
             ("CI_COMMIT_REF_NAME", r.to_string()),
             ("CI_COMMIT_SHA", commit.id.clone()),
             ("CI_DEFAULT_BRANCH", proj.default_branch.clone()),
@@ -131,7 +142,7 @@ impl GitLabState {
             let mut v = vars.clone();
             v.extend(j.variables.clone());
             let (when, allow_failure) = if j.rules.is_null() {
-                if !rules::only_except(&j.only, &j.except, r, "api", is_tag, &v) {
+                if !rules::only_except(&j.only, &j.except, r, source, is_tag, &v) {
                     continue;
                 }
                 // Manual jobs without rules may fail (they do not block later stages).
@@ -190,7 +201,7 @@ impl GitLabState {
             sha: commit.id.clone(),
             r#ref: r.into(),
             status: "pending".into(),
-            source: "api".into(),
+            source: source.into(),
             created_at: created.clone(),
             updated_at: created,
         };

@@ -101,8 +101,15 @@ impl GitLabState {
         let actions = p.json.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
         match self.commit_actions(pi, p, &actions, false) {
             Ok(c) => {
-                let proj = &self.projects[pi];
-                Reply::json(201, commit_json(&c, &self.base_url, &proj.path_with_namespace))
+                let reply = Reply::json(201, commit_json(&c, &self.base_url, &self.projects[pi].path_with_namespace));
+                // A commit is a push: GitLab starts the branch's pipeline (unless [skip ci]).
+                if let Some(branch) = p.get("branch").cloned()
+                    && !c.message.contains("[skip ci]")
+                    && !c.message.contains("[ci skip]")
+                {
+                    self.push_pipeline(pi, &branch);
+                }
+                reply
             }
             Err(e) => e,
         }
