@@ -93,7 +93,11 @@ fn method_text(m: &WriteMethod) -> String {
         WriteMethod::GitLab { method, path } => format!("{method} {path}"),
         WriteMethod::GitLabCommit { branch, start_branch, merge_request } => match (start_branch, merge_request) {
             (Some(from), Some(mr)) => {
-                format!("commit to branch {branch} (from {from}), merge request into {}", mr.target_branch)
+                format!(
+                    "commit to branch {branch} (from {from}), merge request into {} ({})",
+                    mr.target_branch,
+                    if mr.merge { "archshift merges it" } else { "a person merges it" }
+                )
             }
             _ => format!("commit to {branch}"),
         },

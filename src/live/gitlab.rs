@@ -136,9 +136,13 @@ impl Http {
                 }
             };
             let retries_left = attempt <= self.opts.retries;
+            // A POST that timed out or got a 5xx may have been carried out: repeating it could
+            // create a second runner. Only a 429 (refused before any work) or a connection that
+            // never opened is retried; the engine reads back to learn what happened otherwise.
+            let repeatable = method != Method::POST || path.ends_with("/ci/lint");
             let (status, headers, bytes) = match outcome {
                 Ok(x) => x,
-                Err(e) if retries_left && (e.is_timeout() || e.is_connect()) => {
+                Err(e) if retries_left && (e.is_connect() || (e.is_timeout() && repeatable)) => {
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
                 }
@@ -157,7 +161,8 @@ impl Http {
             let transient = status == StatusCode::TOO_MANY_REQUESTS || matches!(status.as_u16(), 500 | 502 | 503 | 504);
             if transient {
                 let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
-                if retries_left && wait <= self.opts.max_retry_after {
+                let may_repeat = repeatable || status == StatusCode::TOO_MANY_REQUESTS;
+                if retries_left && may_repeat && wait <= self.opts.max_retry_after {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -544,5 +549,43 @@ mod tests {
             (3, vec!["arm64".into()], vec!["a".into()])
         );
         assert!(r.is_online() && r.locked && !r.run_untagged);
+    }
+}
+
+/// The GitLab handle that may write: what `apply` and `rollback` hold, never `audit`.
+#[derive(Clone)]
+pub struct GitLabWriter {
+    reader: GitLabReader,
+}
+
+impl GitLabWriter {
+    pub fn new(url: &str, token: Token, opts: Options) -> Result<GitLabWriter, GitLabError> {
+        Ok(GitLabWriter { reader: GitLabReader::new(url, token, opts)? })
+    }
+
+    /// The read side of the same connection.
+    pub fn reader(&self) -> &GitLabReader {
+        &self.reader
+    }
+
+    /// `GET path`, `None` on 404.
+    pub async fn get(&self, path: &str) -> Result<Option<Value>, GitLabError> {
+        match self.reader.http.get(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(GitLabError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every page of `GET path`.
+    pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, GitLabError> {
+        self.reader.http.get_all(path).await
+    }
+
+    /// One write (`POST`, `PUT` or `DELETE`) with a JSON body. A POST is never repeated after
+    /// a timeout or a 5xx: it may have been carried out.
+    pub async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, GitLabError> {
+        let method = Method::from_bytes(method.as_bytes()).map_err(|e| decode(path, &e.to_string()))?;
+        self.reader.http.send(method, path, body).await.map(|(_, v)| v)
     }
 }

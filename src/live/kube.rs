@@ -370,3 +370,172 @@ fn controller_of(obj: &Value) -> Option<(String, String)> {
     let c = owners.iter().find(|o| o["controller"] == true)?;
     Some((c["kind"].as_str()?.to_string(), c["name"].as_str()?.to_string()))
 }
+
+/// The Kubernetes handle that may write: what `apply` and `rollback` hold, never `audit`.
+/// Every write can be a server-side dry run (`dryRun=All`), and each carries its guard: a
+/// create fails on an existing object, a JSON patch on a failed `test`, a server-side apply on
+/// another field manager's field, a delete on a changed uid or resourceVersion.
+pub struct KubeWriter {
+    reader: KubeReader,
+}
+
+/// A Kubernetes object to write, named as a plan names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl Target<'_> {
+    fn resource(&self) -> ApiResource {
+        let (group, version) = self.api_version.rsplit_once('/').unwrap_or(("", self.api_version));
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, self.kind), &plural(self.kind))
+    }
+
+    fn display(&self) -> String {
+        let (group, _) = self.api_version.rsplit_once('/').unwrap_or(("", ""));
+        let p = plural(self.kind);
+        if group.is_empty() { p } else { format!("{p}.{group}") }
+    }
+}
+
+/// The plural Kubernetes derives for a kind (every kind archshift writes is regular).
+pub fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+impl KubeWriter {
+    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<KubeWriter, KubeError> {
+        Ok(KubeWriter { reader: KubeReader::connect(kubeconfig, context).await? })
+    }
+
+    /// The read side of the same connection.
+    pub fn reader(&self) -> &KubeReader {
+        &self.reader
+    }
+
+    fn api(&self, t: &Target<'_>) -> Api<DynamicObject> {
+        let ar = t.resource();
+        match t.namespace {
+            Some(ns) => Api::namespaced_with(self.reader.client.clone(), ns, &ar),
+            None => Api::all_with(self.reader.client.clone(), &ar),
+        }
+    }
+
+    fn json(t: &Target<'_>, obj: &DynamicObject) -> Result<Value, KubeError> {
+        let mut v =
+            serde_json::to_value(obj).map_err(|e| KubeError::Decode { resource: t.display(), cause: e.to_string() })?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("apiVersion".into(), Value::String(t.api_version.to_string()));
+            o.insert("kind".into(), Value::String(t.kind.to_string()));
+        }
+        Ok(v)
+    }
+
+    /// The object as it is now, `None` when it does not exist. A Secret's values are blanked
+    /// here, before anything else sees them: only its key names leave the adapter.
+    pub async fn get(&self, t: &Target<'_>) -> Result<Option<Value>, KubeError> {
+        match self.api(t).get(t.name).await {
+            Ok(obj) => {
+                let mut v = Self::json(t, &obj)?;
+                if t.kind == "Secret" {
+                    for field in ["data", "stringData"] {
+                        if let Some(map) = v[field].as_object_mut() {
+                            map.values_mut().for_each(|x| *x = Value::String(String::new()));
+                        }
+                    }
+                }
+                Ok(Some(v))
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(self.reader.error(e, "get", &t.display())),
+        }
+    }
+
+    /// POST `body`; 409 when it exists.
+    pub async fn create(&self, t: &Target<'_>, body: &Value, dry_run: bool) -> Result<Value, KubeError> {
+        let obj: DynamicObject = serde_json::from_value(body.clone())
+            .map_err(|e| KubeError::Decode { resource: t.display(), cause: e.to_string() })?;
+        let params = kube::api::PostParams { dry_run, field_manager: Some(FIELD_MANAGER.into()) };
+        let created =
+            self.api(t).create(&params, &obj).await.map_err(|e| self.reader.error(e, "create", &t.display()))?;
+        Self::json(t, &created)
+    }
+
+    /// Server-side apply of `patch` as `manager`, without `force`: a field another manager
+    /// owns is a 409 conflict, never taken over silently.
+    pub async fn apply(&self, t: &Target<'_>, patch: &Value, manager: &str, dry_run: bool) -> Result<Value, KubeError> {
+        let mut params = kube::api::PatchParams::apply(manager);
+        params.dry_run = dry_run;
+        let out = self
+            .api(t)
+            .patch(t.name, &params, &kube::api::Patch::Apply(patch))
+            .await
+            .map_err(|e| self.reader.error(e, "patch", &t.display()))?;
+        Self::json(t, &out)
+    }
+
+    /// A JSON patch (RFC 6902) whose `test` operations guard it.
+    pub async fn json_patch(&self, t: &Target<'_>, ops: &[Value], dry_run: bool) -> Result<Value, KubeError> {
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops.to_vec()))
+            .map_err(|e| KubeError::Decode { resource: t.display(), cause: format!("not a JSON patch: {e}") })?;
+        let params =
+            kube::api::PatchParams { dry_run, field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let out = self
+            .api(t)
+            .patch(t.name, &params, &kube::api::Patch::<Value>::Json(patch))
+            .await
+            .map_err(|e| self.reader.error(e, "patch", &t.display()))?;
+        Self::json(t, &out)
+    }
+
+    /// DELETE with the uid and resourceVersion it was planned against as preconditions.
+    pub async fn delete(
+        &self,
+        t: &Target<'_>,
+        uid: Option<&str>,
+        resource_version: Option<&str>,
+        dry_run: bool,
+    ) -> Result<(), KubeError> {
+        let params = kube::api::DeleteParams {
+            dry_run,
+            preconditions: Some(kube::api::Preconditions {
+                uid: uid.map(str::to_string),
+                resource_version: resource_version.map(str::to_string),
+            }),
+            ..Default::default()
+        };
+        match self.api(t).delete(t.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.reader.error(e, "delete", &t.display())),
+        }
+    }
+
+    /// Pods running on nodes of `pool` labelled with `arch` (what narrowing the pool evicts).
+    pub async fn pods_on(&self, pool: &str, arch: &str) -> Result<usize, KubeError> {
+        let selector = format!("{NODEPOOL_LABEL}={pool},kubernetes.io/arch={arch}");
+        let nodes = self.reader.list_where(NODE, None, Some(&selector), None).await?.unwrap_or_default();
+        let mut count = 0;
+        for node in nodes {
+            let Some(name) = node["metadata"]["name"].as_str() else { continue };
+            let field = format!("spec.nodeName={name}");
+            let pods = self.reader.list_where(POD, None, None, Some(&field)).await?.unwrap_or_default();
+            count +=
+                pods.iter().filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))).count();
+        }
+        Ok(count)
+    }
+}
+
+/// The field manager of every archshift write.
+pub const FIELD_MANAGER: &str = "archshift";

@@ -116,6 +116,9 @@ impl fmt::Display for HttpMethod {
 pub struct MergeRequest {
     pub target_branch: String,
     pub title: String,
+    /// archshift merges it (the plan says so); otherwise a person does and verify waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge: bool,
 }
 
 /// How the engine writes a change; never a PUT of a GET'd object with its status and

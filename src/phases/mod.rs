@@ -78,7 +78,11 @@ pub(crate) fn delivery_method(delivery: &Delivery, base: &str, title: &str) -> W
         DeliveryMode::MergeRequest => WriteMethod::GitLabCommit {
             branch: delivery.branch.clone(),
             start_branch: Some(base.to_string()),
-            merge_request: Some(MergeRequest { target_branch: base.to_string(), title: title.to_string() }),
+            merge_request: Some(MergeRequest {
+                target_branch: base.to_string(),
+                title: title.to_string(),
+                merge: delivery.merge,
+            }),
         },
         DeliveryMode::DirectCommit => {
             WriteMethod::GitLabCommit { branch: base.to_string(), start_branch: None, merge_request: None }

@@ -427,6 +427,10 @@ pub struct Delivery {
     /// Branch that carries the change when `mode` is `mergeRequest`.
     #[serde(default = "default_mr_branch")]
     pub branch: String,
+    /// Whether archshift merges the merge request itself once it is open (after CI lint);
+    /// by default a person merges and the verification waits for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge: bool,
 }
 
 fn default_mr_branch() -> String {
@@ -435,7 +439,7 @@ fn default_mr_branch() -> String {
 
 impl Default for Delivery {
     fn default() -> Self {
-        Self { mode: DeliveryMode::MergeRequest, branch: default_mr_branch() }
+        Self { mode: DeliveryMode::MergeRequest, branch: default_mr_branch(), merge: false }
     }
 }
 
