@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod ciyaml;
 pub mod diff;
+pub mod engine;
 pub mod live;
 pub mod model;
 pub mod phases;

@@ -39,8 +39,8 @@ enum Command {
     /// Read the live cluster and GitLab (nothing written) and show the changes the plan would
     /// make, with diffs and findings; exit 2 when changes are pending or risks found
     Plan(PlanCmdArgs),
-    /// Apply a plan, or replay a saved one non-interactively
-    Apply(PlanArg),
+    /// Apply a saved plan exactly (or refuse it), or plan and apply a plan file in one go
+    Apply(ApplyArgs),
     /// Go back to the amd64-only baseline runner
     Rollback(PlanArg),
     /// Run the simulated Kubernetes and GitLab APIs on loopback
@@ -80,9 +80,46 @@ struct LiveArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["saved", "plan"])))]
+struct ApplyArgs {
+    /// A saved plan (`archshift plan --out FILE`) to replay: refused (exit 3) when edited, made
+    /// against another cluster or GitLab, or when what it changes has changed since
+    saved: Option<PathBuf>,
+    /// Plan this plan file against the live systems now, then apply it
+    #[arg(long, short = 'p')]
+    plan: Option<PathBuf>,
+    /// Apply without asking (otherwise each phase asks on the terminal first)
+    #[arg(long)]
+    yes: bool,
+    /// Only this phase (1 NodePool, 2 Runners, 3 Pipeline, 4 Workloads); refused while what
+    /// it depends on in other phases is not in place
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+    phase: Option<u8>,
+    /// text, or json: one event per line for CI pipelines
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// The journal (default: next to the saved plan as SAVED.journal.jsonl, or
+    /// .archshift/NAME.journal.jsonl for --plan)
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster)
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the plan's target.kubeContext, else the current one)
+    #[arg(long)]
+    context: Option<String>,
+    /// GitLab requests in flight at most
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
 struct PlanCmdArgs {
     #[command(flatten)]
     live: LiveArgs,
+    /// Also save the plan here (0600), for `archshift apply FILE` to replay exactly
+    #[arg(long, value_name = "SAVED")]
+    out: Option<PathBuf>,
     /// text (diffs for a person) or json (the Plan as data: every change with its write
     /// method, preconditions, bindings, reversal and verification)
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
@@ -211,7 +248,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Demo => not_built("demo"),
         Command::Audit(args) => audit(args),
         Command::Plan(args) => plan(args),
-        Command::Apply(_) => not_built("apply"),
+        Command::Apply(args) => apply(args),
         Command::Rollback(_) => not_built("rollback"),
         Command::Sandbox(args) => sandbox(args),
         Command::Bench => not_built("bench"),
@@ -332,6 +369,15 @@ impl Reporter {
 fn plan(args: PlanCmdArgs) -> Result<u8> {
     let Live { spec, text, observation, .. } = observe_live(&args.live, false)?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
+    if let Some(out) = &args.out {
+        if let Some((_, what)) = observation.unreadable.first() {
+            bail!("not saving a plan built on an incomplete read: {what}");
+        }
+        let saved =
+            archshift::engine::saved::SavedPlan::seal(&args.live.plan.display().to_string(), &text, plan.clone());
+        write_private(out, saved.to_json().as_bytes())?;
+        eprintln!("archshift: saved the plan to {} (apply it with `archshift apply {}`)", out.display(), out.display());
+    }
     let mut out = std::io::stdout().lock();
     if args.format == "json" {
         // The same data a saved plan holds; notes go to stderr so stdout stays one document.
@@ -404,6 +450,89 @@ fn audit(args: AuditArgs) -> Result<u8> {
         None => std::io::stdout().lock().write_all(rendered.as_bytes())?,
     }
     Ok(report.exit_code())
+}
+
+/// `archshift apply`: replay a saved plan, or plan and apply; each phase confirmed unless
+/// `--yes`. Exit 0 applied (or nothing to do), 3 refused as stale, 1 error.
+fn apply(args: ApplyArgs) -> Result<u8> {
+    use archshift::engine::run::Event;
+    use archshift::engine::session::{self, Options, Source};
+    if !args.yes && !std::io::stdin().is_terminal() {
+        bail!("refusing to apply without --yes: standard input is not a terminal to confirm on");
+    }
+    let source = match (&args.saved, &args.plan) {
+        (Some(saved), _) => Source::Saved(saved.clone()),
+        (None, Some(plan)) => Source::Spec(plan.clone()),
+        (None, None) => bail!("give a saved plan, or --plan FILE"),
+    };
+    let phase = args.phase.and_then(|n| archshift::vocab::Phase::ALL.into_iter().find(|p| p.number() == n));
+    let opts = Options {
+        source,
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        journal: args.journal.clone(),
+        phase,
+        concurrency: args.concurrency,
+    };
+    let json = args.format == "json";
+    let emit = move |e: &Event| {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{e}");
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = runtime.block_on(async {
+        let mut prepared = session::prepare(&opts, &|_| {}).await?;
+        let (cluster, gitlab) = (
+            prepared.plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone()),
+            prepared.gitlab.reader().url().to_string(),
+        );
+        let context = prepared.context.clone().unwrap_or_else(|| "current".into());
+        let yes = args.yes;
+        let mut confirm = move |phase: archshift::vocab::Phase, changes: &[&archshift::model::Change]| -> bool {
+            if yes {
+                return true;
+            }
+            eprintln!(
+                "\nPhase {} {}: {} change(s) to cluster {cluster} (context {context}) and GitLab {gitlab}:",
+                phase.number(),
+                phase.title(),
+                changes.len()
+            );
+            for c in changes {
+                eprintln!("  - [{}] {} ({})", c.id, c.summary, c.target);
+            }
+            eprint!("Apply Phase {}? Only 'y' applies: ", phase.number());
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "y"
+        };
+        session::apply(&mut prepared, opts.phase, &emit, &mut confirm).await
+    });
+    match result {
+        Ok(outcome) => {
+            if !json {
+                if outcome.written.is_empty() {
+                    println!("Nothing to do: every change is already in place ({}).", outcome.already.len());
+                } else {
+                    println!(
+                        "Applied: {} change(s) written, {} already in place.",
+                        outcome.written.len(),
+                        outcome.already.len()
+                    );
+                }
+                for proof in &outcome.proofs {
+                    println!("  proof: {proof}");
+                }
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("archshift: {e}");
+            Ok(e.exit_code())
+        }
+    }
 }
 
 fn sandbox(args: SandboxArgs) -> Result<u8> {
@@ -481,6 +610,25 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
 }
 
 /// Writes through a temporary file in the same directory, so a crash leaves the old file whole.
+/// Writes a file only its owner can read (0600), atomically: saved plans hold no secret, but
+/// they describe the cluster and GitLab closely.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.archshift-tmp", file_name.to_string_lossy()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all().ok();
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;

@@ -171,7 +171,7 @@ pub(super) fn runner_takes_jobs(state: &ObservedState, spec: &MigrationPlan, arc
 }
 
 /// A project or group path as one URL path segment (`platform/ci` -> `platform%2Fci`).
-pub(crate) fn encode_path(path: &str) -> String {
+pub fn encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 8);
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -1,0 +1,263 @@
+//! The journal: one JSON line per step event, fsynced before the next write, so a run that
+//! stops anywhere (Ctrl-C, crash, kill -9) can be resumed or rolled back from what it says.
+//!
+//! Records carry the planned before- and after-images with every sensitive pointer masked;
+//! a runner token is never in them (it is bound at apply time and never kept). A last line
+//! without its newline is a torn write from a crash: it is reported and cut off, and the
+//! step it described is re-checked against the live state. Any other unreadable line is
+//! corruption, and the journal is refused.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChangeId, Document};
+use crate::phases::rollback::{Applied, Journal as AppliedMap};
+
+/// What happened to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Event {
+    /// About to write (before-image recorded).
+    Intent,
+    /// The write returned; the after-image is what was asked for.
+    Written,
+    /// Its verification passed.
+    Verified,
+    /// Its write or verification failed; `message` says why.
+    Failed,
+    /// Rollback undid it.
+    Reverted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// The plan (file digest) the step belongs to.
+    pub plan: String,
+    pub change: ChangeId,
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Document>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Document>,
+    /// The GitLab runner a step created (rollback deletes it by id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot use the journal {path}: {cause}")]
+    Io { path: String, cause: String },
+    #[error(
+        "the journal {path} is corrupt at line {line}: {cause}; nothing was written. Move it aside only if you know what it recorded"
+    )]
+    Corrupt { path: String, line: usize, cause: String },
+}
+
+/// An open journal: its records so far, and the file new ones are appended to.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    records: Vec<Record>,
+    /// The torn last line found on opening (cut off), for the operator to see.
+    pub torn: Option<String>,
+}
+
+impl Journal {
+    /// Opens (or creates, 0600) the journal at `path`, reading what it holds.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let io = |e: std::io::Error| JournalError::Io { path: path.display().to_string(), cause: e.to_string() };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        let file = opts.open(path).map_err(io)?;
+        let bytes = std::fs::read(path).map_err(io)?;
+        let (records, torn, keep) = parse(&bytes).map_err(|(line, cause)| JournalError::Corrupt {
+            path: path.display().to_string(),
+            line,
+            cause,
+        })?;
+        if keep < bytes.len() {
+            file.set_len(keep as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok(Journal { path: path.to_path_buf(), file, records, torn })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Appends one record and fsyncs it before returning: the next write waits for it.
+    pub fn append(&mut self, mut rec: Record) -> Result<(), JournalError> {
+        rec.seq = self.records.last().map_or(1, |r| r.seq + 1);
+        let mut line = serde_json::to_string(&rec)
+            .map_err(|e| JournalError::Io { path: self.path.display().to_string(), cause: e.to_string() })?;
+        line.push('\n');
+        let io = |e: std::io::Error| JournalError::Io { path: self.path.display().to_string(), cause: e.to_string() };
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.records.push(rec);
+        Ok(())
+    }
+
+    /// The last event recorded for `change` under `plan`.
+    pub fn last(&self, plan: &str, change: &ChangeId) -> Option<&Record> {
+        self.records.iter().rev().find(|r| r.plan == plan && &r.change == change)
+    }
+
+    /// What rollback needs: every change written (and not since reverted), with its images,
+    /// latest first wins; plus the runner ids steps created.
+    pub fn applied(&self) -> (AppliedMap, BTreeMap<ChangeId, u64>) {
+        let mut applied = AppliedMap::new();
+        let mut runners = BTreeMap::new();
+        for r in &self.records {
+            match r.event {
+                Event::Written => {
+                    applied.insert(r.change.clone(), Applied { before: r.before.clone(), after: r.after.clone() });
+                    if let Some(id) = r.runner_id {
+                        runners.insert(r.change.clone(), id);
+                    }
+                }
+                Event::Reverted => {
+                    applied.remove(&r.change);
+                    runners.remove(&r.change);
+                }
+                Event::Intent | Event::Verified | Event::Failed => {}
+            }
+        }
+        (applied, runners)
+    }
+}
+
+/// What [`parse`] read: the records, a torn last line (if any) and how many bytes are good.
+pub type Parsed = (Vec<Record>, Option<String>, usize);
+
+/// Parses journal bytes. Err is (line number, cause) of a bad line that is not the torn
+/// last one.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, (usize, String)> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    let mut line_no = 0;
+    while offset < bytes.len() {
+        line_no += 1;
+        let rest = &bytes[offset..];
+        let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+            // No newline: the write of this line never finished.
+            let text = String::from_utf8_lossy(rest).chars().take(80).collect::<String>();
+            return Ok((records, Some(format!("line {line_no}: {text}")), offset));
+        };
+        let line = &rest[..end];
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            let rec: Record = serde_json::from_slice(line).map_err(|e| (line_no, e.to_string()))?;
+            records.push(rec);
+        }
+        offset += end + 1;
+    }
+    Ok((records, None, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(change: &str, event: Event) -> Record {
+        Record {
+            seq: 0,
+            time: "2026-11-28T00:00:00Z".into(),
+            plan: "sha256:p".into(),
+            change: ChangeId::from(change),
+            event,
+            before: None,
+            after: Some(Document::Text("x".into())),
+            runner_id: None,
+            message: None,
+        }
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("archshift-journal-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("j.jsonl")
+    }
+
+    #[test]
+    fn records_survive_reopening_in_order_with_sequence_numbers() {
+        let path = scratch();
+        let mut j = Journal::open(&path).unwrap();
+        j.append(rec("a", Event::Intent)).unwrap();
+        j.append(rec("a", Event::Written)).unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.records().iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(j.last("sha256:p", &ChangeId::from("a")).map(|r| r.event), Some(Event::Written));
+        assert!(j.torn.is_none());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_reported_and_cut_off_so_appends_stay_readable() {
+        let path = scratch();
+        let mut j = Journal::open(&path).unwrap();
+        j.append(rec("a", Event::Written)).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":2,"time":"2026-11-28T00:00:01Z","plan":"sha256:p","change":"b","ev"#).unwrap();
+        drop(f);
+        let mut j = Journal::open(&path).unwrap();
+        assert!(j.torn.as_deref().is_some_and(|t| t.starts_with("line 2: {\"seq\":2")), "{:?}", j.torn);
+        assert_eq!(j.records().len(), 1);
+        j.append(rec("b", Event::Intent)).unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert!(j.torn.is_none());
+        assert_eq!(j.records().len(), 2);
+        assert_eq!(j.records()[1].change.as_str(), "b");
+    }
+
+    #[test]
+    fn garbage_before_the_last_line_is_corruption_not_a_torn_write() {
+        let path = scratch();
+        std::fs::write(&path, "not json\n{\"also\": \"bad\"}\n").unwrap();
+        let e = Journal::open(&path).err().unwrap();
+        assert!(matches!(e, JournalError::Corrupt { line: 1, .. }), "{e}");
+        assert!(e.to_string().contains("corrupt at line 1"), "{e}");
+    }
+
+    #[test]
+    fn applied_lists_what_was_written_and_not_reverted() {
+        let path = scratch();
+        let mut j = Journal::open(&path).unwrap();
+        j.append(Record { runner_id: Some(7), ..rec("runner/x", Event::Written) }).unwrap();
+        j.append(rec("a", Event::Written)).unwrap();
+        j.append(rec("a", Event::Reverted)).unwrap();
+        let (applied, runners) = j.applied();
+        assert_eq!(applied.keys().map(ChangeId::as_str).collect::<Vec<_>>(), ["runner/x"]);
+        assert_eq!(runners.get(&ChangeId::from("runner/x")), Some(&7));
+    }
+}

@@ -1,0 +1,11 @@
+//! The engine: applies a plan's changes to the live systems in dependency order, each checked
+//! against what is there now, dry-run, written with its guard, journaled and verified; and
+//! rolls back the same way. It talks to the systems through two small traits ([`ports`]).
+
+pub mod check;
+pub mod journal;
+pub mod live;
+pub mod ports;
+pub mod run;
+pub mod saved;
+pub mod session;

@@ -1,0 +1,229 @@
+//! One `apply` (or `rollback`) as the CLI and the TUI start it: read the saved plan or plan
+//! afresh, connect the write handles, refuse a plan made against other endpoints, open the
+//! journal, and run the engine. The caller supplies how to confirm and how to show events.
+
+use std::path::{Path, PathBuf};
+
+use super::journal::{Journal, JournalError};
+use super::run::{Confirm, Engine, EngineError, Event, Outcome};
+use super::saved::{SavedError, SavedPlan};
+use crate::live::gitlab::{self, GitLabError, GitLabWriter};
+use crate::live::kube::{KubeError, KubeWriter};
+use crate::live::observe::{ObserveError, Progress, observe};
+use crate::live::secret::Token;
+use crate::model::Plan;
+use crate::phases::pipeline::encode_path;
+use crate::spec::{MigrationPlan, SpecError};
+use crate::vocab::Phase;
+
+/// Where the plan comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A saved plan (`plan --out`): replayed exactly, or refused.
+    Saved(PathBuf),
+    /// A plan file: observed and planned now, then applied.
+    Spec(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub source: Source,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub journal: Option<PathBuf>,
+    pub phase: Option<Phase>,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Saved(#[from] SavedError),
+    /// The saved plan was made against another cluster or GitLab.
+    #[error("{0}; refusing to replay it here (nothing was written)")]
+    Mismatch(String),
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    GitLab(#[from] GitLabError),
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl SessionError {
+    /// 3 for a stale, mismatched, edited or refused plan; 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SessionError::Mismatch(_)
+            | SessionError::Saved(SavedError::Digest { .. })
+            | SessionError::Engine(EngineError::Stale { .. } | EngineError::Refused(_)) => 3,
+            _ => 1,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, SessionError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| SessionError::Read { path: path.display().to_string(), cause: e.to_string() })?;
+    String::from_utf8(bytes).map_err(|e| SessionError::Read {
+        path: path.display().to_string(),
+        cause: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+    })
+}
+
+/// The GitLab URL and token the plan names (environment variables or a token file).
+pub fn gitlab_endpoint(spec: &MigrationPlan) -> Result<(String, Token), SessionError> {
+    let endpoint = &spec.target.gitlab;
+    let url = std::env::var(&endpoint.url_env).map_err(|_| {
+        SessionError::Setup(format!("set {} to the GitLab URL (the plan's target.gitlab.urlEnv)", endpoint.url_env))
+    })?;
+    let token = match &endpoint.token_file {
+        Some(file) => Token::new(
+            std::fs::read_to_string(file)
+                .map_err(|e| SessionError::Read { path: file.clone(), cause: format!("the GitLab token file: {e}") })?,
+            file.clone(),
+        ),
+        None => Token::from_env(&endpoint.token_env).ok_or_else(|| {
+            SessionError::Setup(format!(
+                "set {} to a GitLab token with the api scope (the plan's target.gitlab.tokenEnv)",
+                endpoint.token_env
+            ))
+        })?,
+    };
+    Ok((url, token))
+}
+
+/// The journal's default place: next to a saved plan, or `.archshift/NAME.journal.jsonl`.
+pub fn default_journal(source: &Source, spec: &MigrationPlan) -> PathBuf {
+    match source {
+        Source::Saved(path) => {
+            let mut p = path.as_os_str().to_owned();
+            p.push(".journal.jsonl");
+            PathBuf::from(p)
+        }
+        Source::Spec(_) => Path::new(".archshift").join(format!("{}.journal.jsonl", spec.metadata.name)),
+    }
+}
+
+/// Everything an apply or rollback needs, connected and checked.
+pub struct Prepared {
+    pub spec: MigrationPlan,
+    pub spec_text: String,
+    pub spec_file: String,
+    /// The plan to apply: the saved one, or one made just now.
+    pub plan: Plan,
+    pub kube: KubeWriter,
+    pub gitlab: GitLabWriter,
+    pub journal: Journal,
+    pub context: Option<String>,
+}
+
+/// Reads the plan, connects, and for a saved plan checks it was made against these endpoints.
+pub async fn prepare(opts: &Options, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<Prepared, SessionError> {
+    let (spec_file, spec_text, saved) = match &opts.source {
+        Source::Saved(path) => {
+            let text = read(path)?;
+            let saved = SavedPlan::read(&path.display().to_string(), &text)?;
+            (saved.spec_file.clone(), saved.spec.clone(), Some(saved))
+        }
+        Source::Spec(path) => (path.display().to_string(), read(path)?, None),
+    };
+    let spec = MigrationPlan::parse(&spec_text, &spec_file)?;
+    let (url, token) = gitlab_endpoint(&spec)?;
+    let context = opts.context.clone().or_else(|| spec.target.kube_context.clone());
+    let kube = KubeWriter::connect(opts.kubeconfig.as_deref(), context.as_deref()).await?;
+    let gitlab = GitLabWriter::new(
+        &url,
+        token,
+        gitlab::Options { concurrency: opts.concurrency.max(1), ..gitlab::Options::default() },
+    )?;
+    let plan = match saved {
+        Some(saved) => {
+            check_endpoints(&saved.plan, &kube, &gitlab).await?;
+            saved.plan
+        }
+        None => {
+            let observation = observe(&spec, kube.reader(), gitlab.reader(), progress).await?;
+            if let Some((_, what)) = observation.unreadable.first() {
+                return Err(SessionError::Setup(format!("cannot plan safely: {what}")));
+            }
+            if let Some(kind) =
+                observation.not_served.iter().find(|k| k.contains("karpenter") || k.contains("crossplane"))
+            {
+                return Err(SessionError::Setup(format!(
+                    "the cluster does not serve {kind}: is its controller installed? (`archshift audit` shows what is missing)"
+                )));
+            }
+            crate::phases::plan(&observation.state, &spec, &spec_text)
+        }
+    };
+    let journal_path = opts.journal.clone().unwrap_or_else(|| default_journal(&opts.source, &spec));
+    let journal = Journal::open(&journal_path)?;
+    Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context })
+}
+
+/// Refuses a saved plan made against another cluster or GitLab (or other projects, groups).
+async fn check_endpoints(plan: &Plan, kube: &KubeWriter, gitlab: &GitLabWriter) -> Result<(), SessionError> {
+    if let Some(saved) = &plan.endpoints.cluster {
+        let now = kube.reader().identity().await?;
+        if now.kube_system_uid != saved.kube_system_uid {
+            return Err(SessionError::Mismatch(format!(
+                "the saved plan was made against cluster {} (kube-system {}), but this is {} (kube-system {})",
+                saved.server, saved.kube_system_uid, now.server, now.kube_system_uid
+            )));
+        }
+    }
+    if let Some(saved) = &plan.endpoints.gitlab {
+        let here = gitlab.reader().url().trim_end_matches('/');
+        if saved.url.trim_end_matches('/') != here {
+            return Err(SessionError::Mismatch(format!(
+                "the saved plan was made against GitLab {}, but this is {here}",
+                saved.url
+            )));
+        }
+        for (path, id) in &saved.ids {
+            let project = gitlab.get(&format!("/projects/{}", encode_path(path))).await?;
+            let found = match project {
+                Some(p) => p["id"].as_u64(),
+                None => gitlab.get(&format!("/groups/{}", encode_path(path))).await?.and_then(|g| g["id"].as_u64()),
+            };
+            if found != Some(*id) {
+                return Err(SessionError::Mismatch(format!(
+                    "{path} was id {id} when the plan was saved, and is {} here",
+                    found.map_or("missing".to_string(), |f| f.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the prepared plan.
+pub async fn apply(
+    p: &mut Prepared,
+    phase: Option<Phase>,
+    emit: &(dyn Fn(&Event) + Sync),
+    confirm: &mut Confirm<'_>,
+) -> Result<Outcome, SessionError> {
+    if let Some(torn) = &p.journal.torn {
+        emit(&Event::Notice {
+            message: format!(
+                "the journal {} ended in a torn line (a crash mid-write), cut off: {torn}; its step is re-checked",
+                p.journal.path().display()
+            ),
+        });
+    }
+    let plan = p.plan.clone();
+    let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
+    Ok(engine.apply(&plan, phase).await?)
+}
