@@ -192,6 +192,10 @@ struct CiTagsArgs {
     /// Tag for a named job; wins over architecture detection
     #[arg(long, value_name = "JOB=TAG", value_parser = parse_job_tag)]
     job_tag: Vec<(String, String)>,
+    /// A file the CI file includes locally (`include: local:`), in include order: the
+    /// templates it defines resolve `extends:`
+    #[arg(long, value_name = "FILE")]
+    include: Vec<PathBuf>,
     /// Write the result back to FILE instead of printing it
     #[arg(long, conflicts_with = "check")]
     in_place: bool,
@@ -579,6 +583,11 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
         arch_tags: args.arch_tag.into_iter().collect(),
         job_tags: args.job_tag.into_iter().collect(),
         prefer_default: false,
+        includes: args
+            .include
+            .iter()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read the include {}", p.display())))
+            .collect::<Result<_>>()?,
     };
     let retag = ciyaml::retag(&text, &opts).map_err(|e| match e {
         CiYamlError::Invalid { line, column, message } => anyhow!("{name}:{line}:{column}: {message}"),

@@ -89,7 +89,7 @@ fn a_world_migrated_by_hand_audits_as_exactly_what_is_left_then_done() {
         ["nodepool", "pipeline", "workloads"].iter().map(|p| ids(&fresh, p).len()).sum::<usize>()
     );
 
-    // The rest, by hand, including the review the audit's risks ask for (platform/terraform).
+    // The rest, by hand.
     by_hand(&sb, &plan_file, &["pipeline", "workloads", "nodepool"]);
     let before = sb.requests().len();
     let (code, report) = sb.wait_for("the hand-migrated world to audit clean", 30, || {

@@ -93,31 +93,106 @@ pub struct Analysis {
     pub data: Value,
     /// Some mapping repeats a key (GitLab keeps the last value).
     pub repeated_keys: bool,
+    /// Jobs the given `include:` files define that this file does not: no per-job edit
+    /// reaches them (only `default: tags` does).
+    pub included_jobs: Vec<String>,
 }
 
 /// Parses `text` as GitLab does and analyses every job.
 pub fn analyze(text: &str) -> Result<Analysis, CiYamlError> {
+    analyze_with(text, &[])
+}
+
+/// [`analyze`], with the contents of the file's `include:` files (in order) known: their
+/// hidden templates resolve `extends:`, and their `default:` applies, as GitLab merges them
+/// (this file's keys win). Only this file's jobs are analysed; the included files' own jobs
+/// are listed in `included_jobs`.
+pub fn analyze_with(text: &str, includes: &[String]) -> Result<Analysis, CiYamlError> {
     let (merged, own_tags, repeated_keys) = load_config(text)?;
     let top = merged
         .as_mapping()
         .ok_or_else(|| CiYamlError::at(1, 1, "the top level must be a mapping of jobs and keywords"))?;
+    let mut lookup = Mapping::new();
+    for inc in includes {
+        let (data, _, _) = load_config(inc).map_err(|e| CiYamlError::at(1, 1, &format!("an included file: {e}")))?;
+        if let Value::Mapping(m) = data {
+            for (k, v) in m {
+                match (lookup.get_mut(&k), &v) {
+                    (Some(old @ Value::Mapping(_)), Value::Mapping(_)) => deep_merge(old, &v),
+                    _ => {
+                        lookup.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    let included_jobs: Vec<String> = lookup
+        .keys()
+        .filter_map(Value::as_str)
+        .filter(|k| is_job_name(k) && !top.contains_key(*k))
+        .map(str::to_string)
+        .collect();
+    let top: Cow<'_, Mapping> = if includes.is_empty() {
+        Cow::Borrowed(top)
+    } else {
+        for (k, v) in top {
+            match (lookup.get_mut(k), v) {
+                (Some(old @ Value::Mapping(_)), Value::Mapping(_)) if k.as_str() == Some("default") => {
+                    deep_merge(old, v)
+                }
+                _ => {
+                    lookup.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Cow::Owned(lookup)
+    };
+    let main = merged.as_mapping().unwrap_or(&top);
     let default_tags = top.get("default").and_then(|d| d.get("tags")).and_then(tag_strings);
     let mut jobs = Vec::new();
-    for (key, value) in top {
+    for (key, value) in main {
         let Some(name) = key.as_str() else { continue };
         if !is_job_name(name) {
             continue;
         }
-        jobs.push(job_info(name, value, own_tags.contains(name), top, default_tags.as_ref()));
+        jobs.push(job_info(name, value, own_tags.contains(name), &top, default_tags.as_ref()));
     }
     Ok(Analysis {
         jobs,
         default_tags,
-        has_default_section: top.contains_key("default"),
-        has_include: top.contains_key("include"),
-        data: merged,
+        has_default_section: main.contains_key("default"),
+        has_include: main.contains_key("include"),
+        data: merged.clone(),
         repeated_keys,
+        included_jobs,
     })
+}
+
+/// The files a CI file's `include:` names, when every one is a local file of the same
+/// project (`- path`, `- local: path`, or one of those alone): paths without the leading
+/// `/`. `None` when some include is remote, of another project, a template, a component, or
+/// a wildcard: then what it defines cannot be read here.
+pub fn local_includes(text: &str) -> Option<Vec<String>> {
+    let (data, _, _) = load_config(text).ok()?;
+    let include = data.get("include")?;
+    let items: Vec<&Value> = match include {
+        Value::Sequence(seq) => seq.iter().collect(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let path = match item {
+            Value::String(s) if !s.contains("://") => s.as_str(),
+            // `rules:` (conditional) and `inputs:` (parameterised) depend on the pipeline.
+            Value::Mapping(m) if m.len() == 1 => m.get("local")?.as_str()?,
+            _ => return None,
+        };
+        if path.contains('*') || path.contains('$') {
+            return None;
+        }
+        out.push(path.trim_start_matches('/').to_string());
+    }
+    Some(out)
 }
 
 /// Reads the configuration document as GitLab does ([`super::psych`]), rejecting what GitLab

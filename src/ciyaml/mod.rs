@@ -16,7 +16,7 @@ mod verify;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-pub use analyze::{Analysis, ArchHint, JobInfo, TagSource, analyze, is_job_name};
+pub use analyze::{Analysis, ArchHint, JobInfo, TagSource, analyze, analyze_with, is_job_name, local_includes};
 
 use crate::vocab::Arch;
 
@@ -32,6 +32,9 @@ pub struct TagOptions {
     /// Put the default tag under `default:` even for a single job (when nothing else would
     /// pick it up): it also reaches jobs that `include:` files define.
     pub prefer_default: bool,
+    /// The contents of the file's local `include:` files, when known: templates they define
+    /// resolve `extends:`.
+    pub includes: Vec<String>,
 }
 
 /// What happened to one job.
@@ -76,6 +79,8 @@ pub struct Retag {
     pub changed: bool,
     /// What GitLab accepts but a reader should know (a repeated key: the last value counts).
     pub warnings: Vec<String>,
+    /// Jobs the known `include:` files define (no per-job edit reaches them).
+    pub included_jobs: Vec<String>,
 }
 
 /// A CI file that cannot be rewritten.
@@ -107,7 +112,7 @@ impl CiYamlError {
 
 /// Decides each job's tags and rewrites `text` accordingly.
 pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
-    let analysis = analyze(text)?;
+    let analysis = analyze_with(text, &opts.includes)?;
     let mut reports = Vec::new();
     // Jobs to tag directly, and jobs the default tag should cover.
     let mut direct: Vec<(String, String)> = Vec::new();
@@ -155,7 +160,7 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     let output = edit::apply(text, &insertions);
     let changed = !insertions.is_empty();
     if changed {
-        verify::check(text, &output, &insertions, &analysis, &reports)?;
+        verify::check(text, &output, &insertions, &analysis, &reports, &opts.includes)?;
     }
     // Placing them needs a walk of the lossless tree; most files have none.
     let repeated = if analysis.repeated_keys { edit::repeated_keys(text, &lossless) } else { Vec::new() };
@@ -167,7 +172,7 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
             )
         })
         .collect();
-    Ok(Retag { output, jobs: reports, default_tags_added, changed, warnings })
+    Ok(Retag { output, jobs: reports, default_tags_added, changed, warnings, included_jobs: analysis.included_jobs })
 }
 
 fn want_default_for(job: &JobInfo, opts: &TagOptions, tag: &str) -> bool {

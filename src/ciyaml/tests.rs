@@ -18,6 +18,38 @@ fn multiarch() -> TagOptions {
         arch_tags: BTreeMap::from([(Arch::Amd64, "$CICD_TAG_AMD64".into()), (Arch::Arm64, "$CICD_TAG_ARM64".into())]),
         job_tags: BTreeMap::new(),
         prefer_default: false,
+        includes: vec![],
+    }
+}
+
+#[test]
+fn templates_from_local_includes_resolve_extends() {
+    let input = "include:\n  - local: ci/templates.yml\n\nplan:\n  extends: .tf\n  script: [terraform plan]\n";
+    let unknown = check(input, &multiarch());
+    assert!(!unknown.changed, "without the include, .tf is unknown: left for review");
+    let templates = ".tf:\n  image: hashicorp/terraform:1.9\n".to_string();
+    let known = check(input, &TagOptions { includes: vec![templates.clone()], ..multiarch() });
+    assert!(
+        known.output.contains("plan:\n  extends: .tf\n  script: [terraform plan]\n  tags: [$CICD_TAG_AMD64]\n"),
+        "{}",
+        known.output
+    );
+    assert!(known.included_jobs.is_empty());
+    // A template that tags, and a job the include defines.
+    let tagged = ".tf:\n  tags: [tf-runner]\nlint:\n  script: [tflint]\n".to_string();
+    let r = check(input, &TagOptions { includes: vec![tagged], ..multiarch() });
+    assert!(!r.changed, "plan keeps the tags its template gives");
+    assert_eq!(r.included_jobs, ["lint"]);
+    assert_eq!(
+        crate::ciyaml::local_includes("include:\n  - local: /ci/a.yml\n  - ci/b.yml\nx:\n  script: [y]\n"),
+        Some(vec!["ci/a.yml".to_string(), "ci/b.yml".to_string()])
+    );
+    for other in [
+        "include:\n  - project: g/p\n    file: a.yml\n",
+        "include: 'https://x/a.yml'\n",
+        "include:\n  - local: 'ci/*.yml'\n",
+    ] {
+        assert_eq!(crate::ciyaml::local_includes(other), None, "{other}");
     }
 }
 
@@ -62,7 +94,7 @@ fn check(input: &str, opts: &TagOptions) -> Retag {
     }
     assert_eq!(after, data(input), "data changed beyond tags:\n{}", r.output);
     // Every job that needs a tag has one.
-    let a = analyze(&r.output).unwrap();
+    let a = crate::ciyaml::analyze_with(&r.output, &opts.includes).unwrap();
     for j in &r.jobs {
         let tagged = a.jobs.iter().find(|x| x.name == j.job).unwrap().tags.is_some();
         match &j.outcome {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use yaml_serde::Value;
 
-use super::analyze::{Analysis, analyze};
+use super::analyze::{Analysis, analyze_with};
 use super::edit::Insertion;
 use super::{CiYamlError, JobReport, Outcome};
 
@@ -15,6 +15,7 @@ pub(super) fn check(
     insertions: &[Insertion],
     before: &Analysis,
     reports: &[JobReport],
+    includes: &[String],
 ) -> Result<(), CiYamlError> {
     let fail = |m: String| Err(CiYamlError::Verification(m));
 
@@ -28,8 +29,8 @@ pub(super) fn check(
         }
     }
 
-    let after =
-        analyze(output).map_err(|e| CiYamlError::Verification(format!("the rewritten file does not parse: {e}")))?;
+    let after = analyze_with(output, includes)
+        .map_err(|e| CiYamlError::Verification(format!("the rewritten file does not parse: {e}")))?;
 
     let tags_of = |a: &Analysis| -> HashMap<String, Option<Vec<String>>> {
         a.jobs.iter().map(|j| (j.name.clone(), j.tags.clone())).collect()

@@ -9,6 +9,31 @@ use crate::model::{EndpointIdentity, GitLabIdentity, ObservedState, ProjectCi};
 use crate::spec::{MigrationPlan, ScopeKind, VariableLevel};
 use crate::vocab::{ArgoKind, Phase};
 
+/// A project's CI file and its local include files.
+type CiRead = (Option<crate::model::CiFile>, Option<Vec<crate::model::CiFile>>);
+
+/// The local files `content` includes, read from the same branch: `None` when it includes
+/// nothing, something not local, a file that is missing, or a file that includes more.
+async fn local_includes_of(
+    gl: &GitLabReader,
+    project: &str,
+    branch: &str,
+    content: &str,
+) -> Result<Option<Vec<crate::model::CiFile>>, GitLabError> {
+    let Some(paths) = crate::ciyaml::local_includes(content) else { return Ok(None) };
+    let mut out = Vec::new();
+    for path in paths {
+        match gl.ci_file(project, &path, branch).await? {
+            // One level: an included file that includes more is not followed.
+            Some(f) if !f.content.contains("include:") => {
+                out.push(f);
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Where GitLab looks for a project's CI configuration when nothing else is set.
 const DEFAULT_CI_FILE: &str = ".gitlab-ci.yml";
 
@@ -213,9 +238,19 @@ pub async fn observe(
                 None => DEFAULT_CI_FILE.to_string(),
             };
             let (gl, project, branch) = (gl.clone(), p.path.clone(), p.default_branch.clone());
-            tasks.spawn(async move { (i, gl.ci_file(&project, &path, &branch).await) });
+            tasks.spawn(async move {
+                let file = match gl.ci_file(&project, &path, &branch).await {
+                    Ok(f) => f,
+                    Err(e) => return (i, Err(e)),
+                };
+                let includes = match &file {
+                    Some(f) => local_includes_of(&gl, &project, &branch, &f.content).await,
+                    None => Ok(None),
+                };
+                (i, includes.map(|inc| (file, inc)))
+            });
         }
-        let mut files: Vec<Option<Option<crate::model::CiFile>>> = vec![None; total];
+        let mut files: Vec<Option<CiRead>> = vec![None; total];
         let mut done = total - tasks.len();
         while let Some(joined) = tasks.join_next().await {
             let (i, file) = joined.map_err(|e| GitLabError::Transport {
@@ -226,9 +261,9 @@ pub async fn observe(
             done += 1;
             progress(Progress::Files { done, total });
         }
-        for (p, file) in projects.into_iter().zip(files) {
-            if let Some(file) = file {
-                other_projects.push(ProjectCi { path: p.path, default_branch: p.default_branch, file });
+        for (p, read) in projects.into_iter().zip(files) {
+            if let Some((file, includes)) = read {
+                other_projects.push(ProjectCi { path: p.path, default_branch: p.default_branch, file, includes });
             }
         }
     }
@@ -318,7 +353,8 @@ mod tests {
             "ciFile": s.ci_file.as_ref().map(|f| json!([f.project, f.path, f.branch, f.content])),
             "argo": argo,
             "poolWorkloads": names(&s.pool_workloads),
-            "otherProjects": s.other_projects.iter().map(|p| json!([p.path, p.default_branch, p.file.as_ref().map(|f| &f.content)])).collect::<Vec<_>>(),
+            "otherProjects": s.other_projects.iter().map(|p| json!([p.path, p.default_branch, p.file.as_ref().map(|f| &f.content),
+                p.includes.as_ref().map(|i| i.iter().map(|f| json!([f.path, f.content])).collect::<Vec<_>>())])).collect::<Vec<_>>(),
         })
     }
 

@@ -161,6 +161,8 @@ pub fn cron_workflow(ns: &str, name: &str) -> Value {
 // `live::observe` keeps the two equal).
 pub const DOCS_CI: &str = "# Publish the handbook.\npages:\n  stage: deploy\n  image: python:3.12\n  script:\n    - pip install mkdocs\n    - mkdocs build -d public\n  artifacts:\n    paths: [public]\n";
 pub const API_CI: &str = "stages: [test, build, deploy]\n\nvariables:\n  GO_VERSION: \"1.23\"\n\n.go: &go\n  image: golang:$GO_VERSION\n\n# unit tests\ntest:\n  <<: *go\n  stage: test\n  script: [go test ./...]\n\nbuild:\n  <<: *go\n  stage: build\n  script: [go build ./...]\n\ndeploy:\n  stage: deploy\n  trigger:\n    project: platform/deployments\n";
+/// What platform/terraform's CI file includes (`ci/templates.yml`).
+pub const TERRAFORM_TEMPLATES: &str = ".tf:\n  image: hashicorp/terraform:1.9\n  before_script: [terraform init]\n";
 pub const TERRAFORM_CI: &str = "include:\n  - local: ci/templates.yml\n\nplan:\n  extends: .tf\n  script: [terraform plan]\n\napply:\n  extends: .tf\n  script: [terraform apply -auto-approve]\n  when: manual\n";
 
 /// The platform group's masked registry password, as the adapter reports it: no value.
@@ -233,18 +235,29 @@ pub fn start() -> ObservedState {
                 path: "platform/docs".into(),
                 default_branch: "main".into(),
                 file: Some(ci_file("platform/docs", DOCS_CI)),
+                includes: None,
             },
             ProjectCi {
                 path: "platform/api".into(),
                 default_branch: "main".into(),
                 file: Some(ci_file("platform/api", API_CI)),
+                includes: None,
             },
             ProjectCi {
                 path: "platform/terraform".into(),
                 default_branch: "main".into(),
                 file: Some(ci_file("platform/terraform", TERRAFORM_CI)),
+                includes: Some(vec![CiFile {
+                    path: "ci/templates.yml".into(),
+                    ..ci_file("platform/terraform", TERRAFORM_TEMPLATES)
+                }]),
             },
-            ProjectCi { path: "platform/deployments".into(), default_branch: "main".into(), file: None },
+            ProjectCi {
+                path: "platform/deployments".into(),
+                default_branch: "main".into(),
+                file: None,
+                includes: None,
+            },
         ],
     }
 }

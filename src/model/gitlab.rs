@@ -111,4 +111,9 @@ pub struct ProjectCi {
     pub path: String,
     pub default_branch: String,
     pub file: Option<CiFile>,
+    /// The file's `include:` files, read from the same branch, when every include is a
+    /// local file that exists (and includes nothing itself); `None` otherwise or without
+    /// includes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub includes: Option<Vec<CiFile>>,
 }

@@ -440,9 +440,17 @@ fn ci_files_with_includes_get_default_tags_that_reach_included_jobs() {
     assert!(text.contains("default:\n  tags: [$CICD_TAG_AMD64]\n"), "{text}");
     let uncovered = |target: &str| super::tests::has(&p, FindingCode::CiFileIncludesUncovered, target);
     assert!(!uncovered("platform/docs:.gitlab-ci.yml@main"), "{}", render(&p));
-    // terraform's jobs all extend a template of its include, so nothing is rewritten there and
-    // its included jobs stay uncovered: that is reported.
-    assert!(uncovered("platform/terraform:.gitlab-ci.yml@main"), "{}", render(&p));
+    // terraform's jobs extend a template of its local include, which was read: they are
+    // tagged, and the include defines no job to cover.
+    assert!(!uncovered("platform/terraform:.gitlab-ci.yml@main"), "{}", render(&p));
+    let text = super::tests::after_text(change(&p, "cifile/platform/terraform/.gitlab-ci.yml"));
+    assert!(text.contains("plan:\n  extends: .tf\n  script: [terraform plan]\n"), "{text}");
+    assert!(text.contains("default:\n  tags: [$CICD_TAG_AMD64]\n"), "{text}");
+    // Without the included file's content, nothing can be proved there: reported.
+    s.other_projects[2].includes = None;
+    let p = phase(&s, &plan(), Phase::Workloads);
+    assert!(super::tests::has(&p, FindingCode::CiFileIncludesUncovered, "platform/terraform:.gitlab-ci.yml@main"));
+    assert!(p.changes.iter().all(|c| c.id.as_str() != "cifile/platform/terraform/.gitlab-ci.yml"));
 }
 
 #[test]

@@ -410,6 +410,7 @@ fn workloads_pin_unpinned_argo_templates_and_untagged_jobs() {
             "argo/CronWorkflow/data/nightly-report",
             "cifile/platform/docs/.gitlab-ci.yml",
             "cifile/platform/api/.gitlab-ci.yml",
+            "cifile/platform/terraform/.gitlab-ci.yml",
             "group-variable/platform/CICD_TAG_AMD64",
         ]
     );

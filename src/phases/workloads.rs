@@ -304,6 +304,7 @@ fn plan_projects(
             job_tags: Default::default(),
             // `default: tags` also reaches the jobs its includes define.
             prefer_default: has_include,
+            includes: project.includes.iter().flatten().map(|f| f.content.clone()).collect(),
         };
         match ciyaml::retag(&file.content, &opts) {
             Ok(retag) => {
@@ -318,7 +319,14 @@ fn plan_projects(
                         "every job is tagged or left alone for review",
                     );
                 }
-                if has_include && retag.default_tags_added.is_none() && !file.content.contains("\ndefault:") {
+                // Jobs the includes define are out of a per-job rewrite's reach; when every
+                // include was read and defines none, there is nothing to cover.
+                let includes_define_jobs = project.includes.is_none() || !retag.included_jobs.is_empty();
+                if has_include
+                    && includes_define_jobs
+                    && retag.default_tags_added.is_none()
+                    && !file.content.contains("\ndefault:")
+                {
                     out.finding(
                         FindingCode::CiFileIncludesUncovered,
                         Status::Risk,

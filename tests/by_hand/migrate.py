@@ -88,16 +88,6 @@ if "workloads" in phases:
             f = project.files.get(file_path=c["target"]["path"], ref="main")
             f.content = c["after"]["value"]
             f.save(branch="main", commit_message="ci: pin jobs to amd64 (by hand)")
-    # What the audit's risks ask a person to review: platform/terraform's jobs extend a
-    # template from an included file, so they are tagged in place and `default: tags`
-    # covers whatever the include defines.
-    project = gl.projects.get("platform/terraform")
-    f = project.files.get(file_path=".gitlab-ci.yml", ref="main")
-    text = f.decode().decode()
-    text = text.replace("\n\nplan:", "\n\ndefault:\n  tags: [$CICD_TAG_AMD64]\n\nplan:", 1)
-    text = text.replace("  extends: .tf\n", "  extends: .tf\n  tags: [$CICD_TAG_AMD64]\n")
-    f.content = text
-    f.save(branch="main", commit_message="ci: pin terraform jobs to amd64 (by hand, after review)")
 
 if "nodepool" in phases:
     kube_patch("nodepool/spot-pool", "nodepools.karpenter.sh")
