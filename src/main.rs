@@ -41,8 +41,8 @@ enum Command {
     Plan(PlanCmdArgs),
     /// Apply a saved plan exactly (or refuse it), or plan and apply a plan file in one go
     Apply(ApplyArgs),
-    /// Go back to the amd64-only baseline runner
-    Rollback(PlanArg),
+    /// Go back to the amd64-only baseline runner, undoing what the journal says archshift wrote
+    Rollback(RollbackArgs),
     /// Run the simulated Kubernetes and GitLab APIs on loopback
     Sandbox(SandboxArgs),
     /// Check a plan file and print it with every default filled in
@@ -109,6 +109,37 @@ struct ApplyArgs {
     #[arg(long)]
     context: Option<String>,
     /// GitLab requests in flight at most
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["saved", "plan"])))]
+struct RollbackArgs {
+    /// The saved plan that was applied (its journal is next to it)
+    saved: Option<PathBuf>,
+    /// The plan file that was applied with `apply --plan`
+    #[arg(long, short = 'p')]
+    plan: Option<PathBuf>,
+    /// Roll back without asking
+    #[arg(long)]
+    yes: bool,
+    /// Show what would be undone, write nothing (exit 2 when something would be)
+    #[arg(long)]
+    dry_run: bool,
+    /// Go ahead although something changed since archshift wrote it (a risk is reported)
+    #[arg(long)]
+    force: bool,
+    /// text, or json: one event per line
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// The journal apply wrote (same default as apply)
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long)]
+    context: Option<String>,
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
 }
@@ -253,7 +284,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Audit(args) => audit(args),
         Command::Plan(args) => plan(args),
         Command::Apply(args) => apply(args),
-        Command::Rollback(_) => not_built("rollback"),
+        Command::Rollback(args) => rollback(args),
         Command::Sandbox(args) => sandbox(args),
         Command::Bench => not_built("bench"),
     }
@@ -459,7 +490,6 @@ fn audit(args: AuditArgs) -> Result<u8> {
 /// `archshift apply`: replay a saved plan, or plan and apply; each phase confirmed unless
 /// `--yes`. Exit 0 applied (or nothing to do), 3 refused as stale, 1 error.
 fn apply(args: ApplyArgs) -> Result<u8> {
-    use archshift::engine::run::Event;
     use archshift::engine::session::{self, Options, Source};
     if !args.yes && !std::io::stdin().is_terminal() {
         bail!("refusing to apply without --yes: standard input is not a terminal to confirm on");
@@ -479,13 +509,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
         concurrency: args.concurrency,
     };
     let json = args.format == "json";
-    let emit = move |e: &Event| {
-        if json {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
-        } else {
-            println!("{e}");
-        }
-    };
+    let emit = event_printer(json);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         let mut prepared = session::prepare(&opts, &|_| {}).await?;
@@ -532,6 +556,100 @@ fn apply(args: ApplyArgs) -> Result<u8> {
             }
             Ok(0)
         }
+        Err(e) => {
+            eprintln!("archshift: {e}");
+            Ok(e.exit_code())
+        }
+    }
+}
+
+/// Prints engine events as text lines or JSON lines.
+fn event_printer(json: bool) -> impl Fn(&archshift::engine::run::Event) + Sync {
+    move |e| {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{e}");
+        }
+    }
+}
+
+/// `archshift rollback`: observe, plan the way back from the journal, confirm, undo.
+/// Exit 0 done (or nothing to undo), 2 `--dry-run` with work to do, 3 refused, 1 error.
+fn rollback(args: RollbackArgs) -> Result<u8> {
+    use archshift::engine::session::{self, Options, Source};
+    use archshift::model::Status;
+    if !args.yes && !args.dry_run && !std::io::stdin().is_terminal() {
+        bail!("refusing to roll back without --yes: standard input is not a terminal to confirm on");
+    }
+    let source = match (&args.saved, &args.plan) {
+        (Some(saved), _) => Source::Saved(saved.clone()),
+        (None, Some(plan)) => Source::Spec(plan.clone()),
+        (None, None) => bail!("give the saved plan, or --plan FILE"),
+    };
+    let opts = Options {
+        source,
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        journal: args.journal.clone(),
+        phase: None,
+        concurrency: args.concurrency,
+    };
+    let emit = event_printer(args.format == "json");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result: Result<u8, archshift::engine::session::SessionError> = runtime.block_on(async {
+        let mut prepared = session::prepare_rollback(&opts, &|_| {}).await?;
+        let plan = prepared.plan.clone();
+        if args.dry_run {
+            print!("{}", archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()));
+            return Ok(if plan.changes().next().is_some() { EXIT_PENDING } else { 0 });
+        }
+        let risks: Vec<String> = plan
+            .findings()
+            .filter(|f| f.status == Status::Risk)
+            .map(|f| format!("  {}: {}", f.code, f.message))
+            .collect();
+        if !risks.is_empty() && !args.force {
+            eprintln!(
+                "archshift: refusing to roll back (nothing was written); these need a person, or --force:\n{}",
+                risks.join("\n")
+            );
+            return Ok(3);
+        }
+        if plan.changes().next().is_none() {
+            println!("Nothing to roll back: nothing of archshift's is left.");
+            return Ok(0);
+        }
+        let cluster = plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone());
+        let gitlab = prepared.gitlab.reader().url().to_string();
+        let context = prepared.context.clone().unwrap_or_else(|| "current".into());
+        let yes = args.yes;
+        let mut confirm = move |_: archshift::vocab::Phase, changes: &[&archshift::model::Change]| -> bool {
+            if yes {
+                return true;
+            }
+            eprintln!(
+                "\nRollback: {} change(s) to cluster {cluster} (context {context}) and GitLab {gitlab}:",
+                changes.len()
+            );
+            for c in changes {
+                eprintln!("  - [{}] {} ({})", c.id, c.summary, c.target);
+            }
+            eprint!("Roll back? Only 'y' proceeds: ");
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "y"
+        };
+        let outcome = session::apply(&mut prepared, None, &emit, &mut confirm).await?;
+        if args.format != "json" {
+            println!("Rolled back: {} change(s) written; the baseline runner takes the work.", outcome.written.len());
+            for proof in &outcome.proofs {
+                println!("  proof: {proof}");
+            }
+        }
+        Ok(0)
+    });
+    match result {
+        Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("archshift: {e}");
             Ok(e.exit_code())

@@ -136,7 +136,7 @@ pub fn holds(change: &Change, cur: &Current, base: Option<&Current>) -> Holds {
                 ("DELETE", _, cur, _) => yes(*cur == Current::Absent),
                 (_, ObjectRef::RunnerToken { .. }, _, _) => Holds::No,
                 (_, ObjectRef::GitLabRunner { .. }, Current::Object(live), Some(after)) => {
-                    yes(same_tags(&after["tag_list"], &live["tag_list"])
+                    yes(after.get("tag_list").is_none_or(|t| same_tags(t, &live["tag_list"]))
                         && ["run_untagged", "paused", "locked", "access_level"]
                             .iter()
                             .all(|k| after.get(*k).is_none_or(|v| live.get(*k) == Some(v))))
@@ -188,6 +188,12 @@ pub fn precondition(change: &Change, cur: &Current, base: Option<&Current>) -> R
             }
             // Changed since planned (a controller's status update, a label): still safe when
             // every value the write replaces or adds to is as planned.
+            // A status update (a controller reporting) moves resourceVersion but not generation.
+            let planned_generation =
+                change.before.as_ref().and_then(Document::as_object).and_then(|b| b["metadata"]["generation"].as_i64());
+            if planned_generation.is_some() && planned_generation == live["metadata"]["generation"].as_i64() {
+                return Ok(());
+            }
             match &change.method {
                 WriteMethod::KubeJsonPatch { patch } => tests_pass(patch, live).map_err(|op| {
                     format!("changed since planned: {op} no longer holds (another writer touched the fields this change replaces)")
@@ -273,6 +279,9 @@ mod tests {
         live["metadata"]["resourceVersion"] = json!("not-the-planned-one");
         live["metadata"]["labels"] = json!({"team": "platform"});
         assert_eq!(precondition(&c, &Current::Object(live.clone()), None), Ok(()), "a label elsewhere is fine");
+        // A spec change moves generation (the API server bumps it); the test ops then decide.
+        live["metadata"]["generation"] = json!(live["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+        assert_eq!(precondition(&c, &Current::Object(live.clone()), None), Ok(()), "only generation moved");
         live["spec"]["template"]["spec"]["requirements"][1]["values"] = json!(["amd64", "arm64", "s390x"]);
         let err = precondition(&c, &Current::Object(live), None).unwrap_err();
         assert!(err.contains("no longer holds"), "{err}");

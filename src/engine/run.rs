@@ -169,6 +169,16 @@ fn journaled(change: &Change, doc: Option<&Document>) -> Option<Document> {
     })
 }
 
+/// The forward change a rollback change undoes (`rollback/X` undoes X; the preparatory
+/// `rollback/pause/...` and `rollback/reroute/...` steps undo nothing).
+fn reverted_forward(id: &ChangeId) -> Option<ChangeId> {
+    let rest = id.as_str().strip_prefix("rollback/")?;
+    if rest.starts_with("pause/") || rest.starts_with("reroute/") {
+        return None;
+    }
+    Some(ChangeId::from(rest))
+}
+
 fn kube_ref(target: &ObjectRef) -> Option<KubeRef<'_>> {
     match target {
         ObjectRef::Kube { api_version, kind, namespace, name } => {
@@ -243,7 +253,16 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         // Read every target once, before anything is written.
         let mut state: BTreeMap<ChangeId, (Current, Option<Current>)> = BTreeMap::new();
         let mut drifted = Vec::new();
+        // A target an earlier step of this run writes (a variable re-routed, then deleted)
+        // is checked just before its own write instead: its precondition is that step's result.
+        let mut written_before: Vec<&ObjectRef> = Vec::new();
+        let mut deferred: BTreeSet<ChangeId> = BTreeSet::new();
         for change in &selected {
+            if written_before.contains(&&change.target) {
+                deferred.insert(change.id.clone());
+                continue;
+            }
+            written_before.push(&change.target);
             let (cur, base) = self.current(change).await?;
             let holds = check::holds(change, &cur, base.as_ref());
             if holds == Holds::No
@@ -282,7 +301,21 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         let mut confirmed: BTreeSet<Phase> = BTreeSet::new();
         let mut announced: Option<Phase> = None;
         for change in &selected {
-            let (cur, base) = state.remove(&change.id).unwrap_or((Current::Unknown, None));
+            let (cur, base) = match state.remove(&change.id) {
+                Some(read) => read,
+                None => {
+                    let (cur, base) = self.current(change).await?;
+                    if deferred.contains(&change.id)
+                        && check::holds(change, &cur, base.as_ref()) == Holds::No
+                        && let Err(why) = check::precondition(change, &cur, base.as_ref())
+                    {
+                        return Err(EngineError::Stale {
+                            drifted: vec![(change.id.to_string(), format!("{}: {why}", change.target))],
+                        });
+                    }
+                    (cur, base)
+                }
+            };
             if announced != Some(change.phase) {
                 (self.emit)(&Event::Phase { phase: change.phase });
                 announced = Some(change.phase);
@@ -347,6 +380,20 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             }
         }
         self.record(plan, change, journal::Event::Verified, None)?;
+        // A rollback step that undid a forward change: that change is no longer applied.
+        if let Some(forward) = reverted_forward(&change.id) {
+            self.journal.append(Record {
+                seq: 0,
+                time: now(),
+                plan: plan.spec_digest.clone(),
+                change: forward,
+                event: journal::Event::Reverted,
+                before: None,
+                after: None,
+                runner_id: None,
+                message: Some(format!("undone by {}", change.id)),
+            })?;
+        }
         Ok(())
     }
 
@@ -591,10 +638,24 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 Ok(None)
             }
             (WriteMethod::KubeDelete, Some(t)) => {
-                let (uid, rv) = match cur {
-                    Current::Object(v) => (v["metadata"]["uid"].as_str(), v["metadata"]["resourceVersion"].as_str()),
-                    _ => (None, None),
+                // Read again just before: a controller's status update since the check moves
+                // resourceVersion; the same uid and generation mean nobody changed what we
+                // checked, and the fresh resourceVersion still guards the last moment.
+                let Some(fresh) = self.cluster.get(t).await.map_err(|e| other(id, e))? else { return Ok(None) };
+                let checked = match cur {
+                    Current::Object(v) => v,
+                    _ => &fresh,
                 };
+                let meta = |v: &Value, k: &str| v["metadata"][k].clone();
+                if meta(&fresh, "uid") != meta(checked, "uid")
+                    || meta(&fresh, "generation") != meta(checked, "generation")
+                {
+                    return Err(conflict(PortError {
+                        kind: FailKind::Conflict,
+                        message: "it was replaced or its spec changed since it was checked".into(),
+                    }));
+                }
+                let (uid, rv) = (fresh["metadata"]["uid"].as_str(), fresh["metadata"]["resourceVersion"].as_str());
                 self.cluster.delete(t, uid, rv, false).await.map_err(conflict)?;
                 Ok(None)
             }
@@ -812,6 +873,20 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
 
     async fn check(&self, change: &Change, v: &Verification, outcome: &mut Outcome) -> Result<(), EngineError> {
         let done = match v {
+            Verification::ReadBack if matches!(change.method, WriteMethod::KubeDelete) => {
+                // Finalizers (provider-helm's uninstall) keep a deleted object a while.
+                let t = kube_ref(&change.target).ok_or_else(|| other(&change.id, "not a Kubernetes object"))?;
+                self.wait(change, &format!("{} to be gone", change.target), self.settings.release_ready, || async {
+                    Ok(match self.cluster.get(t).await? {
+                        None => Probe::Done(format!("{} is gone", change.target)),
+                        Some(v) if v["metadata"]["deletionTimestamp"].is_string() => {
+                            Probe::Waiting("marked for deletion, finalizers running".into())
+                        }
+                        Some(_) => Probe::Waiting("still there".into()),
+                    })
+                })
+                .await?
+            }
             Verification::ReadBack => {
                 if matches!(change.target, ObjectRef::RunnerToken { .. }) {
                     "a token cannot be read back; its Secret is checked instead".to_string()
@@ -881,6 +956,14 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 let summary = format!("pipeline ran {}", urls.join(", "));
                 outcome.proofs.extend(urls);
                 summary
+            }
+            Verification::BaselineTakesWork { branch, tag } => {
+                let ObjectRef::CiFile { project, .. } = &change.target else {
+                    return Err(other(&change.id, "not a CI file"));
+                };
+                let urls = self.baseline_takes_work(change, project, branch, tag).await?;
+                outcome.proofs.extend(urls.clone());
+                format!("the pipeline on {branch} succeeded on the runner tagged {tag}")
             }
             Verification::ArchDrained { node_pool, architecture } => {
                 let arch = architecture.to_string();
@@ -994,6 +1077,72 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                         )));
                     }
                     urls.push(format!("{name} on {arch}: {}", job["web_url"].as_str().unwrap_or_default()));
+                }
+                Ok(Probe::Done(urls.join("\n")))
+            })
+            .await?;
+        Ok(urls.lines().map(str::to_string).collect())
+    }
+}
+
+impl<C: Cluster, F: Forge> Engine<'_, C, F> {
+    /// The pipeline GitLab ran for the branch's head succeeded, and every job that ran did so
+    /// on a runner carrying `tag`. Returns the jobs' URLs.
+    async fn baseline_takes_work(
+        &self,
+        change: &Change,
+        project: &str,
+        branch: &str,
+        tag: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let api = format!("/projects/{}", encode_path(project));
+        let head = self
+            .forge
+            .get(&format!("{api}/repository/branches/{}", encode_path(branch)))
+            .await
+            .map_err(|e| other(&change.id, e))?
+            .and_then(|b| b["commit"]["id"].as_str().map(str::to_string))
+            .ok_or_else(|| other(&change.id, format!("branch {branch} of {project} is gone")))?;
+        let what = format!("the pipeline on {project}@{branch} to succeed on the runner tagged {tag}");
+        let urls = self
+            .wait(change, &what, self.settings.pipeline, || async {
+                let pipelines = self
+                    .forge
+                    .get_all(&format!("{api}/pipelines?ref={}&sha={head}&order_by=id&sort=desc", encode_path(branch)))
+                    .await?;
+                let Some(p) = pipelines.first() else {
+                    return Ok(Probe::Waiting(format!("no pipeline for {head} yet")));
+                };
+                let pid = p["id"].as_u64().unwrap_or_default();
+                match p["status"].as_str().unwrap_or("") {
+                    "success" => {}
+                    "failed" | "canceled" | "skipped" => {
+                        return Ok(Probe::Failed(format!(
+                            "pipeline #{pid} {}: {}",
+                            p["status"].as_str().unwrap_or(""),
+                            p["web_url"].as_str().unwrap_or("")
+                        )));
+                    }
+                    s => return Ok(Probe::Waiting(format!("pipeline #{pid} is {s}"))),
+                }
+                let jobs = self.forge.get_all(&format!("{api}/pipelines/{pid}/jobs")).await?;
+                let mut urls = Vec::new();
+                for job in jobs.iter().filter(|j| j["runner"]["id"].is_u64()) {
+                    let rid = job["runner"]["id"].as_u64().unwrap_or_default();
+                    let runner = self.forge.get(&format!("/runners/{rid}")).await?.unwrap_or(Value::Null);
+                    let carries = runner["tag_list"].as_array().is_some_and(|t| t.iter().any(|x| x == tag));
+                    if !carries {
+                        return Ok(Probe::Failed(format!(
+                            "job {} ran on runner #{rid} ({}), which does not carry {tag}",
+                            job["name"].as_str().unwrap_or("?"),
+                            runner["description"].as_str().unwrap_or("?")
+                        )));
+                    }
+                    urls.push(format!(
+                        "{} on the baseline runner: {}",
+                        job["name"].as_str().unwrap_or("?"),
+                        job["web_url"].as_str().unwrap_or_default()
+                    ));
                 }
                 Ok(Probe::Done(urls.join("\n")))
             })

@@ -128,8 +128,19 @@ pub struct Prepared {
     pub context: Option<String>,
 }
 
-/// Reads the plan, connects, and for a saved plan checks it was made against these endpoints.
-pub async fn prepare(opts: &Options, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<Prepared, SessionError> {
+/// The plan file, the write handles and the journal.
+struct Connected {
+    spec: MigrationPlan,
+    spec_text: String,
+    spec_file: String,
+    saved: Option<SavedPlan>,
+    kube: KubeWriter,
+    gitlab: GitLabWriter,
+    journal: Journal,
+    context: Option<String>,
+}
+
+async fn connect(opts: &Options) -> Result<Connected, SessionError> {
     let (spec_file, spec_text, saved) = match &opts.source {
         Source::Saved(path) => {
             let text = read(path)?;
@@ -147,28 +158,64 @@ pub async fn prepare(opts: &Options, progress: &(dyn Fn(Progress) + Send + Sync)
         token,
         gitlab::Options { concurrency: opts.concurrency.max(1), ..gitlab::Options::default() },
     )?;
-    let plan = match saved {
-        Some(saved) => {
-            check_endpoints(&saved.plan, &kube, &gitlab).await?;
-            saved.plan
-        }
-        None => {
-            let observation = observe(&spec, kube.reader(), gitlab.reader(), progress).await?;
-            if let Some((_, what)) = observation.unreadable.first() {
-                return Err(SessionError::Setup(format!("cannot plan safely: {what}")));
-            }
-            if let Some(kind) =
-                observation.not_served.iter().find(|k| k.contains("karpenter") || k.contains("crossplane"))
-            {
-                return Err(SessionError::Setup(format!(
-                    "the cluster does not serve {kind}: is its controller installed? (`archshift audit` shows what is missing)"
-                )));
-            }
-            crate::phases::plan(&observation.state, &spec, &spec_text)
-        }
-    };
+    if let Some(saved) = &saved {
+        check_endpoints(&saved.plan, &kube, &gitlab).await?;
+    }
     let journal_path = opts.journal.clone().unwrap_or_else(|| default_journal(&opts.source, &spec));
     let journal = Journal::open(&journal_path)?;
+    Ok(Connected { spec, spec_text, spec_file, saved, kube, gitlab, journal, context })
+}
+
+/// Observes both systems through the write handles' read side; refuses to go on from a read
+/// that is missing what the plan needs.
+async fn observe_for(
+    c: &Connected,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<crate::model::ObservedState, SessionError> {
+    let observation = observe(&c.spec, c.kube.reader(), c.gitlab.reader(), progress).await?;
+    if let Some((_, what)) = observation.unreadable.first() {
+        return Err(SessionError::Setup(format!("cannot plan safely: {what}")));
+    }
+    if let Some(kind) = observation.not_served.iter().find(|k| k.contains("karpenter") || k.contains("crossplane")) {
+        return Err(SessionError::Setup(format!(
+            "the cluster does not serve {kind}: is its controller installed? (`archshift audit` shows what is missing)"
+        )));
+    }
+    Ok(observation.state)
+}
+
+/// Reads the plan, connects, and for a saved plan checks it was made against these endpoints.
+pub async fn prepare(opts: &Options, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<Prepared, SessionError> {
+    let c = connect(opts).await?;
+    let plan = match &c.saved {
+        Some(saved) => saved.plan.clone(),
+        None => {
+            let state = observe_for(&c, progress).await?;
+            crate::phases::plan(&state, &c.spec, &c.spec_text)
+        }
+    };
+    let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, .. } = c;
+    Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context })
+}
+
+/// Like [`prepare`], for a rollback: observes now and plans the way back from what the
+/// journal says archshift wrote.
+pub async fn prepare_rollback(
+    opts: &Options,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Prepared, SessionError> {
+    let c = connect(opts).await?;
+    let state = observe_for(&c, progress).await?;
+    let (applied, _) = c.journal.applied();
+    let phase = crate::phases::rollback::plan(&state, &c.spec, &applied);
+    let plan = Plan {
+        format_version: crate::model::PLAN_FORMAT_VERSION,
+        spec_digest: crate::phases::digest(&c.spec_text),
+        observed_at: state.observed_at.clone(),
+        endpoints: state.endpoints.clone(),
+        phases: vec![phase],
+    };
+    let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, .. } = c;
     Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context })
 }
 

@@ -183,6 +183,10 @@ pub enum Verification {
     CiFileOnBranch { branch: String },
     /// A pipeline ran each of these jobs on a runner whose manager reports that architecture.
     PipelineProof { jobs: BTreeMap<String, Arch> },
+    /// The pipeline GitLab ran for the branch's head succeeded, every job on a runner carrying
+    /// `tag` (rollback: the baseline runner takes the work again).
+    #[serde(rename_all = "camelCase")]
+    BaselineTakesWork { branch: String, tag: String },
     /// No pod runs on a node of this architecture launched by the pool (narrowing the pool
     /// drifts such nodes, evicting what runs there).
     #[serde(rename_all = "camelCase")]
@@ -209,7 +213,9 @@ impl Verification {
             Verification::ReadBack => WaitClass::Immediate,
             Verification::ReleaseReady => WaitClass::Reconcile,
             Verification::RunnerOnline { .. } => WaitClass::RunnerOnline,
-            Verification::CiFileOnBranch { .. } | Verification::PipelineProof { .. } => WaitClass::Pipeline,
+            Verification::CiFileOnBranch { .. }
+            | Verification::PipelineProof { .. }
+            | Verification::BaselineTakesWork { .. } => WaitClass::Pipeline,
             Verification::ArchDrained { .. } => WaitClass::Reconcile,
         }
     }
@@ -227,6 +233,9 @@ impl fmt::Display for Verification {
             Verification::PipelineProof { jobs } => {
                 let jobs: Vec<String> = jobs.iter().map(|(j, a)| format!("{j} on {a}")).collect();
                 write!(f, "a pipeline runs {}", jobs.join(", "))
+            }
+            Verification::BaselineTakesWork { branch, tag } => {
+                write!(f, "a pipeline on {branch} succeeds on the runner tagged {tag}")
             }
             Verification::ArchDrained { node_pool, architecture } => {
                 write!(f, "no pod left on {architecture} nodes of NodePool {node_pool}")

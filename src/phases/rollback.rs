@@ -91,7 +91,7 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
         );
         quiesced.push(id);
     }
-    let reverted = revert_ci(state, spec, journal, &reroutes, &mut out);
+    let reverted = revert_ci(state, spec, journal, &reroutes, tag.as_deref(), &mut out);
     quiesced.extend(reverted.iter().cloned());
 
     // 3. Releases, then runners, then Secrets, then unused project variables.
@@ -151,7 +151,13 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
             removed.push(id);
         }
     }
-    if !reverted.is_empty() {
+    // The pipeline file is (or is about to be) back at its before-image: a resumed rollback
+    // finds it reverted already, and still owes the variables' removal.
+    let ci_back = !reverted.is_empty()
+        || state.ci_file.as_ref().is_some_and(|f| {
+            spec.architectures().iter().all(|&a| !f.content.contains(&spec.pipeline.variables.reference(a)))
+        });
+    if ci_back {
         for &arch in spec.architectures() {
             let key = spec.pipeline.variables.name(arch);
             let forward = ChangeId::project_variable(&spec.pipeline.project, key);
@@ -286,6 +292,7 @@ fn revert_ci(
     spec: &MigrationPlan,
     journal: &Journal,
     after: &[ChangeId],
+    baseline_tag: Option<&str>,
     out: &mut PhasePlan,
 ) -> Vec<ChangeId> {
     let p = &spec.pipeline;
@@ -328,13 +335,28 @@ fn revert_ci(
             target,
             Action::Update,
             format!("revert {}:{} to its content before archshift", file.project, file.path),
-            super::delivery_method(&p.delivery, &file.branch, &title),
+            // Its own branch: the forward change's may still exist (a person merged it and
+            // kept the branch), and the revert must not land on top of it.
+            super::delivery_method(
+                &crate::spec::Delivery { branch: format!("{}-rollback", p.delivery.branch), ..p.delivery.clone() },
+                &file.branch,
+                &title,
+            ),
         )
         .before(Document::Text(file.content.clone()))
         .after(Document::Text(before))
         .precondition(Precondition::LastCommit { last_commit_id: file.last_commit_id.clone() })
         .depends_on(after.iter().cloned())
-        .verify(vec![Verification::CiFileOnBranch { branch: file.branch.clone() }]),
+        .verify(
+            std::iter::once(Verification::CiFileOnBranch { branch: file.branch.clone() })
+                .chain(
+                    baseline_tag.map(|tag| Verification::BaselineTakesWork {
+                        branch: file.branch.clone(),
+                        tag: tag.to_string(),
+                    }),
+                )
+                .collect(),
+        ),
     );
     vec![id]
 }
@@ -353,7 +375,8 @@ fn delete_kube(
         })
         .reversal(Reversal::Irreversible { reason: "apply creates it again".into() })
         .depends_on(after.iter().cloned())
-        .verify(vec![])
+        // Gone, not just marked: a Release goes once provider-helm has uninstalled it.
+        .verify(vec![Verification::ReadBack])
 }
 
 /// The pool back to what it allowed before: the journal's requirement list, else amd64 only.

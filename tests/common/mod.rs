@@ -99,6 +99,20 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// `archshift ARGS...` against this sandbox (GITLAB_URL, GITLAB_TOKEN and --kubeconfig
+    /// set), as a command to run or spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_archshift"));
+        c.args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .env("GITLAB_URL", &self.gitlab_url)
+            .env("GITLAB_TOKEN", &self.gitlab_token)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
     /// Requests the sandbox logged from index `from` on that may have stored something:
     /// everything but reads, SelfSubjectAccessReviews and CI lint.
     pub fn writes_since(&self, from: usize) -> Vec<Value> {

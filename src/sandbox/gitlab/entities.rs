@@ -218,6 +218,7 @@ pub struct MergeRequest {
     pub merge_status: &'static str,
     pub detailed_merge_status: &'static str,
     pub draft: bool,
+    pub force_remove_source_branch: bool,
     pub author: UserBasic,
     pub web_url: String,
 }

@@ -41,6 +41,9 @@ impl GitLabState {
             state: "opened".into(),
             created_at: now(),
             merged_at: None,
+            force_remove_source_branch: p
+                .get("remove_source_branch")
+                .is_some_and(|v| super::runners::boolean(v) == Some(true)),
         };
         let j = self.mr_json(&mr);
         self.merge_requests.push(mr);
@@ -66,6 +69,7 @@ impl GitLabState {
             merge_status: "can_be_merged",
             detailed_merge_status: if mr.state == "opened" { "mergeable" } else { "not_open" },
             draft: false,
+            force_remove_source_branch: mr.force_remove_source_branch,
             author: self.user_basic_entity(),
             web_url: format!("{}/{path}/-/merge_requests/{}", self.base_url, mr.iid),
         })
@@ -100,6 +104,12 @@ impl GitLabState {
         mr.state = "merged".into();
         mr.merged_at = Some(now());
         let mr = mr.clone();
+        // GitLab deletes the source branch after the merge when asked at creation or now.
+        if mr.force_remove_source_branch
+            || p.get("should_remove_source_branch").is_some_and(|v| super::runners::boolean(v) == Some(true))
+        {
+            self.projects[pi].repo.branches.remove(&source);
+        }
         self.push_pipeline(pi, &target);
         Reply::json(200, self.mr_json(&mr))
     }

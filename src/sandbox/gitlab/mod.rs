@@ -169,6 +169,8 @@ pub struct MergeRequest {
     pub state: String,
     pub created_at: String,
     pub merged_at: Option<String>,
+    /// `remove_source_branch` at creation: the source branch goes when it is merged.
+    pub force_remove_source_branch: bool,
 }
 
 pub struct GitLabState {
