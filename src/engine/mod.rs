@@ -9,3 +9,5 @@ pub mod ports;
 pub mod run;
 pub mod saved;
 pub mod session;
+#[cfg(test)]
+mod tests;

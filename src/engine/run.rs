@@ -492,6 +492,20 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 *slot = Value::String(token.expose().to_string());
             }
         }
+        // The legacy flow: the registration token comes from the variable the plan names.
+        let reg = &self.spec.runners.registration;
+        if reg.style == crate::spec::RegistrationStyle::RegistrationToken
+            && let Some(slot) = body.pointer_mut("/stringData/runner-registration-token")
+        {
+            let var = reg.registration_token_env.as_deref().unwrap_or("");
+            let token = Token::from_env(var).ok_or_else(|| {
+                other(
+                    &change.id,
+                    format!("set {var} to the runner registration token (the plan's runners.registration)"),
+                )
+            })?;
+            *slot = Value::String(token.expose().to_string());
+        }
         Ok(body)
     }
 
