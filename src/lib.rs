@@ -14,4 +14,5 @@ pub mod phases;
 pub mod redact;
 pub mod sandbox;
 pub mod spec;
+pub mod tui;
 pub mod vocab;

@@ -30,10 +30,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Operator-guided migration session in the terminal (default)
-    Tui(PlanArg),
-    /// The whole migration against the embedded sandbox, no cluster needed
-    Demo,
+    /// Operator-guided migration session in the terminal (default: ./archshift.yaml)
+    Tui(TuiArgs),
+    /// The whole migration against the embedded sandbox in the terminal UI, no cluster needed
+    Demo {
+        /// Where the sandbox writes kubeconfig, gitlab.env and requests.jsonl (so kubectl can
+        /// watch the same world); default a temporary directory
+        #[arg(long)]
+        sandbox_dir: Option<PathBuf>,
+    },
     /// Read-only report of what is done, pending and risky; changes nothing
     Audit(AuditArgs),
     /// Read the live cluster and GitLab (nothing written) and show the changes the plan would
@@ -57,10 +62,23 @@ enum Command {
 }
 
 #[derive(Args)]
-struct PlanArg {
+struct TuiArgs {
     /// The plan file
-    #[arg(long, short = 'p', default_value = "plans/sandbox.yaml")]
+    #[arg(long, short = 'p', default_value = "archshift.yaml")]
     plan: PathBuf,
+    /// Replay this saved plan instead of planning afresh
+    #[arg(long)]
+    saved: Option<PathBuf>,
+    /// Look, never write: the write keys do nothing and are not shown
+    #[arg(long)]
+    read_only: bool,
+    /// The journal (same default as apply)
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long)]
+    context: Option<String>,
 }
 
 #[derive(Args)]
@@ -265,7 +283,22 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
         }
     };
-    let command = cli.command.unwrap_or(Command::Tui(PlanArg { plan: PathBuf::from("plans/sandbox.yaml") }));
+    // No subcommand: the TUI on ./archshift.yaml when there is one, else the help.
+    let command = match cli.command {
+        Some(c) => c,
+        None if Path::new("archshift.yaml").is_file() => Command::Tui(TuiArgs {
+            plan: PathBuf::from("archshift.yaml"),
+            saved: None,
+            read_only: false,
+            journal: None,
+            kubeconfig: None,
+            context: None,
+        }),
+        None => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            return ExitCode::SUCCESS;
+        }
+    };
     match run(command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -279,8 +312,8 @@ fn run(command: Command) -> Result<u8> {
     match command {
         Command::Validate { plan } => validate(&plan),
         Command::CiTags(args) => ci_tags(args),
-        Command::Tui(_) => not_built("tui"),
-        Command::Demo => not_built("demo"),
+        Command::Tui(args) => tui(args),
+        Command::Demo { sandbox_dir } => archshift::tui::demo(sandbox_dir).map(|()| 0),
         Command::Audit(args) => audit(args),
         Command::Plan(args) => plan(args),
         Command::Apply(args) => apply(args),
@@ -288,6 +321,28 @@ fn run(command: Command) -> Result<u8> {
         Command::Sandbox(args) => sandbox(args),
         Command::Bench => not_built("bench"),
     }
+}
+
+fn tui(args: TuiArgs) -> Result<u8> {
+    use archshift::engine::session::{Options, Source};
+    let source = match &args.saved {
+        Some(saved) => Source::Saved(saved.clone()),
+        None => Source::Spec(args.plan.clone()),
+    };
+    archshift::tui::run(archshift::tui::TuiOptions {
+        session: Options {
+            source,
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+            journal: args.journal,
+            phase: None,
+            concurrency: 8,
+            gitlab: None,
+        },
+        read_only: args.read_only,
+        save_dir: PathBuf::from("plans"),
+    })?;
+    Ok(0)
 }
 
 fn not_built(what: &str) -> Result<u8> {
@@ -507,6 +562,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
         journal: args.journal.clone(),
         phase,
         concurrency: args.concurrency,
+        gitlab: None,
     };
     let json = args.format == "json";
     let emit = event_printer(json);
@@ -594,6 +650,7 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
         journal: args.journal.clone(),
         phase: None,
         concurrency: args.concurrency,
+        gitlab: None,
     };
     let emit = event_printer(args.format == "json");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

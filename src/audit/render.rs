@@ -56,29 +56,38 @@ fn change_text(out: &mut String, c: &Change, color: bool) {
         Action::Delete => '-',
     };
     let _ = writeln!(out, "  {sign} [{}] {}", c.id, c.summary);
-    let _ = writeln!(out, "      target:  {}", c.target);
-    let _ = writeln!(out, "      write:   {}", method_text(&c.method));
-    if !c.depends_on.is_empty() {
-        let ids: Vec<&str> = c.depends_on.iter().map(|d| d.as_str()).collect();
-        let _ = writeln!(out, "      after:   {}", ids.join(", "));
-    }
-    for b in &c.bindings {
-        let _ = writeln!(out, "      binds:   {} <- {} ({})", b.pointer, b.from, b.source);
-    }
-    if !c.waits_for.is_empty() {
-        let w: Vec<String> = c.waits_for.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(out, "      waits:   {}", w.join("; "));
-    }
-    let _ = writeln!(out, "      undo:    {}", c.reversal);
-    if !c.verify.is_empty() {
-        let v: Vec<String> = c.verify.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(out, "      verify:  {}", v.join("; then "));
+    for (label, text) in facts(c) {
+        let _ = writeln!(out, "      {:<8} {text}", format!("{label}:"));
     }
     let diff = change_diff(c, DiffOptions::default());
     let text = if color { render::ansi(&diff) } else { render::plain(&diff) };
     for line in text.lines() {
         let _ = writeln!(out, "      {line}");
     }
+}
+
+/// What a reviewer reads about a change before its diff: target, write method, what it waits
+/// for, its bindings (never a value), how it is undone and verified. The text plan and the
+/// TUI both show these.
+pub fn facts(c: &Change) -> Vec<(&'static str, String)> {
+    let mut out = vec![("target", c.target.to_string()), ("write", method_text(&c.method))];
+    if !c.depends_on.is_empty() {
+        let ids: Vec<&str> = c.depends_on.iter().map(|d| d.as_str()).collect();
+        out.push(("after", ids.join(", ")));
+    }
+    for b in &c.bindings {
+        out.push(("binds", format!("{} <- {} ({})", b.pointer, b.from, b.source)));
+    }
+    if !c.waits_for.is_empty() {
+        let w: Vec<String> = c.waits_for.iter().map(|v| v.to_string()).collect();
+        out.push(("waits", w.join("; ")));
+    }
+    out.push(("undo", c.reversal.to_string()));
+    if !c.verify.is_empty() {
+        let v: Vec<String> = c.verify.iter().map(|v| v.to_string()).collect();
+        out.push(("verify", v.join("; then ")));
+    }
+    out
 }
 
 fn method_text(m: &WriteMethod) -> String {

@@ -138,8 +138,32 @@ pub struct Outcome {
     pub proofs: Vec<String>,
 }
 
+/// What to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    /// One phase; refused while a dependency outside it is not in place.
+    Phase(Phase),
+    /// One step and every step it depends on (those already in place are skipped).
+    Step(ChangeId),
+}
+
+/// `id` and everything it depends on, transitively.
+pub fn with_dependencies(plan: &Plan, id: &ChangeId) -> BTreeSet<ChangeId> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![id.clone()];
+    while let Some(next) = todo.pop() {
+        if out.insert(next.clone())
+            && let Some(c) = plan.change(&next)
+        {
+            todo.extend(c.depends_on.iter().cloned());
+        }
+    }
+    out
+}
+
 /// Asked once per phase before its first write, with the changes it will make.
-pub type Confirm<'a> = dyn FnMut(Phase, &[&Change]) -> bool + Send + 'a;
+pub type Confirm<'a> = dyn FnMut(Phase, &[&Change]) -> bool + Send + Sync + 'a;
 
 pub struct Engine<'a, C: Cluster, F: Forge> {
     pub cluster: &'a C,
@@ -171,7 +195,7 @@ fn journaled(change: &Change, doc: Option<&Document>) -> Option<Document> {
 
 /// The forward change a rollback change undoes (`rollback/X` undoes X; the preparatory
 /// `rollback/pause/...` and `rollback/reroute/...` steps undo nothing).
-fn reverted_forward(id: &ChangeId) -> Option<ChangeId> {
+pub fn reverted_forward(id: &ChangeId) -> Option<ChangeId> {
     let rest = id.as_str().strip_prefix("rollback/")?;
     if rest.starts_with("pause/") || rest.starts_with("reroute/") {
         return None;
@@ -246,8 +270,26 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
 
     /// Applies `plan` (only `phase`'s changes when given) in dependency order.
     pub async fn apply(&mut self, plan: &Plan, phase: Option<Phase>) -> Result<Outcome, EngineError> {
+        let selection = match phase {
+            Some(p) => Selection::Phase(p),
+            None => Selection::All,
+        };
+        self.apply_selection(plan, &selection).await
+    }
+
+    /// Applies what `selection` names, in dependency order.
+    pub async fn apply_selection(&mut self, plan: &Plan, selection: &Selection) -> Result<Outcome, EngineError> {
         let order = plan.order().map_err(|e| EngineError::Graph(e.to_string()))?;
-        let selected: Vec<&Change> = order.into_iter().filter(|c| phase.is_none_or(|p| c.phase == p)).collect();
+        let wanted: BTreeSet<ChangeId> = match selection {
+            Selection::All => order.iter().map(|c| c.id.clone()).collect(),
+            Selection::Phase(p) => order.iter().filter(|c| c.phase == *p).map(|c| c.id.clone()).collect(),
+            Selection::Step(id) => with_dependencies(plan, id),
+        };
+        let phase = match selection {
+            Selection::Phase(p) => Some(*p),
+            _ => None,
+        };
+        let selected: Vec<&Change> = order.into_iter().filter(|c| wanted.contains(&c.id)).collect();
         let chosen: BTreeSet<&ChangeId> = selected.iter().map(|c| &c.id).collect();
 
         // Read every target once, before anything is written.
@@ -362,6 +404,22 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             self.verify(plan, change, &mut outcome).await?;
         }
         Ok(outcome)
+    }
+
+    /// The server-side dry run of one step alone, against what is there now (nothing is
+    /// written, nothing journaled). `Ok(None)` when its after-state already holds.
+    pub async fn dry_run_step(&mut self, plan: &Plan, id: &ChangeId) -> Result<Option<String>, EngineError> {
+        let change = plan.change(id).ok_or_else(|| EngineError::Refused(format!("no step {id} in this plan")))?;
+        let (cur, base) = self.current(change).await?;
+        if check::holds(change, &cur, base.as_ref()) == Holds::Yes {
+            (self.emit)(&Event::Holds { id: id.to_string() });
+            return Ok(None);
+        }
+        if let Err(why) = check::precondition(change, &cur, base.as_ref()) {
+            return Err(EngineError::Stale { drifted: vec![(id.to_string(), format!("{}: {why}", change.target))] });
+        }
+        self.dry_run(change, &cur).await?;
+        Ok(Some(format!("{id}: the dry run passed")))
     }
 
     fn journaled_as_written(&self, plan: &Plan, change: &Change) -> bool {

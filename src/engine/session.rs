@@ -33,6 +33,8 @@ pub struct Options {
     pub journal: Option<PathBuf>,
     pub phase: Option<Phase>,
     pub concurrency: usize,
+    /// The GitLab URL and token to use instead of the plan's variables (the embedded demo).
+    pub gitlab: Option<(String, Token)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +152,10 @@ async fn connect(opts: &Options) -> Result<Connected, SessionError> {
         Source::Spec(path) => (path.display().to_string(), read(path)?, None),
     };
     let spec = MigrationPlan::parse(&spec_text, &spec_file)?;
-    let (url, token) = gitlab_endpoint(&spec)?;
+    let (url, token) = match &opts.gitlab {
+        Some(given) => given.clone(),
+        None => gitlab_endpoint(&spec)?,
+    };
     let context = opts.context.clone().or_else(|| spec.target.kube_context.clone());
     let kube = KubeWriter::connect(opts.kubeconfig.as_deref(), context.as_deref()).await?;
     let gitlab = GitLabWriter::new(
@@ -273,4 +278,59 @@ pub async fn apply(
     let plan = p.plan.clone();
     let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
     Ok(engine.apply(&plan, phase).await?)
+}
+
+/// Applies what `selection` names of the prepared plan.
+pub async fn apply_selection(
+    p: &mut Prepared,
+    selection: &super::run::Selection,
+    emit: &(dyn Fn(&Event) + Sync),
+    confirm: &mut Confirm<'_>,
+) -> Result<Outcome, SessionError> {
+    let plan = p.plan.clone();
+    let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
+    Ok(engine.apply_selection(&plan, selection).await?)
+}
+
+/// The server-side dry run of one step of the prepared plan.
+pub async fn dry_run(
+    p: &mut Prepared,
+    id: &crate::model::ChangeId,
+    emit: &(dyn Fn(&Event) + Sync),
+) -> Result<Option<String>, SessionError> {
+    let plan = p.plan.clone();
+    let mut never = |_: Phase, _: &[&crate::model::Change]| false;
+    let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, &mut never);
+    Ok(engine.dry_run_step(&plan, id).await?)
+}
+
+/// Observes again and plans afresh from the same plan file (what `r` in the TUI does).
+pub async fn replan(p: &Prepared) -> Result<Plan, SessionError> {
+    let observation = observe(&p.spec, p.kube.reader(), p.gitlab.reader(), &|_| {}).await?;
+    Ok(crate::phases::plan(&observation.state, &p.spec, &p.spec_text))
+}
+
+/// The rollback plan for what the journal says archshift wrote, from what is there now.
+pub async fn rollback_plan(p: &Prepared) -> Result<Plan, SessionError> {
+    let observation = observe(&p.spec, p.kube.reader(), p.gitlab.reader(), &|_| {}).await?;
+    let (applied, _) = p.journal.applied();
+    let phase = crate::phases::rollback::plan(&observation.state, &p.spec, &applied);
+    Ok(Plan {
+        format_version: crate::model::PLAN_FORMAT_VERSION,
+        spec_digest: crate::phases::digest(&p.spec_text),
+        observed_at: observation.state.observed_at.clone(),
+        endpoints: observation.state.endpoints.clone(),
+        phases: vec![phase],
+    })
+}
+
+/// Applies another plan (the rollback plan the TUI showed) with the prepared connections.
+pub async fn apply_plan(
+    p: &mut Prepared,
+    plan: &Plan,
+    emit: &(dyn Fn(&Event) + Sync),
+    confirm: &mut Confirm<'_>,
+) -> Result<Outcome, SessionError> {
+    let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
+    Ok(engine.apply(plan, None).await?)
 }
