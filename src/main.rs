@@ -719,6 +719,7 @@ fn sandbox(args: SandboxArgs) -> Result<u8> {
         dir: Some(args.dir),
         latency_ms: args.latency_ms,
         fleet: args.fleet,
+        templates: None,
         faults: args.fault,
         tick_ms: None,
         deny: args.deny,

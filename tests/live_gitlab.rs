@@ -59,8 +59,8 @@ fn reads_runners_variables_files_and_pages_without_writing() {
         assert_eq!((file.blob_id.len(), file.last_commit_id.len()), (40, 40));
         assert_eq!(gl.ci_file("platform/kaniko-builder", "nope.yml", "main").await.unwrap(), None);
 
-        // 130 fleet projects: two pages of 100.
-        let fleet = gl.group_projects("fleet").await.unwrap();
+        // 130 fleet projects (the subgroup platform/fleet): two pages of 100.
+        let fleet = gl.group_projects("platform/fleet").await.unwrap();
         assert_eq!(fleet.len(), 130);
 
         let lint = gl.ci_lint("platform/kaniko-builder", &file.content).await.unwrap();
@@ -72,9 +72,9 @@ fn reads_runners_variables_files_and_pages_without_writing() {
     assert!(writes[0]["path"].as_str().unwrap().ends_with("/ci/lint"));
     let pages: Vec<_> = log[before..]
         .iter()
-        .filter(|r| r["path"].as_str().unwrap().starts_with("/api/v4/groups/fleet/projects"))
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/api/v4/groups/platform%2Ffleet/projects"))
         .collect();
-    assert_eq!(pages.len(), 2, "pages followed by X-Next-Page");
+    assert_eq!(pages.len(), 2, "page 1, then the rest X-Total-Pages announces");
 }
 
 #[test]

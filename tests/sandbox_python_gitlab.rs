@@ -37,7 +37,7 @@ f = p.files.get(file_path=".gitlab-ci.yml", ref="main")
 text = f.decode().decode()
 assert "build_arm64:" in text and len(f.blob_id) == 40 and len(f.last_commit_id) == 40
 # Many pages: python-gitlab follows x-next-page / Link itself.
-g = gl.groups.get("fleet")
+g = gl.groups.get("platform/fleet")
 assert len(g.projects.list(get_all=True, per_page=7)) == 30
 # Runner creation as python-gitlab sends it: GitLab's Grape validation errors come back as
 # GitlabCreateError with GitLab's {"error": ...} text; a valid request returns the glrt- token.

@@ -81,7 +81,13 @@ fn phase_1_applied_through_the_keys_changes_the_sandbox_and_q_quits_cleanly() {
     let done = screen.wait_for("Phase 1 NodePool (1/1)", 90);
     assert!(done.contains("✓ nodepool/spot-pool"), "{done}");
 
-    let out = sb.kubectl(&["get", "nodepools.karpenter.sh", "spot-pool", "-o", "jsonpath={.spec.template.spec.requirements[1].values}"]);
+    let out = sb.kubectl(&[
+        "get",
+        "nodepools.karpenter.sh",
+        "spot-pool",
+        "-o",
+        "jsonpath={.spec.template.spec.requirements[1].values}",
+    ]);
     assert_eq!(text(&out.stdout), r#"["amd64","arm64"]"#, "{}", text(&out.stderr));
 
     press("q");

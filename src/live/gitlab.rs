@@ -213,25 +213,44 @@ impl Http {
     /// Every page of a list (100 a page), following `X-Next-Page`.
     async fn get_all(&self, path: &str) -> Result<Vec<Value>, GitLabError> {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let mut out = Vec::new();
-        let mut page = "1".to_string();
-        loop {
-            let (headers, value) =
-                self.send(Method::GET, &format!("{path}{sep}per_page=100&page={page}"), None).await?;
-            match value {
-                Value::Array(items) => out.extend(items),
-                other => {
-                    return Err(GitLabError::Decode {
-                        path: path_only(path),
-                        cause: format!("expected a list, got {}", kind_of(&other)),
-                    });
-                }
+        let list = |value: Value| match value {
+            Value::Array(items) => Ok(items),
+            other => Err(GitLabError::Decode {
+                path: path_only(path),
+                cause: format!("expected a list, got {}", kind_of(&other)),
+            }),
+        };
+        let (headers, value) = self.send(Method::GET, &format!("{path}{sep}per_page=100&page=1"), None).await?;
+        let mut out = list(value)?;
+        let header =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("").to_string();
+        // GitLab says how many pages there are (up to 10,000 items): fetch the rest at once,
+        // within the concurrency limit, in order. Otherwise follow x-next-page.
+        if let Ok(total) = header("x-total-pages").parse::<u32>()
+            && total > 1
+        {
+            let mut tasks = tokio::task::JoinSet::new();
+            for page in 2..=total {
+                let (http, url) = (self.clone(), format!("{path}{sep}per_page=100&page={page}"));
+                tasks.spawn(async move { (page, http.send(Method::GET, &url, None).await) });
             }
-            match headers.get("x-next-page").and_then(|v| v.to_str().ok()).map(str::trim) {
-                Some(next) if !next.is_empty() => page = next.to_string(),
-                _ => return Ok(out),
+            let mut pages: Vec<(u32, Vec<Value>)> = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                let (page, result) = joined.map_err(|e| self.transport(e))?;
+                pages.push((page, list(result?.1)?));
             }
+            pages.sort_by_key(|(p, _)| *p);
+            out.extend(pages.into_iter().flat_map(|(_, items)| items));
+            return Ok(out);
         }
+        let mut next = header("x-next-page");
+        while !next.is_empty() {
+            let (headers, value) =
+                self.send(Method::GET, &format!("{path}{sep}per_page=100&page={next}"), None).await?;
+            out.extend(list(value)?);
+            next = headers.get("x-next-page").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("").to_string();
+        }
+        Ok(out)
     }
 }
 

@@ -82,192 +82,15 @@ pub async fn observe(
     gl: &GitLabReader,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Observation, ObserveError> {
-    let step = |what: &str| progress(Progress::Reading(what.to_string()));
-    let mut not_served = Vec::new();
-    let (cluster, node_pools, node_classes, releases, argo) = {
-        let mut list_all = async |kind: k::Kind, namespaces: &[String]| -> Result<Vec<serde_json::Value>, KubeError> {
-            let scopes: Vec<Option<&str>> =
-                if namespaces.is_empty() { vec![None] } else { namespaces.iter().map(|n| Some(n.as_str())).collect() };
-            let mut out = Vec::new();
-            for ns in scopes {
-                match kube.list(kind, ns).await? {
-                    Some(items) => out.extend(items),
-                    None => {
-                        not_served.push(kind.display());
-                        break;
-                    }
-                }
-            }
-            Ok(out)
-        };
-
-        step("the cluster's identity");
-        let cluster = kube.identity().await?;
-        step("NodePools and EC2NodeClasses");
-        let node_pools = list_all(k::NODE_POOL, &[]).await?;
-        let node_classes = list_all(k::EC2_NODE_CLASS, &[]).await?;
-        step("runner Releases");
-        let releases = list_all(k::RELEASE, &[]).await?;
-        step("Argo templates");
-        let mut argo = Vec::new();
-        for kind in &spec.workloads.argo.kinds {
-            let namespaces =
-                if *kind == ArgoKind::ClusterWorkflowTemplate { &[][..] } else { &spec.workloads.argo.namespaces };
-            argo.extend(list_all(argo_kind(*kind), namespaces).await?);
-        }
-        (cluster, node_pools, node_classes, releases, argo)
-    };
-    // The runner namespace: the plan's, else the baseline Release's.
-    let namespace = spec.runners.namespace.clone().or_else(|| {
-        releases
-            .iter()
-            .find(|r| r["metadata"]["name"] == spec.runners.baseline_release.as_str())
-            .and_then(|r| r["spec"]["forProvider"]["namespace"].as_str().map(str::to_string))
-    });
-    step("runner Secrets (key names only)");
-    let secrets = match &namespace {
-        Some(ns) => kube.secrets(ns).await?,
-        None => Vec::new(),
-    };
-    step(&format!("workloads on NodePool {}", spec.node_pool.name));
-    let pool_workloads = kube.pool_workloads(&spec.node_pool.name).await?;
-
-    let mut ids = BTreeMap::new();
-    step(&format!("GitLab project {}", spec.pipeline.project));
-    let project = gl.project(&spec.pipeline.project).await?;
-    ids.insert(project.path.clone(), project.id);
-    if let (ScopeKind::Group, Some(path)) = (spec.runners.scope.kind, &spec.runners.scope.path) {
-        let g = gl.group(path).await?;
-        ids.insert(g.path, g.id);
-    }
-    step("runners");
-    let runners = gl.runners(&spec.runners.scope).await?;
-    step("CI/CD variables");
-    let mut unreadable = Vec::new();
-    let project_variables = match gl.project_variables(&spec.pipeline.project).await {
-        Err(GitLabError::Forbidden { .. }) => {
-            unreadable.push((
-                Phase::Pipeline,
-                format!(
-                    "GitLab refused to list the variables of project {} (403: reading them needs Maintainer); the plan assumes there are none",
-                    spec.pipeline.project
-                ),
-            ));
-            Vec::new()
-        }
-        read => read?,
-    };
-    let mut groups: Vec<String> = Vec::new();
-    if spec.pipeline.variables.level == VariableLevel::Group
-        && let Some((parent, _)) = spec.pipeline.project.rsplit_once('/')
-    {
-        groups.push(parent.to_string());
-    }
-    if let Some(w) = &spec.workloads.gitlab {
-        groups.push(w.group.clone());
-    }
-    groups.dedup();
-    let mut group_variables = BTreeMap::new();
-    for g in groups {
-        let vars = match gl.group_variables(&g).await {
-            Err(GitLabError::Forbidden { .. }) => {
-                let phase = if spec.workloads.gitlab.as_ref().is_some_and(|w| w.group == g) {
-                    Phase::Workloads
-                } else {
-                    Phase::Pipeline
-                };
-                unreadable.push((
-                    phase,
-                    format!(
-                        "GitLab refused to list the variables of group {g} (403: reading them needs Owner); the plan assumes there are none"
-                    ),
-                ));
-                Vec::new()
-            }
-            read => read?,
-        };
-        group_variables.insert(g.clone(), vars);
-    }
-    let branch = spec.pipeline.branch.clone().unwrap_or_else(|| project.default_branch.clone());
-    // The plan's file, unless the plan kept the default and the project configures another.
-    let pipeline_file = match &project.ci_config {
-        Some(CiConfigPath::Local(path)) if spec.pipeline.ci_file == DEFAULT_CI_FILE => path.clone(),
-        Some(CiConfigPath::Elsewhere(at)) if spec.pipeline.ci_file == DEFAULT_CI_FILE => {
-            unreadable.push((
-                Phase::Pipeline,
-                format!(
-                    "project {} takes its CI configuration from {at} (ci_config_path): tag the build jobs there, or name the file in pipeline.ciFile",
-                    project.path
-                ),
-            ));
-            spec.pipeline.ci_file.clone()
-        }
-        _ => spec.pipeline.ci_file.clone(),
-    };
-    step(&format!("{}:{pipeline_file}", project.path));
-    let ci_file = gl.ci_file(&spec.pipeline.project, &pipeline_file, &branch).await?;
-
-    let mut other_projects = Vec::new();
-    if let Some(w) = &spec.workloads.gitlab {
-        step(&format!("projects of group {}", w.group));
-        let g = gl.group(&w.group).await?;
-        ids.insert(g.path, g.id);
-        let projects: Vec<ProjectInfo> = gl
-            .group_projects(&w.group)
-            .await?
-            .into_iter()
-            .filter(|p| p.path != spec.pipeline.project && !w.exclude_projects.contains(&p.path))
-            .collect();
-        // Their CI files concurrently (the reader bounds what is in flight), in list order.
-        let total = projects.len();
-        progress(Progress::Files { done: 0, total });
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, p) in projects.iter().enumerate() {
-            let path = match &p.ci_config {
-                Some(CiConfigPath::Local(path)) => path.clone(),
-                Some(CiConfigPath::Elsewhere(at)) => {
-                    unreadable.push((
-                        Phase::Workloads,
-                        format!(
-                            "project {} takes its CI configuration from {at} (ci_config_path): pin its jobs there",
-                            p.path
-                        ),
-                    ));
-                    continue;
-                }
-                None => DEFAULT_CI_FILE.to_string(),
-            };
-            let (gl, project, branch) = (gl.clone(), p.path.clone(), p.default_branch.clone());
-            tasks.spawn(async move {
-                let file = match gl.ci_file(&project, &path, &branch).await {
-                    Ok(f) => f,
-                    Err(e) => return (i, Err(e)),
-                };
-                let includes = match &file {
-                    Some(f) => local_includes_of(&gl, &project, &branch, &f.content).await,
-                    None => Ok(None),
-                };
-                (i, includes.map(|inc| (file, inc)))
-            });
-        }
-        let mut files: Vec<Option<CiRead>> = vec![None; total];
-        let mut done = total - tasks.len();
-        while let Some(joined) = tasks.join_next().await {
-            let (i, file) = joined.map_err(|e| GitLabError::Transport {
-                url: gl.url().to_string(),
-                cause: format!("a read task failed: {e}"),
-            })?;
-            files[i] = Some(file?);
-            done += 1;
-            progress(Progress::Files { done, total });
-        }
-        for (p, read) in projects.into_iter().zip(files) {
-            if let Some((file, includes)) = read {
-                other_projects.push(ProjectCi { path: p.path, default_branch: p.default_branch, file, includes });
-            }
-        }
-    }
-
+    // The two systems are read at the same time, and within each what does not depend on
+    // another answer is asked at once: an audit costs the longest chain of dependent reads,
+    // not their sum.
+    let (cluster_side, gitlab_side) =
+        tokio::try_join!(observe_cluster(spec, kube, progress), observe_gitlab(spec, gl, progress))?;
+    let ClusterSide { cluster, node_pools, node_classes, releases, argo, secrets, pool_workloads, not_served } =
+        cluster_side;
+    let GitLabSide { ids, runners, project_variables, group_variables, ci_file, other_projects, unreadable } =
+        gitlab_side;
     Ok(Observation {
         state: ObservedState {
             endpoints: EndpointIdentity {
@@ -290,6 +113,296 @@ pub async fn observe(
         not_served,
         unreadable,
     })
+}
+
+struct ClusterSide {
+    cluster: crate::model::ClusterIdentity,
+    node_pools: Vec<serde_json::Value>,
+    node_classes: Vec<serde_json::Value>,
+    releases: Vec<serde_json::Value>,
+    argo: Vec<serde_json::Value>,
+    secrets: Vec<crate::model::SecretMeta>,
+    pool_workloads: Vec<serde_json::Value>,
+    not_served: Vec<String>,
+}
+
+/// One kind, in every namespace asked for (concurrently); `None` when not served.
+async fn list_kind(
+    kube: &KubeReader,
+    kind: k::Kind,
+    namespaces: &[String],
+) -> Result<Option<Vec<serde_json::Value>>, KubeError> {
+    if namespaces.is_empty() {
+        return kube.list(kind, None).await;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, ns) in namespaces.iter().enumerate() {
+        let (kube, ns) = (kube.clone(), ns.clone());
+        tasks.spawn(async move { (i, kube.list(kind, Some(&ns)).await) });
+    }
+    let mut parts: Vec<(usize, Option<Vec<serde_json::Value>>)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, listed) = joined.map_err(|e| KubeError::Decode { resource: kind.display(), cause: e.to_string() })?;
+        parts.push((i, listed?));
+    }
+    parts.sort_by_key(|(i, _)| *i);
+    if parts.iter().any(|(_, p)| p.is_none()) {
+        return Ok(None);
+    }
+    Ok(Some(parts.into_iter().flat_map(|(_, p)| p.unwrap_or_default()).collect()))
+}
+
+async fn observe_cluster(
+    spec: &MigrationPlan,
+    kube: &KubeReader,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<ClusterSide, ObserveError> {
+    let step = |what: &str| progress(Progress::Reading(what.to_string()));
+    step("the cluster: identity, NodePools, EC2NodeClasses, Releases, Argo templates");
+    let argo_lists = async {
+        let mut out = Vec::new();
+        for kind in &spec.workloads.argo.kinds {
+            let namespaces =
+                if *kind == ArgoKind::ClusterWorkflowTemplate { &[][..] } else { &spec.workloads.argo.namespaces };
+            out.push((argo_kind(*kind), list_kind(kube, argo_kind(*kind), namespaces)));
+        }
+        let mut lists = Vec::new();
+        for (kind, fut) in out {
+            lists.push((kind, fut.await?));
+        }
+        Ok::<_, KubeError>(lists)
+    };
+    let (cluster, node_pools, node_classes, releases, argo_lists, pool_workloads) = tokio::try_join!(
+        kube.identity(),
+        list_kind(kube, k::NODE_POOL, &[]),
+        list_kind(kube, k::EC2_NODE_CLASS, &[]),
+        list_kind(kube, k::RELEASE, &[]),
+        argo_lists,
+        kube.pool_workloads(&spec.node_pool.name),
+    )?;
+    let mut not_served = Vec::new();
+    let mut served = |kind: k::Kind, listed: Option<Vec<serde_json::Value>>| match listed {
+        Some(items) => items,
+        None => {
+            not_served.push(kind.display());
+            Vec::new()
+        }
+    };
+    let node_pools = served(k::NODE_POOL, node_pools);
+    let node_classes = served(k::EC2_NODE_CLASS, node_classes);
+    let releases = served(k::RELEASE, releases);
+    let mut argo = Vec::new();
+    for (kind, listed) in argo_lists {
+        argo.extend(served(kind, listed));
+    }
+    // The runner namespace: the plan's, else the baseline Release's.
+    let namespace = spec.runners.namespace.clone().or_else(|| {
+        releases
+            .iter()
+            .find(|r| r["metadata"]["name"] == spec.runners.baseline_release.as_str())
+            .and_then(|r| r["spec"]["forProvider"]["namespace"].as_str().map(str::to_string))
+    });
+    step("runner Secrets (key names only)");
+    let secrets = match &namespace {
+        Some(ns) => kube.secrets(ns).await?,
+        None => Vec::new(),
+    };
+    Ok(ClusterSide { cluster, node_pools, node_classes, releases, argo, secrets, pool_workloads, not_served })
+}
+
+struct GitLabSide {
+    ids: BTreeMap<String, u64>,
+    runners: Vec<crate::model::GitLabRunner>,
+    project_variables: Vec<crate::model::CiVariable>,
+    group_variables: BTreeMap<String, Vec<crate::model::CiVariable>>,
+    ci_file: Option<crate::model::CiFile>,
+    other_projects: Vec<ProjectCi>,
+    unreadable: Vec<(Phase, String)>,
+}
+
+/// Variables, or empty with a note when the token may not read them (403).
+async fn readable<F>(
+    read: F,
+    phase: Phase,
+    what: String,
+    unreadable: &std::sync::Mutex<Vec<(Phase, String)>>,
+) -> Result<Vec<crate::model::CiVariable>, GitLabError>
+where
+    F: std::future::Future<Output = Result<Vec<crate::model::CiVariable>, GitLabError>>,
+{
+    match read.await {
+        Err(GitLabError::Forbidden { .. }) => {
+            unreadable.lock().unwrap_or_else(|e| e.into_inner()).push((phase, what));
+            Ok(Vec::new())
+        }
+        read => read,
+    }
+}
+
+async fn observe_gitlab(
+    spec: &MigrationPlan,
+    gl: &GitLabReader,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<GitLabSide, ObserveError> {
+    let step = |what: &str| progress(Progress::Reading(what.to_string()));
+    step("GitLab: projects, groups, runners, variables, CI files");
+    let unreadable = std::sync::Mutex::new(Vec::new());
+    // Every group once, however many roles it plays.
+    let mut group_paths: Vec<String> = Vec::new();
+    if let (ScopeKind::Group, Some(path)) = (spec.runners.scope.kind, &spec.runners.scope.path) {
+        group_paths.push(path.clone());
+    }
+    if let Some(w) = &spec.workloads.gitlab {
+        group_paths.push(w.group.clone());
+    }
+    group_paths.dedup();
+    let mut var_groups: Vec<String> = Vec::new();
+    if spec.pipeline.variables.level == VariableLevel::Group
+        && let Some((parent, _)) = spec.pipeline.project.rsplit_once('/')
+    {
+        var_groups.push(parent.to_string());
+    }
+    if let Some(w) = &spec.workloads.gitlab {
+        var_groups.push(w.group.clone());
+    }
+    var_groups.dedup();
+
+    let pipeline = async {
+        let project = gl.project(&spec.pipeline.project).await?;
+        let branch = spec.pipeline.branch.clone().unwrap_or_else(|| project.default_branch.clone());
+        // The plan's file, unless the plan kept the default and the project configures another.
+        let file = match &project.ci_config {
+            Some(CiConfigPath::Local(path)) if spec.pipeline.ci_file == DEFAULT_CI_FILE => path.clone(),
+            Some(CiConfigPath::Elsewhere(at)) if spec.pipeline.ci_file == DEFAULT_CI_FILE => {
+                unreadable.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    Phase::Pipeline,
+                    format!(
+                        "project {} takes its CI configuration from {at} (ci_config_path): tag the build jobs there, or name the file in pipeline.ciFile",
+                        project.path
+                    ),
+                ));
+                spec.pipeline.ci_file.clone()
+            }
+            _ => spec.pipeline.ci_file.clone(),
+        };
+        let ci_file = gl.ci_file(&spec.pipeline.project, &file, &branch).await?;
+        Ok::<_, GitLabError>((project, ci_file))
+    };
+    let groups = async {
+        let mut out = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for g in &group_paths {
+            let (gl, g) = (gl.clone(), g.clone());
+            tasks.spawn(async move { gl.group(&g).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            out.push(joined.map_err(|e| GitLabError::Transport { url: gl.url().to_string(), cause: e.to_string() })??);
+        }
+        Ok::<_, GitLabError>(out)
+    };
+    let group_vars = async {
+        let mut out = BTreeMap::new();
+        for g in &var_groups {
+            let phase = if spec.workloads.gitlab.as_ref().is_some_and(|w| &w.group == g) {
+                Phase::Workloads
+            } else {
+                Phase::Pipeline
+            };
+            let what = format!(
+                "GitLab refused to list the variables of group {g} (403: reading them needs Owner); the plan assumes there are none"
+            );
+            out.insert(g.clone(), readable(gl.group_variables(g), phase, what, &unreadable).await?);
+        }
+        Ok::<_, GitLabError>(out)
+    };
+    let others = async {
+        let Some(w) = &spec.workloads.gitlab else { return Ok::<_, GitLabError>(Vec::new()) };
+        let projects: Vec<ProjectInfo> = gl
+            .group_projects(&w.group)
+            .await?
+            .into_iter()
+            .filter(|p| p.path != spec.pipeline.project && !w.exclude_projects.contains(&p.path))
+            .collect();
+        other_projects(gl, projects, &unreadable, progress).await
+    };
+    let project_vars_what = format!(
+        "GitLab refused to list the variables of project {} (403: reading them needs Maintainer); the plan assumes there are none",
+        spec.pipeline.project
+    );
+    let ((project, ci_file), groups, runners, project_variables, group_variables, other_projects) = tokio::try_join!(
+        pipeline,
+        groups,
+        gl.runners(&spec.runners.scope),
+        readable(gl.project_variables(&spec.pipeline.project), Phase::Pipeline, project_vars_what, &unreadable),
+        group_vars,
+        others,
+    )?;
+    let mut ids = BTreeMap::new();
+    ids.insert(project.path.clone(), project.id);
+    for g in groups {
+        ids.insert(g.path, g.id);
+    }
+    let unreadable = unreadable.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(GitLabSide { ids, runners, project_variables, group_variables, ci_file, other_projects, unreadable })
+}
+
+/// The group's other projects' CI files (and their local includes), concurrently within the
+/// reader's limit, in list order.
+async fn other_projects(
+    gl: &GitLabReader,
+    projects: Vec<ProjectInfo>,
+    unreadable: &std::sync::Mutex<Vec<(Phase, String)>>,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Vec<ProjectCi>, GitLabError> {
+    let total = projects.len();
+    progress(Progress::Files { done: 0, total });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, p) in projects.iter().enumerate() {
+        let path = match &p.ci_config {
+            Some(CiConfigPath::Local(path)) => path.clone(),
+            Some(CiConfigPath::Elsewhere(at)) => {
+                unreadable.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    Phase::Workloads,
+                    format!(
+                        "project {} takes its CI configuration from {at} (ci_config_path): pin its jobs there",
+                        p.path
+                    ),
+                ));
+                continue;
+            }
+            None => DEFAULT_CI_FILE.to_string(),
+        };
+        let (gl, project, branch) = (gl.clone(), p.path.clone(), p.default_branch.clone());
+        tasks.spawn(async move {
+            let file = match gl.ci_file(&project, &path, &branch).await {
+                Ok(f) => f,
+                Err(e) => return (i, Err(e)),
+            };
+            let includes = match &file {
+                Some(f) => local_includes_of(&gl, &project, &branch, &f.content).await,
+                None => Ok(None),
+            };
+            (i, includes.map(|inc| (file, inc)))
+        });
+    }
+    let mut files: Vec<Option<CiRead>> = vec![None; total];
+    let mut done = total - tasks.len();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, read) = joined.map_err(|e| GitLabError::Transport {
+            url: gl.url().to_string(),
+            cause: format!("a read task failed: {e}"),
+        })?;
+        files[i] = Some(read?);
+        done += 1;
+        progress(Progress::Files { done, total });
+    }
+    Ok(projects
+        .into_iter()
+        .zip(files)
+        .filter_map(|(p, read)| {
+            read.map(|(file, includes)| ProjectCi { path: p.path, default_branch: p.default_branch, file, includes })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -374,7 +487,7 @@ mod tests {
         let seen = std::sync::Mutex::new(Vec::new());
         let obs = observe(&spec, &kube, &gl, &|p| seen.lock().unwrap().push(p)).await.unwrap();
         let seen = seen.into_inner().unwrap();
-        assert!(seen.contains(&Progress::Reading("runners".into())), "{seen:?}");
+        assert!(seen.iter().any(|p| matches!(p, Progress::Reading(w) if w.starts_with("GitLab: "))), "{seen:?}");
         let files: Vec<_> = seen.iter().filter(|p| matches!(p, Progress::Files { .. })).collect();
         assert_eq!(files.first(), Some(&&Progress::Files { done: 0, total: 4 }), "{seen:?}");
         assert_eq!(files.last(), Some(&&Progress::Files { done: 4, total: 4 }), "{seen:?}");

@@ -12,6 +12,16 @@ pub enum Server {
     GitLab,
 }
 
+impl Server {
+    /// Position in per-server counters.
+    pub fn index(self) -> usize {
+        match self {
+            Server::K8s => 0,
+            Server::GitLab => 1,
+        }
+    }
+}
+
 impl fmt::Display for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

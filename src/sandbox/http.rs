@@ -78,6 +78,18 @@ async fn handle(
 /// latency -> fault -> auth -> dispatch -> log, once for every request; `None`: the
 /// connection is dropped unanswered (a `drop` fault).
 async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option<Reply> {
+    use std::sync::atomic::Ordering;
+    /// Counts the request out however the pipeline ends (a dropped connection included).
+    struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let counter = &shared.in_flight[server.index()];
+    let in_flight = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    let _guard = InFlight(counter);
+    shared.peak[server.index()].fetch_max(in_flight, Ordering::Relaxed);
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
@@ -94,7 +106,7 @@ async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option
     });
     let early = match fault {
         Some(Kind::Drop) => {
-            shared.log(server, &req.method, &req.path, 0, fault_name);
+            shared.log(server, &req.method, &req.path, 0, fault_name, in_flight);
             return None;
         }
         Some(Kind::Status(code)) => Some(fault_reply(server, code)),
@@ -114,7 +126,7 @@ async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option
         None if !shared.authorized(server, req) => unauthorized(server),
         None => shared.dispatch(server, req),
     };
-    shared.log(server, &req.method, &req.path, reply.code, fault_name);
+    shared.log(server, &req.method, &req.path, reply.code, fault_name, in_flight);
     Some(reply)
 }
 
@@ -196,8 +208,18 @@ fn to_response(a: Reply) -> Response<HttpBody> {
 }
 
 /// Appends one line to the request log.
-pub fn log_line(file: &mut std::fs::File, server: Server, method: &str, path: &str, status: u16, fault: Option<&str>) {
-    let mut line = json!({"server": server.to_string(), "method": method, "path": path, "status": status});
+pub fn log_line(
+    file: &mut std::fs::File,
+    server: Server,
+    method: &str,
+    path: &str,
+    status: u16,
+    fault: Option<&str>,
+    in_flight: usize,
+) {
+    // `in_flight`: requests this server was answering when this one arrived (itself included).
+    let mut line =
+        json!({"server": server.to_string(), "method": method, "path": path, "status": status, "in_flight": in_flight});
     if let Some(f) = fault {
         line["fault"] = json!(f);
     }

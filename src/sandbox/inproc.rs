@@ -50,7 +50,7 @@ fn request(method: &str, path: &str, content_type: &str, body: &str) -> Request 
 
 impl InProc {
     pub fn new(fleet: usize) -> InProc {
-        InProc { world: World::seeded(GITLAB_URL, fleet, Duration::from_millis(200)) }
+        InProc { world: World::seeded(GITLAB_URL, fleet, None, Duration::from_millis(200)) }
     }
 
     /// A Kubernetes request; `content_type` may be empty for reads.

@@ -35,6 +35,8 @@ pub struct Options {
     pub latency_ms: u64,
     /// Extra GitLab projects (and 4x Argo templates) for benchmarks.
     pub fleet: usize,
+    /// Argo templates of the fleet (default 4 per fleet project).
+    pub templates: Option<usize>,
     pub faults: Vec<Fault>,
     /// How often the simulated controllers run.
     pub tick_ms: Option<u64>,
@@ -55,15 +57,15 @@ pub(crate) struct World {
 impl World {
     /// The seeded world (plus `fleet` extra projects), as the controllers leave it after one
     /// pass: it has been running before anyone looks.
-    pub(crate) fn seeded(gitlab_url: &str, fleet: usize, tick: Duration) -> World {
+    pub(crate) fn seeded(gitlab_url: &str, fleet: usize, templates: Option<usize>, tick: Duration) -> World {
         let mut world = World {
             kube: k8s::KubeState::new(),
             gitlab: gitlab::GitLabState::new(gitlab_url),
             sim: controllers::Memory::default(),
         };
         seed::default_world(&mut world, gitlab_url);
-        if fleet > 0 {
-            seed::fleet(&mut world, fleet);
+        if fleet > 0 || templates.is_some_and(|t| t > 0) {
+            seed::fleet_of(&mut world, fleet, templates.unwrap_or(4 * fleet));
         }
         controllers::reconcile(&mut world, tick, &[]);
         world
@@ -77,6 +79,12 @@ pub(crate) struct Shared {
     log: Mutex<Option<File>>,
     kube_token: String,
     gitlab_token: String,
+    /// Requests being answered now, and the most there ever were, per server (Kubernetes,
+    /// GitLab): what a client's concurrency limit is checked against.
+    pub in_flight: [std::sync::atomic::AtomicUsize; 2],
+    pub peak: [std::sync::atomic::AtomicUsize; 2],
+    /// Requests answered, per server.
+    pub served: [std::sync::atomic::AtomicUsize; 2],
 }
 
 impl Shared {
@@ -84,9 +92,10 @@ impl Shared {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn log(&self, server: Server, method: &str, path: &str, status: u16, fault: Option<&str>) {
+    pub fn log(&self, server: Server, method: &str, path: &str, status: u16, fault: Option<&str>, in_flight: usize) {
+        self.served[server.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(f) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            http::log_line(f, server, method, path, status, fault);
+            http::log_line(f, server, method, path, status, fault, in_flight);
         }
     }
 
@@ -192,7 +201,7 @@ impl Sandbox {
         let kube_token = random_token("sandbox-");
         let gitlab_token = random_token("glpat-");
         let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
-        let mut world = World::seeded(&gitlab_url, opts.fleet, tick);
+        let mut world = World::seeded(&gitlab_url, opts.fleet, opts.templates, tick);
         world.kube.server_address = k8s_addr.to_string();
         world.kube.identity.denied = opts.deny.clone();
         world.gitlab.access = opts.gitlab_access;
@@ -210,6 +219,9 @@ impl Sandbox {
             log: Mutex::new(log),
             kube_token: kube_token.clone(),
             gitlab_token: gitlab_token.clone(),
+            in_flight: Default::default(),
+            peak: Default::default(),
+            served: Default::default(),
         });
         let tasks = vec![
             tokio::spawn(http::serve(k8s_listener, Server::K8s, shared.clone(), Some(tls.acceptor))),
@@ -236,6 +248,24 @@ impl Sandbox {
             &dir.join("gitlab.env"),
             &format!("GITLAB_URL={}\nGITLAB_TOKEN={}\n", self.gitlab_url, self.gitlab_token),
         )
+    }
+
+    /// The most requests `server` was answering at once since the last reset.
+    pub fn peak_in_flight(&self, server: Server) -> usize {
+        self.shared.peak[server.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests `server` answered since the last reset.
+    pub fn requests_served(&self, server: Server) -> usize {
+        self.shared.served[server.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts counting afresh (peak and requests), for a measurement.
+    pub fn reset_counters(&self) {
+        for i in 0..2 {
+            self.shared.peak[i].store(0, std::sync::atomic::Ordering::Relaxed);
+            self.shared.served[i].store(0, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub fn add_fault(&self, fault: Fault) {

@@ -261,8 +261,12 @@ fn workflow_template(ns: &str, name: &str, extra_spec: &str) -> Value {
 }
 
 /// `--fleet N`: N more projects with realistic CI files and 4N Argo templates.
-pub fn fleet(w: &mut World, n: usize) {
-    let group = w.gitlab.add_group("fleet", None);
+/// `projects` more GitLab projects in the subgroup `platform/fleet` (so the sandbox plan's
+/// workloads group reaches them) and `templates` more Argo WorkflowTemplates.
+pub fn fleet_of(w: &mut World, projects: usize, templates: usize) {
+    let platform = w.gitlab.groups.iter().find(|g| g.full_path == "platform").map(|g| g.id);
+    let group = w.gitlab.add_group("fleet", platform);
+    let n = projects;
     const STYLES: [&str; 4] = [
         "stages: [test, build]\n\ntest:\n  stage: test\n  script: [make test]\n\nbuild:\n  stage: build\n  script: [make build]\n",
         ".base: &base\n  image: node:22\n  before_script: [npm ci]\n\nlint:\n  <<: *base\n  script: [npm run lint]\n\nunit:\n  <<: *base\n  script: [npm test]\n",
@@ -287,7 +291,7 @@ pub fn fleet(w: &mut World, n: usize) {
             "seed",
         );
     }
-    for i in 0..4 * n {
+    for i in 0..templates {
         let ns = format!("fleet-{}", i % 10);
         let pinned = if i % 3 == 0 { "  nodeSelector:\n    kubernetes.io/arch: amd64\n" } else { "" };
         let _ = w.kube.put(workflow_template(&ns, &format!("wf-{i:05}"), pinned), "seed");
