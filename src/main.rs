@@ -356,61 +356,33 @@ fn not_built(what: &str) -> Result<u8> {
 struct Live {
     spec: MigrationPlan,
     text: String,
-    observation: archshift::live::observe::Observation,
     kube: archshift::live::kube::KubeReader,
     gitlab: archshift::live::gitlab::GitLabReader,
+    context: Option<String>,
     runtime: tokio::runtime::Runtime,
 }
 
-fn observe_live(args: &LiveArgs, progress: bool) -> Result<Live> {
-    use archshift::live::{gitlab, kube::KubeReader, observe::observe, secret::Token};
+/// Reads the plan file and connects the read-only adapters (`--concurrency` bounds both).
+fn connect_live(args: &LiveArgs) -> Result<Live> {
+    use archshift::live::{gitlab, kube::KubeReader};
     let text = std::fs::read_to_string(&args.plan)
         .with_context(|| format!("cannot read plan file {}", args.plan.display()))?;
     let spec = MigrationPlan::parse(&text, &args.plan.display().to_string())?;
-    let endpoint = &spec.target.gitlab;
-    let url = std::env::var(&endpoint.url_env)
-        .map_err(|_| anyhow!("set {} to the GitLab URL (the plan's target.gitlab.urlEnv)", endpoint.url_env))?;
-    let token = match &endpoint.token_file {
-        Some(file) => Token::new(
-            std::fs::read_to_string(file).with_context(|| format!("cannot read the GitLab token file {file}"))?,
-            file.clone(),
-        ),
-        None => Token::from_env(&endpoint.token_env).ok_or_else(|| {
-            anyhow!(
-                "set {} to a GitLab token with the api scope (the plan's target.gitlab.tokenEnv)",
-                endpoint.token_env
-            )
-        })?,
-    };
+    let (url, token) = archshift::engine::session::gitlab_endpoint(&spec)?;
     let context = args.context.clone().or_else(|| spec.target.kube_context.clone());
-    let reporter = progress.then(|| {
-        eprintln!(
-            "archshift: reading the cluster (context {}) and GitLab {url}; nothing is written",
-            context.as_deref().unwrap_or("current")
-        );
-        Reporter::new()
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (kube, gitlab, observation) = runtime.block_on(async {
-        let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref()).await?;
+    let (kube, gitlab) = runtime.block_on(async {
+        let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref())
+            .await?
+            .with_concurrency(args.concurrency);
         let gl = gitlab::GitLabReader::new(
             &url,
             token,
             gitlab::Options { concurrency: args.concurrency.max(1), ..gitlab::Options::default() },
         )?;
-        let observation = observe(&spec, &kube, &gl, &|p| {
-            if let Some(r) = &reporter {
-                r.report(p);
-            }
-        })
-        .await;
-        if let Some(r) = &reporter {
-            r.finish();
-        }
-        let observation = observation?;
-        anyhow::Ok((kube, gl, observation))
+        anyhow::Ok((kube, gl))
     })?;
-    Ok(Live { spec, text, observation, kube, gitlab, runtime })
+    Ok(Live { spec, text, kube, gitlab, context, runtime })
 }
 
 /// Progress of a read on stderr: a bar on a terminal, one plain line per step otherwise.
@@ -457,7 +429,8 @@ impl Reporter {
 
 /// `archshift plan`: observe through the read-only adapters, plan, print. Writes nothing.
 fn plan(args: PlanCmdArgs) -> Result<u8> {
-    let Live { spec, text, observation, .. } = observe_live(&args.live, false)?;
+    let Live { spec, text, kube, gitlab, runtime, .. } = connect_live(&args.live)?;
+    let observation = runtime.block_on(archshift::live::observe::observe(&spec, &kube, &gitlab, &|_| {}))?;
     let plan = archshift::phases::plan(&observation.state, &spec, &text);
     if let Some(out) = &args.out {
         if let Some((_, what)) = observation.unreadable.first() {
@@ -496,40 +469,24 @@ fn plan(args: PlanCmdArgs) -> Result<u8> {
 
 /// `archshift audit`: the same read, reported per phase as text, JSON or Markdown.
 fn audit(args: AuditArgs) -> Result<u8> {
-    use archshift::audit::report::{
-        AccessCheck, AccessScope, PreflightCheck, Report, needed_gitlab_access, needed_permissions, role_name,
-    };
-    let Live { spec, text, observation, kube, gitlab, runtime } = observe_live(&args.live, !args.quiet)?;
-    let plan = archshift::phases::plan(&observation.state, &spec, &text);
-    // Before anything else an operator would do: may this identity make every write?
-    let preflight = runtime.block_on(async {
-        let mut checks = Vec::new();
-        for need in needed_permissions(&plan) {
-            let access = kube.can_i_on(need.verb, &need.group, &need.resource, need.namespace.as_deref()).await?;
-            checks.push(PreflightCheck { need, allowed: access.allowed, reason: access.reason });
+    let Live { spec, text, kube, gitlab, context, runtime } = connect_live(&args.live)?;
+    let reporter = (!args.quiet).then(|| {
+        eprintln!(
+            "archshift: reading the cluster (context {}) and GitLab {}; nothing is written",
+            context.as_deref().unwrap_or("current"),
+            gitlab.url()
+        );
+        Reporter::new()
+    });
+    let report = runtime.block_on(archshift::audit::live::run(&spec, &text, &kube, &gitlab, &|p| {
+        if let Some(r) = &reporter {
+            r.report(p);
         }
-        anyhow::Ok(checks)
-    })?;
-    // And may the GitLab token: its role on each group and project the plan writes to.
-    let access = runtime.block_on(async {
-        let me = gitlab.current_user().await?;
-        let mut checks = Vec::new();
-        for need in needed_gitlab_access(&plan) {
-            let (have, allowed) = if me.is_admin {
-                ("administrator".to_string(), true)
-            } else if need.scope == AccessScope::Instance {
-                ("no administrator rights".to_string(), false)
-            } else {
-                match gitlab.access_level(need.scope == AccessScope::Project, &need.path, me.id).await? {
-                    Some(level) => (role_name(level).to_string(), level >= need.level),
-                    None => ("none".to_string(), false),
-                }
-            };
-            checks.push(AccessCheck { need, have, allowed });
-        }
-        anyhow::Ok(checks)
-    })?;
-    let report = Report::new(&plan, &observation.not_served, &observation.unreadable, preflight, access);
+    }));
+    if let Some(r) = &reporter {
+        r.finish();
+    }
+    let report = report?;
     let rendered = match args.format.as_str() {
         "json" => report.json(),
         "markdown" => report.markdown(),

@@ -74,6 +74,10 @@ pub const CRON_JOB: Kind = Kind { group: "batch", version: "v1", kind: "CronJob"
 /// The label Karpenter puts on the nodes it launches for a NodePool.
 const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
 
+/// Requests in flight to the API server when nothing else is asked (kubectl's client-side
+/// rate limiter allows bursts of 10 by default).
+const DEFAULT_LIMIT: usize = 8;
+
 impl Kind {
     fn resource(&self) -> ApiResource {
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(self.group, self.version, self.kind), self.plural)
@@ -100,6 +104,8 @@ pub struct KubeReader {
     server: String,
     /// The kubeconfig context in use, for messages.
     context: String,
+    /// Requests in flight at most (`--concurrency`), shared by every clone.
+    limit: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl KubeReader {
@@ -135,13 +141,30 @@ impl KubeReader {
             context: context.clone(),
             cause: root_cause(&e),
         })?;
-        Ok(KubeReader { client, server, context })
+        Ok(KubeReader {
+            client,
+            server,
+            context,
+            limit: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_LIMIT)),
+        })
+    }
+
+    /// At most `n` requests in flight to the API server from this reader and its clones.
+    pub fn with_concurrency(mut self, n: usize) -> KubeReader {
+        self.limit = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.limit.acquire().await.ok()
     }
 
     /// The API server URL and the `kube-system` namespace's uid (unique per cluster).
     pub async fn identity(&self) -> Result<ClusterIdentity, KubeError> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let permit = self.permit().await;
         let ns = api.get("kube-system").await.map_err(|e| self.error(e, "get", "namespaces"))?;
+        drop(permit);
         Ok(ClusterIdentity { server: self.server.clone(), kube_system_uid: ns.metadata.uid.unwrap_or_default() })
     }
 
@@ -177,7 +200,10 @@ impl KubeReader {
             if let Some(f) = fields {
                 lp = lp.fields(f);
             }
-            let page = match api.list(&lp).await {
+            let permit = self.permit().await;
+            let listed = api.list(&lp).await;
+            drop(permit);
+            let page = match listed {
                 Ok(p) => p,
                 Err(kube::Error::Api(s)) if s.code == 404 && token.is_none() => return Ok(None),
                 Err(e) => return Err(self.error(e, "list", &kind.display())),
@@ -199,7 +225,10 @@ impl KubeReader {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         };
-        match api.get(name).await {
+        let permit = self.permit().await;
+        let got = api.get(name).await;
+        drop(permit);
+        match got {
             Ok(obj) => Ok(Some(to_json(&obj, kind, &ar)?)),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
             Err(e) => Err(self.error(e, "get", &kind.display())),
@@ -314,10 +343,12 @@ impl KubeReader {
             ..SelfSubjectAccessReview::default()
         };
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let permit = self.permit().await;
         let answer = api
             .create(&kube::api::PostParams::default(), &review)
             .await
             .map_err(|e| self.error(e, "create", "selfsubjectaccessreviews.authorization.k8s.io"))?;
+        drop(permit);
         let status = answer.status.unwrap_or_default();
         Ok(Access { allowed: status.allowed, reason: status.reason.unwrap_or_default() })
     }
