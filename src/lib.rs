@@ -5,6 +5,7 @@
 //! engine and the views build on it.
 
 pub mod audit;
+pub mod bench;
 pub mod ciyaml;
 pub mod diff;
 pub mod engine;

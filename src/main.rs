@@ -57,8 +57,28 @@ enum Command {
     },
     /// Tag the jobs of a .gitlab-ci.yml, changing nothing else
     CiTags(CiTagsArgs),
-    /// Benchmarks against the sandbox
-    Bench,
+    /// Measure an audit of a fleet against the in-process sandbox, beside the sequential
+    /// client and the network floor; and a CI rewrite and a TUI frame of 10,000 lines
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// GitLab projects in the fleet
+    #[arg(long, default_value_t = 300)]
+    projects: usize,
+    /// Argo WorkflowTemplates in the fleet
+    #[arg(long, default_value_t = 1200)]
+    templates: usize,
+    /// Milliseconds the sandbox adds to every answer
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// Requests in flight at most, per server
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// text or json
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
 }
 
 #[derive(Args)]
@@ -116,6 +136,13 @@ struct ApplyArgs {
     /// text, or json: one event per line for CI pipelines
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Where apply and rollback connect and journal.
+#[derive(Args)]
+struct EngineArgs {
     /// The journal (default: next to the saved plan as SAVED.journal.jsonl, or
     /// .archshift/NAME.journal.jsonl for --plan)
     #[arg(long)]
@@ -129,6 +156,58 @@ struct ApplyArgs {
     /// GitLab requests in flight at most
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+}
+
+impl EngineArgs {
+    fn options(
+        &self,
+        saved: Option<&PathBuf>,
+        plan: Option<&PathBuf>,
+        phase: Option<archshift::vocab::Phase>,
+    ) -> Result<archshift::engine::session::Options> {
+        use archshift::engine::session::{Options, Source};
+        let source = match (saved, plan) {
+            (Some(saved), _) => Source::Saved(saved.clone()),
+            (None, Some(plan)) => Source::Spec(plan.clone()),
+            (None, None) => bail!("give a saved plan, or --plan FILE"),
+        };
+        Ok(Options {
+            source,
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            journal: self.journal.clone(),
+            phase,
+            concurrency: self.concurrency,
+            gitlab: None,
+        })
+    }
+}
+
+/// Asks on the terminal before a phase's first write, naming where it writes; only `y` goes.
+fn terminal_confirm(
+    yes: bool,
+    verb: &'static str,
+    cluster: String,
+    context: String,
+    gitlab: String,
+) -> impl FnMut(archshift::vocab::Phase, &[&archshift::model::Change]) -> bool + Send + Sync {
+    move |phase, changes| {
+        if yes {
+            return true;
+        }
+        eprintln!(
+            "\n{verb} Phase {} {}: {} change(s) to cluster {cluster} (context {context}) and GitLab {gitlab}:",
+            phase.number(),
+            phase.title(),
+            changes.len()
+        );
+        for c in changes {
+            eprintln!("  - [{}] {} ({})", c.id, c.summary, c.target);
+        }
+        eprint!("{verb}? Only 'y' proceeds: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "y"
+    }
 }
 
 #[derive(Args)]
@@ -151,15 +230,8 @@ struct RollbackArgs {
     /// text, or json: one event per line
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
-    /// The journal apply wrote (same default as apply)
-    #[arg(long)]
-    journal: Option<PathBuf>,
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    context: Option<String>,
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -319,7 +391,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Apply(args) => apply(args),
         Command::Rollback(args) => rollback(args),
         Command::Sandbox(args) => sandbox(args),
-        Command::Bench => not_built("bench"),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -345,11 +417,21 @@ fn tui(args: TuiArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn not_built(what: &str) -> Result<u8> {
-    bail!(
-        "`archshift {what}` is not built yet: it needs the engine. \
-         Available now: `archshift validate PLAN`, `archshift plan --plan PLAN`, `archshift ci-tags FILE` and `archshift sandbox --dir DIR`"
-    )
+fn bench(args: BenchArgs) -> Result<u8> {
+    let opts = archshift::bench::BenchOptions {
+        projects: args.projects,
+        templates: args.templates,
+        latency_ms: args.latency_ms,
+        concurrency: args.concurrency,
+    };
+    let exe = std::env::current_exe().context("cannot find the archshift binary")?;
+    let result = archshift::bench::run(&opts, &exe)?;
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", result.text());
+    }
+    Ok(0)
 }
 
 /// Reads the plan file and observes both systems through the read-only adapters.
@@ -502,25 +584,12 @@ fn audit(args: AuditArgs) -> Result<u8> {
 /// `archshift apply`: replay a saved plan, or plan and apply; each phase confirmed unless
 /// `--yes`. Exit 0 applied (or nothing to do), 3 refused as stale, 1 error.
 fn apply(args: ApplyArgs) -> Result<u8> {
-    use archshift::engine::session::{self, Options, Source};
+    use archshift::engine::session;
     if !args.yes && !std::io::stdin().is_terminal() {
         bail!("refusing to apply without --yes: standard input is not a terminal to confirm on");
     }
-    let source = match (&args.saved, &args.plan) {
-        (Some(saved), _) => Source::Saved(saved.clone()),
-        (None, Some(plan)) => Source::Spec(plan.clone()),
-        (None, None) => bail!("give a saved plan, or --plan FILE"),
-    };
     let phase = args.phase.and_then(|n| archshift::vocab::Phase::ALL.into_iter().find(|p| p.number() == n));
-    let opts = Options {
-        source,
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-        journal: args.journal.clone(),
-        phase,
-        concurrency: args.concurrency,
-        gitlab: None,
-    };
+    let opts = args.engine.options(args.saved.as_ref(), args.plan.as_ref(), phase)?;
     let json = args.format == "json";
     let emit = event_printer(json);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -531,24 +600,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
             prepared.gitlab.reader().url().to_string(),
         );
         let context = prepared.context.clone().unwrap_or_else(|| "current".into());
-        let yes = args.yes;
-        let mut confirm = move |phase: archshift::vocab::Phase, changes: &[&archshift::model::Change]| -> bool {
-            if yes {
-                return true;
-            }
-            eprintln!(
-                "\nPhase {} {}: {} change(s) to cluster {cluster} (context {context}) and GitLab {gitlab}:",
-                phase.number(),
-                phase.title(),
-                changes.len()
-            );
-            for c in changes {
-                eprintln!("  - [{}] {} ({})", c.id, c.summary, c.target);
-            }
-            eprint!("Apply Phase {}? Only 'y' applies: ", phase.number());
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "y"
-        };
+        let mut confirm = terminal_confirm(args.yes, "Apply", cluster, context, gitlab);
         session::apply(&mut prepared, opts.phase, &emit, &mut confirm).await
     });
     match result {
@@ -590,25 +642,12 @@ fn event_printer(json: bool) -> impl Fn(&archshift::engine::run::Event) + Sync {
 /// `archshift rollback`: observe, plan the way back from the journal, confirm, undo.
 /// Exit 0 done (or nothing to undo), 2 `--dry-run` with work to do, 3 refused, 1 error.
 fn rollback(args: RollbackArgs) -> Result<u8> {
-    use archshift::engine::session::{self, Options, Source};
+    use archshift::engine::session;
     use archshift::model::Status;
     if !args.yes && !args.dry_run && !std::io::stdin().is_terminal() {
         bail!("refusing to roll back without --yes: standard input is not a terminal to confirm on");
     }
-    let source = match (&args.saved, &args.plan) {
-        (Some(saved), _) => Source::Saved(saved.clone()),
-        (None, Some(plan)) => Source::Spec(plan.clone()),
-        (None, None) => bail!("give the saved plan, or --plan FILE"),
-    };
-    let opts = Options {
-        source,
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-        journal: args.journal.clone(),
-        phase: None,
-        concurrency: args.concurrency,
-        gitlab: None,
-    };
+    let opts = args.engine.options(args.saved.as_ref(), args.plan.as_ref(), None)?;
     let emit = event_printer(args.format == "json");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result: Result<u8, archshift::engine::session::SessionError> = runtime.block_on(async {
@@ -637,22 +676,7 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
         let cluster = plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone());
         let gitlab = prepared.gitlab.reader().url().to_string();
         let context = prepared.context.clone().unwrap_or_else(|| "current".into());
-        let yes = args.yes;
-        let mut confirm = move |_: archshift::vocab::Phase, changes: &[&archshift::model::Change]| -> bool {
-            if yes {
-                return true;
-            }
-            eprintln!(
-                "\nRollback: {} change(s) to cluster {cluster} (context {context}) and GitLab {gitlab}:",
-                changes.len()
-            );
-            for c in changes {
-                eprintln!("  - [{}] {} ({})", c.id, c.summary, c.target);
-            }
-            eprint!("Roll back? Only 'y' proceeds: ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == "y"
-        };
+        let mut confirm = terminal_confirm(args.yes, "Roll back", cluster, context, gitlab);
         let outcome = session::apply(&mut prepared, None, &emit, &mut confirm).await?;
         if args.format != "json" {
             println!("Rolled back: {} change(s) written; the baseline runner takes the work.", outcome.written.len());

@@ -154,3 +154,17 @@ impl fmt::Display for ArgoKind {
         f.write_str(self.as_str())
     }
 }
+
+/// The plural Kubernetes derives for a kind when its CRD does not say otherwise (every kind
+/// archshift writes is regular): `NodePool` -> `nodepools`, `NetworkPolicy` ->
+/// `networkpolicies`, `Ingress` -> `ingresses`.
+pub fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}

@@ -45,13 +45,6 @@ fn help_lists_every_mode() {
 }
 
 #[test]
-fn modes_not_built_yet_say_so_and_exit_1() {
-    let out = archshift(&["bench"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("is not built yet"), "{}", text(&out.stderr));
-}
-
-#[test]
 fn the_tui_and_the_demo_refuse_without_a_terminal() {
     for args in [&["demo"][..], &["tui", "--plan", "plans/sandbox.yaml"][..]] {
         let out = archshift(args);

@@ -40,3 +40,31 @@ fn a_fleet_audit_stays_within_its_concurrency_and_reads_each_object_once() {
     let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "fetched more than once: {twice:?}");
 }
+
+#[test]
+fn bench_reports_every_figure_and_keeps_within_its_concurrency() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_archshift"))
+        .args([
+            "bench",
+            "--projects",
+            "20",
+            "--templates",
+            "40",
+            "--latency-ms",
+            "2",
+            "--concurrency",
+            "4",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["requests", "audit_ms", "sequential_ms", "floor_ms", "peak_rss_mb", "ci_rewrite_ms", "frame_ms"] {
+        assert!(r[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {r}");
+    }
+    let peaks = r["peak_in_flight"].as_array().unwrap();
+    assert!(peaks.iter().all(|p| p.as_u64().unwrap() <= 4), "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 40, "{r}");
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::diff::{DiffOptions, change_diff, render};
 use crate::model::{Action, FindingCode, Plan, Status, WriteMethod};
-use crate::vocab::Phase;
+use crate::vocab::{Phase, plural};
 
 /// The JSON format's version; bump it on any change a consumer could notice.
 pub const REPORT_VERSION: u32 = 1;
@@ -162,18 +162,6 @@ pub struct PreflightCheck {
     pub need: Permission,
     pub allowed: bool,
     pub reason: String,
-}
-
-/// The plural Kubernetes derives for a kind (the kinds archshift writes are all regular).
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with('s') {
-        format!("{lower}es")
-    } else if let Some(stem) = lower.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    }
 }
 
 /// Every Kubernetes write of `plan`, once each, in a stable order.

@@ -48,20 +48,10 @@ fn kube_expected(change: &Change, doc: &Value) -> Value {
             *slot = Value::Null;
         }
     }
-    let mut out = serde_json::Map::new();
-    for key in ["spec", "type"] {
-        if let Some(x) = v.get(key) {
-            out.insert(key.into(), x.clone());
-        }
-    }
-    for key in ["labels", "annotations"] {
-        if let Some(x) = v["metadata"].get(key) {
-            out.insert(format!("metadata.{key}"), x.clone());
-        }
-    }
-    out.into()
+    kube_actual(&v)
 }
 
+/// The parts of a live object the comparison looks at.
 fn kube_actual(live: &Value) -> Value {
     let mut out = serde_json::Map::new();
     for key in ["spec", "type"] {

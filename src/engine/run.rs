@@ -1097,23 +1097,12 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         branch: &str,
         jobs: &BTreeMap<String, Arch>,
     ) -> Result<Vec<String>, EngineError> {
-        let api = format!("/projects/{}", encode_path(project));
-        let head = self
-            .forge
-            .get(&format!("{api}/repository/branches/{}", encode_path(branch)))
-            .await
-            .map_err(|e| other(&change.id, e))?
-            .and_then(|b| b["commit"]["id"].as_str().map(str::to_string))
-            .ok_or_else(|| other(&change.id, format!("branch {branch} of {project} is gone")))?;
+        let (api, head) = self.branch_head(change, project, branch).await?;
         let what =
             format!("a pipeline on {project}@{branch} to run {}", jobs.keys().cloned().collect::<Vec<_>>().join(", "));
         let urls = self
             .wait(change, &what, self.settings.pipeline, || async {
-                let pipelines = self
-                    .forge
-                    .get_all(&format!("{api}/pipelines?ref={}&sha={head}&order_by=id&sort=desc", encode_path(branch)))
-                    .await?;
-                let Some(p) = pipelines.first() else {
+                let Some(p) = self.newest_pipeline(&api, branch, &head).await? else {
                     return Ok(Probe::Waiting(format!("no pipeline for {head} yet")));
                 };
                 let pid = p["id"].as_u64().unwrap_or_default();
@@ -1158,6 +1147,28 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
 }
 
 impl<C: Cluster, F: Forge> Engine<'_, C, F> {
+    /// The project's API path and the commit at the head of `branch`.
+    async fn branch_head(&self, change: &Change, project: &str, branch: &str) -> Result<(String, String), EngineError> {
+        let api = format!("/projects/{}", encode_path(project));
+        let head = self
+            .forge
+            .get(&format!("{api}/repository/branches/{}", encode_path(branch)))
+            .await
+            .map_err(|e| other(&change.id, e))?
+            .and_then(|b| b["commit"]["id"].as_str().map(str::to_string))
+            .ok_or_else(|| other(&change.id, format!("branch {branch} of {project} is gone")))?;
+        Ok((api, head))
+    }
+
+    /// The newest pipeline GitLab ran for `head` on `branch`.
+    async fn newest_pipeline(&self, api: &str, branch: &str, head: &str) -> Result<Option<Value>, PortError> {
+        let pipelines = self
+            .forge
+            .get_all(&format!("{api}/pipelines?ref={}&sha={head}&order_by=id&sort=desc", encode_path(branch)))
+            .await?;
+        Ok(pipelines.into_iter().next())
+    }
+
     /// The pipeline GitLab ran for the branch's head succeeded, and every job that ran did so
     /// on a runner carrying `tag`. Returns the jobs' URLs.
     async fn baseline_takes_work(
@@ -1167,22 +1178,11 @@ impl<C: Cluster, F: Forge> Engine<'_, C, F> {
         branch: &str,
         tag: &str,
     ) -> Result<Vec<String>, EngineError> {
-        let api = format!("/projects/{}", encode_path(project));
-        let head = self
-            .forge
-            .get(&format!("{api}/repository/branches/{}", encode_path(branch)))
-            .await
-            .map_err(|e| other(&change.id, e))?
-            .and_then(|b| b["commit"]["id"].as_str().map(str::to_string))
-            .ok_or_else(|| other(&change.id, format!("branch {branch} of {project} is gone")))?;
+        let (api, head) = self.branch_head(change, project, branch).await?;
         let what = format!("the pipeline on {project}@{branch} to succeed on the runner tagged {tag}");
         let urls = self
             .wait(change, &what, self.settings.pipeline, || async {
-                let pipelines = self
-                    .forge
-                    .get_all(&format!("{api}/pipelines?ref={}&sha={head}&order_by=id&sort=desc", encode_path(branch)))
-                    .await?;
-                let Some(p) = pipelines.first() else {
+                let Some(p) = self.newest_pipeline(&api, branch, &head).await? else {
                     return Ok(Probe::Waiting(format!("no pipeline for {head} yet")));
                 };
                 let pid = p["id"].as_u64().unwrap_or_default();

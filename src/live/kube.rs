@@ -13,6 +13,7 @@ use kube::{Client, Config};
 use serde_json::Value;
 
 use crate::model::{ClusterIdentity, SecretMeta};
+pub use crate::vocab::plural;
 
 /// How many objects a list page asks for.
 const PAGE: u32 = 500;
@@ -429,18 +430,6 @@ impl Target<'_> {
         let (group, _) = self.api_version.rsplit_once('/').unwrap_or(("", ""));
         let p = plural(self.kind);
         if group.is_empty() { p } else { format!("{p}.{group}") }
-    }
-}
-
-/// The plural Kubernetes derives for a kind (every kind archshift writes is regular).
-pub fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with('s') {
-        format!("{lower}es")
-    } else if let Some(stem) = lower.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
     }
 }
 

@@ -43,7 +43,7 @@ use crate::sandbox::inproc::InProc;
 #[test]
 fn lists_page_like_gitlab() {
     let mut sb = InProc::new(45);
-    let a = sb.gl("GET", "/groups/fleet/projects?per_page=20", &Value::Null);
+    let a = sb.gl("GET", "/groups/platform%2Ffleet/projects?per_page=20", &Value::Null);
     let h = |k: &str| a.header(k);
     assert_eq!(
         (h("x-page"), h("x-per-page"), h("x-next-page"), h("x-prev-page"), h("x-total"), h("x-total-pages")),
@@ -54,12 +54,12 @@ fn lists_page_like_gitlab() {
     let mut seen = 0;
     let mut page = "1".to_string();
     while !page.is_empty() {
-        let a = sb.gl("GET", &format!("/groups/fleet/projects?per_page=20&page={page}"), &Value::Null);
+        let a = sb.gl("GET", &format!("/groups/platform%2Ffleet/projects?per_page=20&page={page}"), &Value::Null);
         page = a.header("x-next-page");
         seen += a.json.as_array().unwrap().len();
     }
     assert_eq!(seen, 45);
-    let a = sb.gl("GET", "/groups/fleet/projects?per_page=500", &Value::Null);
+    let a = sb.gl("GET", "/groups/platform%2Ffleet/projects?per_page=500", &Value::Null);
     assert_eq!(a.header("x-per-page"), "100", "per_page is capped at 100");
 }
 
