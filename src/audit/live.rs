@@ -19,7 +19,10 @@ pub async fn run(
     gl: &GitLabReader,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Report, ObserveError> {
-    let observation = observe(spec, kube, gl, progress).await?;
+    // Who the token is does not depend on the world: asked with the reads.
+    let (observation, me) = tokio::try_join!(observe(spec, kube, gl, progress), async {
+        gl.current_user().await.map_err(ObserveError::from)
+    })?;
     let plan = crate::phases::plan(&observation.state, spec, spec_text);
     let can_i = async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -40,7 +43,6 @@ pub async fn run(
         Ok::<_, ObserveError>(checks.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
     };
     let roles = async {
-        let me = gl.current_user().await?;
         let mut tasks = tokio::task::JoinSet::new();
         for (i, need) in needed_gitlab_access(&plan).into_iter().enumerate() {
             let gl = gl.clone();
