@@ -444,6 +444,15 @@ struct Live {
     runtime: tokio::runtime::Runtime,
 }
 
+/// TLS verification is on unless the kubeconfig itself turns it off; then every run says so.
+fn warn_insecure(kube: &archshift::live::kube::KubeReader) {
+    if kube.insecure() {
+        eprintln!(
+            "archshift: WARNING: the kubeconfig sets insecure-skip-tls-verify: the cluster's certificate is not checked, anyone on the path can read and change what archshift sends"
+        );
+    }
+}
+
 /// Reads the plan file and connects the read-only adapters (`--concurrency` bounds both).
 fn connect_live(args: &LiveArgs) -> Result<Live> {
     use archshift::live::{gitlab, kube::KubeReader};
@@ -464,6 +473,7 @@ fn connect_live(args: &LiveArgs) -> Result<Live> {
         )?;
         anyhow::Ok((kube, gl))
     })?;
+    warn_insecure(&kube);
     Ok(Live { spec, text, kube, gitlab, context, runtime })
 }
 
@@ -595,6 +605,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         let mut prepared = session::prepare(&opts, &|_| {}).await?;
+        warn_insecure(prepared.kube.reader());
         let (cluster, gitlab) = (
             prepared.plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone()),
             prepared.gitlab.reader().url().to_string(),
@@ -652,6 +663,7 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result: Result<u8, archshift::engine::session::SessionError> = runtime.block_on(async {
         let mut prepared = session::prepare_rollback(&opts, &|_| {}).await?;
+        warn_insecure(prepared.kube.reader());
         let plan = prepared.plan.clone();
         if args.dry_run {
             print!("{}", archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()));

@@ -107,6 +107,8 @@ pub struct KubeReader {
     context: String,
     /// Requests in flight at most (`--concurrency`), shared by every clone.
     limit: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The kubeconfig turned TLS verification off (`insecure-skip-tls-verify`).
+    insecure: bool,
 }
 
 impl KubeReader {
@@ -136,6 +138,7 @@ impl KubeReader {
             })?,
         };
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+        let insecure = config.accept_invalid_certs;
         let context = context_name.unwrap_or_else(|| "current or in-cluster".into());
         let client = Client::try_from(config).map_err(|e| KubeError::Transport {
             server: server.clone(),
@@ -146,8 +149,14 @@ impl KubeReader {
             client,
             server,
             context,
+            insecure,
             limit: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_LIMIT)),
         })
+    }
+
+    /// Whether the kubeconfig turned certificate verification off: the caller warns.
+    pub fn insecure(&self) -> bool {
+        self.insecure
     }
 
     /// At most `n` requests in flight to the API server from this reader and its clones.
