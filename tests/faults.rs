@@ -1,0 +1,104 @@
+//! Faults during apply, injected by the sandbox: each run ends in the intended end state or
+//! stops in a state the journal describes, and running apply again finishes the job. Checked
+//! through the sandbox's API.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on broken fixtures")]
+
+mod common;
+
+use common::{Sandbox, text};
+use serde_json::Value;
+
+fn runners(sb: &Sandbox) -> Vec<String> {
+    let list: Value = sb.gl("GET", "/groups/platform/runners").send().unwrap().json().unwrap();
+    list.as_array().unwrap().iter().map(|r| r["description"].as_str().unwrap().to_string()).collect()
+}
+
+fn journal_events(path: &std::path::Path, change: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["change"] == change)
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_gitlab_5xx_burst_on_runner_creation_stops_the_run_then_apply_again_finishes_with_one_runner_each() {
+    // A 503 on POST /user/runners: a POST is not repeated on a 5xx (it may have happened), so
+    // the run stops there, after reading back that no runner was created.
+    let sb = Sandbox::start("faults-5xx", &["--fault", "gitlab:503:count=1,method=POST,path=/api/v4/user/runners"]);
+    let journal = common::scratch("faults-5xx").join("journal.jsonl");
+    let apply = || {
+        sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", journal.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = apply();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("503"), "{}", text(&out.stderr));
+    assert_eq!(runners(&sb), ["sandbox"], "nothing half-created");
+    assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "failed"]);
+    // The pool is widened last: the failure left it as it was.
+    let pool = sb.kubectl(&[
+        "get",
+        "nodepools.karpenter.sh",
+        "spot-pool",
+        "-o",
+        "jsonpath={.spec.template.spec.requirements[1].values}",
+    ]);
+    assert_eq!(text(&pool.stdout), r#"["amd64"]"#);
+
+    let out = apply();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut all = runners(&sb);
+    all.sort();
+    assert_eq!(all, ["sandbox", "sandbox-amd64", "sandbox-arm64"], "one runner per architecture, none twice");
+}
+
+#[test]
+fn a_dropped_connection_on_a_variable_write_is_read_back_not_repeated() {
+    let sb = Sandbox::start(
+        "faults-drop",
+        &["--fault", "gitlab:drop:count=1,method=POST,path=/api/v4/projects/*/variables"],
+    );
+    let journal = common::scratch("faults-drop").join("journal.jsonl");
+    let apply = || {
+        sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", journal.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = apply();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        journal_events(&journal, "variable/platform/kaniko-builder/CICD_TAG_AMD64").contains(&"failed".to_string())
+    );
+    let out = apply();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let var: Value =
+        sb.gl("GET", "/projects/platform%2Fkaniko-builder/variables/CICD_TAG_AMD64").send().unwrap().json().unwrap();
+    assert_eq!(var["value"], "sandbox-amd64");
+}
+
+#[test]
+fn a_runner_that_never_comes_online_fails_its_step_and_later_phases_do_not_start() {
+    let sb = Sandbox::start("faults-offline", &[]);
+    let dir = common::scratch("faults-offline");
+    // No time to come online: the verification times out at once.
+    let plan = std::fs::read_to_string("plans/sandbox.yaml").unwrap() + "waits:\n  runnerOnline: 0\n";
+    let plan_file = common::write(&dir, "plan.yaml", &plan);
+    let journal = dir.join("journal.jsonl");
+    let out = sb
+        .command(&["apply", "--plan", plan_file.to_str().unwrap(), "--yes", "--journal", journal.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("timed out after 0s waiting for runner sandbox-amd64 to come online"), "{err}");
+    assert_eq!(journal_events(&journal, "release/gitlab-runner-amd64"), ["intent", "written", "failed"]);
+    // Nothing after the failed step ran: no arm64 runner, no variables, the pool untouched.
+    assert!(journal_events(&journal, "runner/sandbox-arm64").is_empty());
+    assert!(journal_events(&journal, "nodepool/spot-pool").is_empty());
+    let var = sb.gl("GET", "/projects/platform%2Fkaniko-builder/variables/CICD_TAG_ARM64").send().unwrap();
+    assert_eq!(var.status(), 404);
+}
