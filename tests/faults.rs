@@ -102,3 +102,52 @@ fn a_runner_that_never_comes_online_fails_its_step_and_later_phases_do_not_start
     let var = sb.gl("GET", "/projects/platform%2Fkaniko-builder/variables/CICD_TAG_ARM64").send().unwrap();
     assert_eq!(var.status(), 404);
 }
+
+#[test]
+fn a_concurrent_writer_is_kept_beside_our_fields_and_stops_the_run_when_it_touches_them() {
+    // Someone annotates spot-pool just before our patch: our fields are untouched, the patch's
+    // tests pass, and their annotation stays.
+    let sb = Sandbox::start(
+        "faults-conflict",
+        &[
+            "--fault",
+            "k8s:conflict:count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
+            "--fault",
+            "gitlab:conflict:count=1,method=POST,path=/api/v4/projects/platform%2Fkaniko-builder/repository/commits",
+        ],
+    );
+    let dir = common::scratch("faults-conflict");
+    // The pipeline's CI change committed straight to main, where the other writer edits too.
+    let plan = std::fs::read_to_string("plans/sandbox.yaml").unwrap().replacen(
+        "    mode: mergeRequest\n    branch: archshift/multiarch-runners\n",
+        "    mode: directCommit\n",
+        1,
+    );
+    assert!(plan.contains("mode: directCommit"));
+    let plan_file = common::write(&dir, "plan.yaml", &plan);
+    let journal = dir.join("journal.jsonl");
+    let out = sb
+        .command(&["apply", "--plan", plan_file.to_str().unwrap(), "--yes", "--journal", journal.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{}\n{err}", text(&out.stdout));
+    assert!(err.contains("cifile/platform/kaniko-builder/.gitlab-ci.yml") && err.contains("another writer"), "{err}");
+
+    let pool: Value =
+        serde_json::from_slice(&sb.kubectl(&["get", "nodepools.karpenter.sh", "spot-pool", "-o", "json"]).stdout)
+            .unwrap();
+    assert_eq!(pool["spec"]["template"]["spec"]["requirements"][1]["values"], serde_json::json!(["amd64", "arm64"]));
+    assert_eq!(pool["metadata"]["annotations"]["sandbox.archshift.io/concurrent-writes"], "1", "their change is kept");
+    let ci = sb
+        .gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        ci.ends_with("# concurrent edit\n") && !ci.contains("$CICD_TAG_ARM64"),
+        "their edit stands, ours is not forced over it"
+    );
+    assert_eq!(journal_events(&journal, "cifile/platform/kaniko-builder/.gitlab-ci.yml"), ["intent", "failed"]);
+}
