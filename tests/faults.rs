@@ -151,3 +151,62 @@ fn a_concurrent_writer_is_kept_beside_our_fields_and_stops_the_run_when_it_touch
     );
     assert_eq!(journal_events(&journal, "cifile/platform/kaniko-builder/.gitlab-ci.yml"), ["intent", "failed"]);
 }
+
+#[test]
+fn rate_limits_with_retry_after_are_waited_out_and_the_apply_completes() {
+    let sb = Sandbox::start("faults-429", &["--fault", "gitlab:429:count=3"]);
+    let journal = common::scratch("faults-429").join("journal.jsonl");
+    let out = sb
+        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", journal.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let limited: Vec<Value> = sb.requests().into_iter().filter(|r| r["status"] == 429).collect();
+    assert_eq!(limited.len(), 3, "{limited:?}");
+    let mut all = runners(&sb);
+    all.sort();
+    assert_eq!(all, ["sandbox", "sandbox-amd64", "sandbox-arm64"]);
+}
+
+#[test]
+fn kill_9_during_a_rollback_then_rollback_again_reaches_the_amd64_only_world() {
+    let sb = Sandbox::start("faults-kill-rollback", &[]);
+    let journal = common::scratch("faults-kill-rollback").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let args = ["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j];
+    let mut child =
+        sb.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in std::io::BufRead::lines(stdout) {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        // Mid-way: the arm64 runner paused, the CI file not yet reverted.
+        if event["event"] == "written" && event["id"] == "rollback/pause/runner/sandbox-arm64" {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let out = sb
+        .command(&args[..args.len() - 4].iter().copied().chain(["--journal", j]).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(runners(&sb), ["sandbox"]);
+    let pool = sb.kubectl(&[
+        "get",
+        "nodepools.karpenter.sh",
+        "spot-pool",
+        "-o",
+        "jsonpath={.spec.template.spec.requirements[1].values}",
+    ]);
+    assert_eq!(text(&pool.stdout), r#"["amd64"]"#);
+    let ci = sb
+        .gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!ci.contains("$CICD_TAG_ARM64"), "the CI change is reverted");
+}
