@@ -210,3 +210,54 @@ fn kill_9_during_a_rollback_then_rollback_again_reaches_the_amd64_only_world() {
         .unwrap();
     assert!(!ci.contains("$CICD_TAG_ARM64"), "the CI change is reverted");
 }
+
+#[test]
+fn bad_tokens_missing_projects_missing_crds_and_broken_ci_files_are_refused_with_nothing_written() {
+    let sb = Sandbox::start("faults-bad-input", &[]);
+    let dir = common::scratch("faults-bad-input");
+    let saved = dir.join("plan.json");
+    let out = sb.command(&["plan", "--plan", "plans/sandbox.yaml", "--out", saved.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let before = sb.requests().len();
+
+    // An expired token: one line naming the variable, exit 1.
+    let out =
+        sb.command(&["apply", saved.to_str().unwrap(), "--yes"]).env("GITLAB_TOKEN", "glpat-expired").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("GITLAB_TOKEN") && text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    // A pipeline project that does not exist: the path, exit 1.
+    let plan =
+        std::fs::read_to_string("plans/sandbox.yaml").unwrap().replace("platform/kaniko-builder", "platform/nope");
+    let missing = common::write(&dir, "missing.yaml", &plan);
+    let out = sb.command(&["apply", "--plan", missing.to_str().unwrap(), "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("platform%2Fnope was not found"), "{}", text(&out.stderr));
+    assert!(sb.writes_since(before).is_empty(), "{:?}", sb.writes_since(before));
+
+    // A saved plan replayed after Karpenter's CRDs are gone: stale, nothing written.
+    let del = sb.kubectl(&["delete", "crd", "nodepools.karpenter.sh"]);
+    assert!(del.status.success());
+    let before = sb.requests().len();
+    let out = sb.command(&["apply", saved.to_str().unwrap(), "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nodepool/spot-pool"), "{}", text(&out.stderr));
+    assert!(sb.writes_since(before).is_empty());
+
+    // Another project's CI file that is not YAML: a risk on that file, not a crash.
+    let r = sb
+        .gl("PUT", "/projects/platform%2Fdocs/repository/files/.gitlab-ci.yml")
+        .json(&serde_json::json!({"branch": "main", "content": "pages: [unclosed\n", "commit_message": "break it"}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let out = sb.archshift("audit", &sb.gitlab_token, &["--format", "json", "--quiet"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings: Vec<&Value> =
+        report["phases"].as_array().unwrap().iter().flat_map(|p| p["findings"].as_array().unwrap()).collect();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["code"] == "cifile.unreadable" && f["target"].as_str().unwrap().starts_with("platform/docs")),
+        "{findings:?}"
+    );
+}
