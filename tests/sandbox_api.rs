@@ -131,9 +131,12 @@ fn every_request_is_logged_and_no_token_is_written_anywhere_but_the_env_files() 
     assert_eq!(log.len(), 4);
     assert_eq!(
         log[0],
-        json!({"server": "k8s", "method": "GET", "path": "/apis/karpenter.sh/v1/nodepools/spot-pool", "status": 200})
+        json!({"server": "k8s", "method": "GET", "path": "/apis/karpenter.sh/v1/nodepools/spot-pool", "status": 200, "in_flight": 1})
     );
-    assert_eq!(log[1], json!({"server": "gitlab", "method": "GET", "path": "/api/v4/runners/all", "status": 200}));
+    assert_eq!(
+        log[1],
+        json!({"server": "gitlab", "method": "GET", "path": "/api/v4/runners/all", "status": 200, "in_flight": 1})
+    );
     assert_eq!(log[3]["path"], "/api/v4/version", "the query string, which may carry a token, is not logged");
     let raw_log = std::fs::read_to_string(sb.dir.join("requests.jsonl")).unwrap();
     let (kube_token, gitlab_token) = (sb.kube_token.clone(), sb.gitlab_token.clone());

@@ -238,8 +238,13 @@ async fn worker(
 }
 
 fn stopped(selection: &Selection) -> String {
+    let what = match selection {
+        Selection::All => "the whole plan".to_string(),
+        Selection::Phase(p) => format!("Phase {} {}", p.number(), p.title()),
+        Selection::Step(id) => id.to_string(),
+    };
     format!(
-        "stopped waiting ({selection:?}): what was written stays and is in the journal; apply again to verify and continue"
+        "stopped waiting ({what}): what was written stays and is in the journal; apply again to verify and continue"
     )
 }
 
