@@ -92,13 +92,8 @@ struct TuiArgs {
     /// Look, never write: the write keys do nothing and are not shown
     #[arg(long)]
     read_only: bool,
-    /// The journal (same default as apply)
-    #[arg(long)]
-    journal: Option<PathBuf>,
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    #[arg(long)]
-    context: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -106,13 +101,20 @@ struct LiveArgs {
     /// The plan file
     #[arg(long, short = 'p', default_value = "plans/sandbox.yaml")]
     plan: PathBuf,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// How to reach the cluster, and how hard to press both systems.
+#[derive(Args)]
+struct ConnArgs {
     /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster)
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Kubeconfig context (default: the plan's target.kubeContext, else the current one)
     #[arg(long)]
     context: Option<String>,
-    /// GitLab requests in flight at most
+    /// Requests in flight at most, per server
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
 }
@@ -147,15 +149,8 @@ struct EngineArgs {
     /// .archshift/NAME.journal.jsonl for --plan)
     #[arg(long)]
     journal: Option<PathBuf>,
-    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster)
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context (default: the plan's target.kubeContext, else the current one)
-    #[arg(long)]
-    context: Option<String>,
-    /// GitLab requests in flight at most
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    #[command(flatten)]
+    conn: ConnArgs,
 }
 
 impl EngineArgs {
@@ -173,11 +168,11 @@ impl EngineArgs {
         };
         Ok(Options {
             source,
-            kubeconfig: self.kubeconfig.clone(),
-            context: self.context.clone(),
+            kubeconfig: self.conn.kubeconfig.clone(),
+            context: self.conn.context.clone(),
             journal: self.journal.clone(),
             phase,
-            concurrency: self.concurrency,
+            concurrency: self.conn.concurrency,
             gitlab: None,
         })
     }
@@ -358,14 +353,11 @@ fn main() -> ExitCode {
     // No subcommand: the TUI on ./archshift.yaml when there is one, else the help.
     let command = match cli.command {
         Some(c) => c,
-        None if Path::new("archshift.yaml").is_file() => Command::Tui(TuiArgs {
-            plan: PathBuf::from("archshift.yaml"),
-            saved: None,
-            read_only: false,
-            journal: None,
-            kubeconfig: None,
-            context: None,
-        }),
+        // Parsed like `archshift tui`, so its defaults are the subcommand's.
+        None if Path::new("archshift.yaml").is_file() => match Cli::try_parse_from(["archshift", "tui"]) {
+            Ok(Cli { command: Some(tui) }) => tui,
+            _ => return ExitCode::from(EXIT_ERROR),
+        },
         None => {
             let _ = <Cli as clap::CommandFactory>::command().print_help();
             return ExitCode::SUCCESS;
@@ -396,21 +388,9 @@ fn run(command: Command) -> Result<u8> {
 }
 
 fn tui(args: TuiArgs) -> Result<u8> {
-    use archshift::engine::session::{Options, Source};
-    let source = match &args.saved {
-        Some(saved) => Source::Saved(saved.clone()),
-        None => Source::Spec(args.plan.clone()),
-    };
+    let plan = if args.saved.is_some() { None } else { Some(&args.plan) };
     archshift::tui::run(archshift::tui::TuiOptions {
-        session: Options {
-            source,
-            kubeconfig: args.kubeconfig,
-            context: args.context,
-            journal: args.journal,
-            phase: None,
-            concurrency: 8,
-            gitlab: None,
-        },
+        session: args.engine.options(args.saved.as_ref(), plan, None)?,
         read_only: args.read_only,
         save_dir: PathBuf::from("plans"),
     })?;
@@ -460,16 +440,17 @@ fn connect_live(args: &LiveArgs) -> Result<Live> {
         .with_context(|| format!("cannot read plan file {}", args.plan.display()))?;
     let spec = MigrationPlan::parse(&text, &args.plan.display().to_string())?;
     let (url, token) = archshift::engine::session::gitlab_endpoint(&spec)?;
-    let context = args.context.clone().or_else(|| spec.target.kube_context.clone());
+    let conn = &args.conn;
+    let context = conn.context.clone().or_else(|| spec.target.kube_context.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (kube, gitlab) = runtime.block_on(async {
-        let kube = KubeReader::connect(args.kubeconfig.as_deref(), context.as_deref())
+        let kube = KubeReader::connect(conn.kubeconfig.as_deref(), context.as_deref())
             .await?
-            .with_concurrency(args.concurrency);
+            .with_concurrency(conn.concurrency);
         let gl = gitlab::GitLabReader::new(
             &url,
             token,
-            gitlab::Options { concurrency: args.concurrency.max(1), ..gitlab::Options::default() },
+            gitlab::Options { concurrency: conn.concurrency.max(1), ..gitlab::Options::default() },
         )?;
         anyhow::Ok((kube, gl))
     })?;
@@ -634,6 +615,11 @@ fn apply(args: ApplyArgs) -> Result<u8> {
         }
         Err(e) => {
             eprintln!("archshift: {e}");
+            if matches!(e, session::SessionError::Engine(archshift::engine::run::EngineError::Failed { .. })) {
+                eprintln!(
+                    "archshift: what was written is in the journal; fix the cause and run the same apply again to continue, or `archshift rollback` (same plan and journal) to go back to the amd64-only runner"
+                );
+            }
             Ok(e.exit_code())
         }
     }

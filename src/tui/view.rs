@@ -80,6 +80,15 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, pal: Palette) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
+/// A bordered pane, its border marked when it has focus; returns the inside.
+fn pane(frame: &mut Frame, area: Rect, title: String, focused: bool, pal: Palette) -> Rect {
+    let style = if focused { pal.fg(Color::Cyan) } else { Style::default() };
+    let block = Block::default().borders(Borders::ALL).title(title).border_style(style);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    inner
+}
+
 fn render_steps(frame: &mut Frame, area: Rect, app: &App, pal: Palette) {
     let focused = app.focus == Focus::Steps && app.overlay.is_none();
     let title = if app.filter.is_empty() && !app.filtering {
@@ -87,13 +96,7 @@ fn render_steps(frame: &mut Frame, area: Rect, app: &App, pal: Palette) {
     } else {
         format!(" Phases /{}{} ", app.filter, if app.filtering { "▏" } else { "" })
     };
-    let block = Block::default().borders(Borders::ALL).title(title).border_style(if focused {
-        pal.fg(Color::Cyan)
-    } else {
-        Style::default()
-    });
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = pane(frame, area, title, focused, pal);
     let visible = app.visible();
     // Rows: a header per phase, then its steps; the selected one kept in view.
     let mut rows: Vec<(Option<usize>, Line)> = Vec::new();
@@ -139,13 +142,7 @@ fn render_detail(frame: &mut Frame, area: Rect, app: &App, pal: Palette) {
         Some(c) => format!(" {} [{}/{}] ", c.id, (app.scroll + 1).min(total.max(1)), total),
         None => " Step ".to_string(),
     };
-    let block = Block::default().borders(Borders::ALL).title(title).border_style(if focused {
-        pal.fg(Color::Cyan)
-    } else {
-        Style::default()
-    });
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = pane(frame, area, title, focused, pal);
     // Only the visible window becomes widgets: a 10,000-line diff costs a screenful.
     let lines: Vec<Line> = app
         .detail()
