@@ -117,6 +117,10 @@ struct ConnArgs {
     /// Requests in flight at most, per server
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Seconds one GitLab request may take before it counts as failed (a read is retried;
+    /// a write is read back, never repeated)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -174,6 +178,7 @@ impl EngineArgs {
             phase,
             concurrency: self.conn.concurrency,
             gitlab: None,
+            timeout: std::time::Duration::from_secs(self.conn.timeout.max(1)),
         })
     }
 }
@@ -450,7 +455,11 @@ fn connect_live(args: &LiveArgs) -> Result<Live> {
         let gl = gitlab::GitLabReader::new(
             &url,
             token,
-            gitlab::Options { concurrency: conn.concurrency.max(1), ..gitlab::Options::default() },
+            gitlab::Options {
+                concurrency: conn.concurrency.max(1),
+                timeout: std::time::Duration::from_secs(conn.timeout.max(1)),
+                ..gitlab::Options::default()
+            },
         )?;
         anyhow::Ok((kube, gl))
     })?;

@@ -254,3 +254,27 @@ fn bad_tokens_missing_projects_missing_crds_and_broken_ci_files_are_refused_with
         "{findings:?}"
     );
 }
+
+#[test]
+fn a_runner_creation_slower_than_the_timeout_is_read_back_then_finished_without_a_second_runner() {
+    // The sandbox creates the runner 2.5 s after the request; the client gives up after 1 s.
+    let sb = Sandbox::start(
+        "faults-slow",
+        &["--fault", "gitlab:slow:ms=2500,count=1,method=POST,path=/api/v4/user/runners"],
+    );
+    let journal = common::scratch("faults-slow").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let args = ["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j];
+    let out = sb.command(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "failed"]);
+    // Meanwhile GitLab finished it: the next run finds it, resets its unknown token, goes on.
+    sb.wait_for("the slow runner to exist", 10, || runners(&sb).contains(&"sandbox-amd64".to_string()).then_some(()));
+    let out = sb.command(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    // Planned afresh, the runner without its Secret gets a token reset step.
+    assert!(text(&out.stdout).contains("reset the authentication token of runner"), "{}", text(&out.stdout));
+    let mut all = runners(&sb);
+    all.sort();
+    assert_eq!(all, ["sandbox", "sandbox-amd64", "sandbox-arm64"], "the slow POST was not repeated");
+}

@@ -35,6 +35,8 @@ pub struct Options {
     pub concurrency: usize,
     /// The GitLab URL and token to use instead of the plan's variables (the embedded demo).
     pub gitlab: Option<(String, Token)>,
+    /// How long one GitLab request may take before it counts as failed (`--timeout`).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +163,7 @@ async fn connect(opts: &Options) -> Result<Connected, SessionError> {
     let gitlab = GitLabWriter::new(
         &url,
         token,
-        gitlab::Options { concurrency: opts.concurrency.max(1), ..gitlab::Options::default() },
+        gitlab::Options { concurrency: opts.concurrency.max(1), timeout: opts.timeout, ..gitlab::Options::default() },
     )?;
     if let Some(saved) = &saved {
         check_endpoints(&saved.plan, &kube, &gitlab).await?;

@@ -69,9 +69,12 @@ async fn handle(
         .collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let request = Request::new(&method, &path_and_query, headers, body);
-    match pipeline(&shared, server, &request).await {
-        Some(reply) => Ok(to_response(reply)),
-        None => Err(Dropped),
+    // A real server finishes a request whose client gave up (a timeout): the work runs on its
+    // own task, so dropping the connection does not cancel it half-way.
+    let answered = tokio::spawn(async move { pipeline(&shared, server, &request).await }).await;
+    match answered {
+        Ok(Some(reply)) => Ok(to_response(reply)),
+        Ok(None) | Err(_) => Err(Dropped),
     }
 }
 
