@@ -5,24 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use archshift::bench::big_pipeline;
 use archshift::ciyaml::{TagOptions, retag};
 use archshift::vocab::Arch;
 
 fn main() {
     divan::main();
-}
-
-/// A pipeline of `jobs` jobs, 9 lines each: a template merged into every job with
-/// `<<: *tmpl`, an `ARCH` variable, a comment on a script line.
-fn pipeline(jobs: usize) -> String {
-    let mut s = String::from("stages: [build]\n.tmpl: &tmpl\n  stage: build\n  image: docker:27\n\n");
-    for i in 0..jobs {
-        let arch = if i.is_multiple_of(2) { "amd64" } else { "arm64" };
-        s.push_str(&format!(
-            "build_{i}:\n  <<: *tmpl\n  variables:\n    ARCH: {arch}\n  script:\n    - make image # {arch}\n    - make push\n  when: on_success\n\n"
-        ));
-    }
-    s
 }
 
 fn options() -> TagOptions {
@@ -36,7 +24,8 @@ fn options() -> TagOptions {
 /// Lines in the file: 1,000 lines per 111 jobs.
 #[divan::bench(args = [1_000, 10_000, 50_000])]
 fn rewrite_and_verify(bencher: divan::Bencher, lines: usize) {
-    let text = pipeline(lines / 9);
+    // The generator `archshift bench` times too: the two figures are of the same file.
+    let text = big_pipeline(lines);
     let opts = options();
     assert!(retag(&text, &opts).unwrap().changed);
     bencher.counter(divan::counter::BytesCount::of_str(&text)).bench(|| retag(divan::black_box(&text), &opts).unwrap());
@@ -47,18 +36,18 @@ fn rewrite_and_verify(bencher: divan::Bencher, lines: usize) {
 
 #[divan::bench(args = [10_000])]
 fn part_yaml_edit_parse(bencher: divan::Bencher, lines: usize) {
-    let text = pipeline(lines / 9);
+    let text = big_pipeline(lines);
     bencher.bench(|| yaml_edit::YamlFile::parse(divan::black_box(&text)).tree().to_string().len());
 }
 
 #[divan::bench(args = [10_000])]
 fn part_yaml_serde_parse(bencher: divan::Bencher, lines: usize) {
-    let text = pipeline(lines / 9);
+    let text = big_pipeline(lines);
     bencher.bench(|| yaml_serde::from_str::<yaml_serde::Value>(divan::black_box(&text)).unwrap());
 }
 
 #[divan::bench(args = [10_000])]
 fn part_analyze(bencher: divan::Bencher, lines: usize) {
-    let text = pipeline(lines / 9);
+    let text = big_pipeline(lines);
     bencher.bench(|| archshift::ciyaml::analyze(divan::black_box(&text)).unwrap());
 }

@@ -228,15 +228,10 @@ fn phase_1_alone_is_refused_until_the_pins_it_waits_for_are_in_place() {
         let out = phase(n);
         assert_eq!(out.status.code(), Some(0), "phase {n}: {}\n{}", text(&out.stdout), text(&out.stderr));
     }
-    let pool = |sb: &Sandbox| {
-        kubectl_json(sb, &["get", "nodepools.karpenter.sh", "spot-pool"])["spec"]["template"]["spec"]["requirements"][1]
-            ["values"]
-            .clone()
-    };
-    assert_eq!(pool(&sb), serde_json::json!(["amd64"]), "phases 2 and 4 leave the pool alone");
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#, "phases 2 and 4 leave the pool alone");
     let out = phase("1");
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(pool(&sb), serde_json::json!(["amd64", "arm64"]));
+    assert_eq!(sb.pool_archs(), r#"["amd64","arm64"]"#);
 }
 
 #[test]
@@ -267,8 +262,7 @@ fn rollback_after_a_full_apply_returns_to_the_amd64_only_world() {
     let names: Vec<&str> =
         releases["items"].as_array().unwrap().iter().map(|r| r["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["gitlab-runner"]);
-    let left: Vec<String> = runners(&sb).iter().map(|r| r["description"].as_str().unwrap().to_string()).collect();
-    assert_eq!(left, ["sandbox"]);
+    assert_eq!(sb.runner_descriptions(), ["sandbox"]);
     assert_eq!(sb.gl("GET", ci_path).send().unwrap().text().unwrap(), ci_before, "byte-equal to before");
     // The newest pipeline on main ran after the revert, and every job ran on the baseline.
     let latest = &gl_json(&sb, "/projects/platform%2Fkaniko-builder/pipelines?ref=main")[0];

@@ -8,11 +8,6 @@ mod common;
 use common::{Sandbox, text};
 use serde_json::Value;
 
-fn runners(sb: &Sandbox) -> Vec<String> {
-    let list: Value = sb.gl("GET", "/groups/platform/runners").send().unwrap().json().unwrap();
-    list.as_array().unwrap().iter().map(|r| r["description"].as_str().unwrap().to_string()).collect()
-}
-
 /// `archshift apply --plan PLAN --yes --journal JOURNAL` against the sandbox.
 fn apply(sb: &Sandbox, plan: &str, journal: &std::path::Path) -> std::process::Output {
     sb.command(&["apply", "--plan", plan, "--yes", "--journal", journal.to_str().unwrap()]).output().unwrap()
@@ -38,23 +33,18 @@ fn a_gitlab_5xx_burst_on_runner_creation_stops_the_run_then_apply_again_finishes
     let out = apply();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("503"), "{}", text(&out.stderr));
-    assert_eq!(runners(&sb), ["sandbox"], "nothing half-created");
+    assert_eq!(sb.runner_descriptions(), ["sandbox"], "nothing half-created");
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "failed"]);
     // The pool is widened last: the failure left it as it was.
-    let pool = sb.kubectl(&[
-        "get",
-        "nodepools.karpenter.sh",
-        "spot-pool",
-        "-o",
-        "jsonpath={.spec.template.spec.requirements[1].values}",
-    ]);
-    assert_eq!(text(&pool.stdout), r#"["amd64"]"#);
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
 
     let out = apply();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut all = runners(&sb);
-    all.sort();
-    assert_eq!(all, ["sandbox", "sandbox-amd64", "sandbox-arm64"], "one runner per architecture, none twice");
+    assert_eq!(
+        sb.runner_descriptions(),
+        ["sandbox", "sandbox-amd64", "sandbox-arm64"],
+        "one runner per architecture, none twice"
+    );
 }
 
 #[test]
@@ -154,9 +144,7 @@ fn rate_limits_with_retry_after_are_waited_out_and_the_apply_completes() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let limited: Vec<Value> = sb.requests().into_iter().filter(|r| r["status"] == 429).collect();
     assert_eq!(limited.len(), 3, "{limited:?}");
-    let mut all = runners(&sb);
-    all.sort();
-    assert_eq!(all, ["sandbox", "sandbox-amd64", "sandbox-arm64"]);
+    assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"]);
 }
 
 #[test]
@@ -184,15 +172,8 @@ fn kill_9_during_a_rollback_then_rollback_again_reaches_the_amd64_only_world() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(runners(&sb), ["sandbox"]);
-    let pool = sb.kubectl(&[
-        "get",
-        "nodepools.karpenter.sh",
-        "spot-pool",
-        "-o",
-        "jsonpath={.spec.template.spec.requirements[1].values}",
-    ]);
-    assert_eq!(text(&pool.stdout), r#"["amd64"]"#);
+    assert_eq!(sb.runner_descriptions(), ["sandbox"]);
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
     let ci = sb
         .gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
         .send()
@@ -269,12 +250,16 @@ fn a_runner_creation_slower_than_the_timeout_is_read_back_then_finished_without_
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "failed"]);
     // Meanwhile GitLab finished it: the next run finds it, resets its unknown token, goes on.
-    sb.wait_for("the slow runner to exist", 10, || runners(&sb).contains(&"sandbox-amd64".to_string()).then_some(()));
+    sb.wait_for("the slow runner to exist", 10, || {
+        sb.runner_descriptions().contains(&"sandbox-amd64".to_string()).then_some(())
+    });
     let out = sb.command(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
     // Planned afresh, the runner without its Secret gets a token reset step.
     assert!(text(&out.stdout).contains("reset the authentication token of runner"), "{}", text(&out.stdout));
-    let mut all = runners(&sb);
-    all.sort();
-    assert_eq!(all, ["sandbox", "sandbox-amd64", "sandbox-arm64"], "the slow POST was not repeated");
+    assert_eq!(
+        sb.runner_descriptions(),
+        ["sandbox", "sandbox-amd64", "sandbox-arm64"],
+        "the slow POST was not repeated"
+    );
 }

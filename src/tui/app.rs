@@ -175,8 +175,6 @@ pub struct App {
     pub spinner: usize,
     pub quit: bool,
     pub detail_height: usize,
-    /// The rollback plan once `R` asked for it.
-    pub rollback: Option<Plan>,
     /// The selected step's detail, computed once per selection (a 10,000-line diff is
     /// rendered from this, a window at a time).
     detail: Vec<DetailLine>,
@@ -208,7 +206,6 @@ impl App {
             spinner: 0,
             quit: false,
             detail_height: 20,
-            rollback: None,
             detail: Vec::new(),
             detail_for: None,
             generation: 0,
@@ -441,7 +438,6 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Command> {
                     on_yes: Command::Rollback,
                 }));
             }
-            app.rollback = Some(plan);
             vec![]
         }
         Msg::Journal(lines) => {

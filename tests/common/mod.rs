@@ -125,6 +125,29 @@ impl Sandbox {
             .collect()
     }
 
+    /// spot-pool's architecture values, read with kubectl, as kubectl prints them:
+    /// `["amd64"]` or `["amd64","arm64"]`.
+    pub fn pool_archs(&self) -> String {
+        let out = self.kubectl(&[
+            "get",
+            "nodepools.karpenter.sh",
+            "spot-pool",
+            "-o",
+            "jsonpath={.spec.template.spec.requirements[1].values}",
+        ]);
+        assert!(out.status.success(), "kubectl: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// The descriptions of platform's runners, read through GitLab's API, sorted.
+    pub fn runner_descriptions(&self) -> Vec<String> {
+        let list: Value = self.gl("GET", "/groups/platform/runners?per_page=100").send().unwrap().json().unwrap();
+        let mut out: Vec<String> =
+            list.as_array().unwrap().iter().map(|r| r["description"].as_str().unwrap().to_string()).collect();
+        out.sort();
+        out
+    }
+
     pub fn kube(&self) -> reqwest::blocking::Client {
         let cert = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
         reqwest::blocking::Client::builder().tls_certs_only([cert]).timeout(Duration::from_secs(20)).build().unwrap()
