@@ -1,5 +1,6 @@
 //! Injected faults: `SERVER:KIND[:OPTS]`, e.g. `gitlab:429:rate=0.2`, `k8s:503:rate=0.1`,
-//! `k8s:conflict:count=1,path=/apis/karpenter.sh/*`, `gitlab:slow:ms=800`, `k8s:drop:count=2`.
+//! `k8s:conflict:count=1,path=/apis/karpenter.sh/*`, `gitlab:slow:ms=800`, `k8s:drop:count=2`,
+//! `k8s:late:ms=5000,method=PATCH` (carried out, answered late: the client cannot tell).
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,6 +40,9 @@ pub enum Kind {
     Drop,
     /// Reply after this many milliseconds.
     Slow(u64),
+    /// Carry the request out at once, then hold its answer this many milliseconds: a write
+    /// that happened while its client timed out, or died, waiting.
+    Late(u64),
     /// A concurrent writer changes the object first.
     Conflict,
     /// Not a request fault: deletions of matching objects never finish (a finalizer that
@@ -52,6 +56,8 @@ pub struct Fault {
     pub kind: Kind,
     pub rate: f64,
     pub count: Option<u64>,
+    /// Matching requests let through before the fault starts (a dry run before its write).
+    pub skip: u64,
     pub path: Option<Regex>,
     pub method: Option<String>,
     /// Matching requests seen so far.
@@ -72,8 +78,9 @@ impl FromStr for Fault {
         };
         let kind_text = parts
             .next()
-            .ok_or_else(|| format!("fault {spec:?}: missing KIND (429, 5xx, drop, slow, conflict, stuck)"))?;
-        let mut fault = Fault { server, kind: Kind::Drop, rate: 1.0, count: None, path: None, method: None, seen: 0 };
+            .ok_or_else(|| format!("fault {spec:?}: missing KIND (429, 5xx, drop, slow, late, conflict, stuck)"))?;
+        let mut fault =
+            Fault { server, kind: Kind::Drop, rate: 1.0, count: None, skip: 0, path: None, method: None, seen: 0 };
         let mut slow_ms = None;
         for opt in parts.next().unwrap_or("").split(',').filter(|o| !o.is_empty()) {
             let (k, v) =
@@ -89,11 +96,14 @@ impl FromStr for Fault {
                 "count" => {
                     fault.count = Some(v.parse().map_err(|_| format!("fault {spec:?}: count must be a whole number"))?)
                 }
+                "skip" => fault.skip = v.parse().map_err(|_| format!("fault {spec:?}: skip must be a whole number"))?,
                 "path" => fault.path = Some(glob(v)?),
                 "method" => fault.method = Some(v.to_ascii_uppercase()),
                 "ms" => slow_ms = Some(v.parse().map_err(|_| format!("fault {spec:?}: ms must be a whole number"))?),
                 other => {
-                    return Err(format!("fault {spec:?}: unknown option {other:?} (rate, count, path, method, ms)"));
+                    return Err(format!(
+                        "fault {spec:?}: unknown option {other:?} (rate, count, skip, path, method, ms)"
+                    ));
                 }
             }
         }
@@ -102,10 +112,13 @@ impl FromStr for Fault {
             "conflict" => Kind::Conflict,
             "stuck" => Kind::Stuck,
             "slow" => Kind::Slow(slow_ms.unwrap_or(1000)),
+            "late" => Kind::Late(slow_ms.unwrap_or(1000)),
             code => match code.parse::<u16>() {
                 Ok(c) if c == 429 || (500..600).contains(&c) => Kind::Status(c),
                 _ => {
-                    return Err(format!("fault {spec:?}: KIND must be 429, a 5xx code, drop, slow, conflict or stuck"));
+                    return Err(format!(
+                        "fault {spec:?}: KIND must be 429, a 5xx code, drop, slow, late, conflict or stuck"
+                    ));
                 }
             },
         };
@@ -134,9 +147,35 @@ impl Fault {
             return false;
         }
         self.seen += 1;
-        if self.count.is_some_and(|c| self.seen > c) {
+        if self.seen <= self.skip || self.count.is_some_and(|c| self.seen > self.skip + c) {
             return false;
         }
         self.rate >= 1.0 || fastrand::f64() < self.rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_lets_the_first_matches_through_and_count_bounds_the_rest() {
+        let mut f: Fault = "k8s:late:ms=50,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/*".parse().unwrap();
+        assert_eq!(f.kind, Kind::Late(50));
+        let patch = |f: &mut Fault| f.strikes(Server::K8s, "PATCH", "/apis/karpenter.sh/v1/nodepools/spot-pool");
+        assert!(!f.strikes(Server::K8s, "GET", "/apis/karpenter.sh/v1/nodepools/spot-pool"), "another method");
+        assert!(!patch(&mut f), "the first (a dry run) goes through");
+        assert!(patch(&mut f), "the second is struck");
+        assert!(!patch(&mut f), "count 1: only once");
+        assert!(!f.strikes(Server::GitLab, "PATCH", "/apis/karpenter.sh/v1/nodepools/spot-pool"), "another server");
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        let err = |s: &str| s.parse::<Fault>().err().unwrap();
+        assert!(err("k8s:late:skip=x").contains("skip must be a whole number"));
+        assert!(err("k8s:teapot").contains("KIND must be"));
+        assert!(err("nfs:drop").contains("server must be k8s or gitlab"));
+        assert!(err("k8s:drop:often=1").contains("unknown option"));
     }
 }

@@ -104,6 +104,7 @@ async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option
         Kind::Status(_) => "status",
         Kind::Drop => "drop",
         Kind::Slow(_) => "slow",
+        Kind::Late(_) => "late",
         Kind::Conflict => "conflict",
         Kind::Stuck => "stuck",
     });
@@ -122,7 +123,7 @@ async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option
             None
         }
         // `strikes` never picks a stuck fault: the controllers read those.
-        Some(Kind::Stuck) | None => None,
+        Some(Kind::Stuck | Kind::Late(_)) | None => None,
     };
     let reply = match early {
         Some(r) => r,
@@ -130,6 +131,9 @@ async fn pipeline(shared: &Arc<Shared>, server: Server, req: &Request) -> Option
         None => shared.dispatch(server, req),
     };
     shared.log(server, &req.method, &req.path, reply.code, fault_name, in_flight);
+    if let Some(Kind::Late(ms)) = fault {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     Some(reply)
 }
 
