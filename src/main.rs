@@ -117,10 +117,24 @@ struct ConnArgs {
     /// Requests in flight at most, per server
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Seconds one GitLab request may take before it counts as failed (a read is retried;
-    /// a write is read back, never repeated)
+    /// Seconds one request to the cluster or GitLab may take before it counts as failed (a
+    /// read is tried again; a write is read back, never repeated)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// Do not verify the cluster's and GitLab's TLS certificates (anyone on the path can then
+    /// read the tokens and change what archshift sends). Also needed when the kubeconfig sets
+    /// insecure-skip-tls-verify, which is refused otherwise
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+}
+
+impl ConnArgs {
+    fn kube(&self) -> archshift::live::kube::Connect {
+        archshift::live::kube::Connect {
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+            insecure_skip_tls_verify: self.insecure_skip_tls_verify,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -179,6 +193,7 @@ impl EngineArgs {
             concurrency: self.conn.concurrency,
             gitlab: None,
             timeout: std::time::Duration::from_secs(self.conn.timeout.max(1)),
+            insecure_skip_tls_verify: self.conn.insecure_skip_tls_verify,
         })
     }
 }
@@ -429,11 +444,12 @@ struct Live {
     runtime: tokio::runtime::Runtime,
 }
 
-/// TLS verification is on unless the kubeconfig itself turns it off; then every run says so.
+/// TLS verification is on unless `--insecure-skip-tls-verify` turns it off; then every run
+/// says so.
 fn warn_insecure(kube: &archshift::live::kube::KubeReader) {
     if kube.insecure() {
         eprintln!(
-            "archshift: WARNING: the kubeconfig sets insecure-skip-tls-verify: the cluster's certificate is not checked, anyone on the path can read and change what archshift sends"
+            "archshift: WARNING: --insecure-skip-tls-verify: neither the cluster's nor GitLab's certificate is checked; anyone on the path can read the tokens and change what archshift sends"
         );
     }
 }
@@ -449,7 +465,7 @@ fn connect_live(args: &LiveArgs) -> Result<Live> {
     let context = conn.context.clone().or_else(|| spec.target.kube_context.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (kube, gitlab) = runtime.block_on(async {
-        let kube = KubeReader::connect(conn.kubeconfig.as_deref(), context.as_deref())
+        let kube = KubeReader::connect_with(conn.kubeconfig.as_deref(), context.as_deref(), conn.kube())
             .await?
             .with_concurrency(conn.concurrency);
         let gl = gitlab::GitLabReader::new(
@@ -458,6 +474,7 @@ fn connect_live(args: &LiveArgs) -> Result<Live> {
             gitlab::Options {
                 concurrency: conn.concurrency.max(1),
                 timeout: std::time::Duration::from_secs(conn.timeout.max(1)),
+                insecure_skip_tls_verify: conn.insecure_skip_tls_verify,
                 ..gitlab::Options::default()
             },
         )?;

@@ -263,3 +263,211 @@ fn a_runner_creation_slower_than_the_timeout_is_read_back_then_finished_without_
         "the slow POST was not repeated"
     );
 }
+
+/// `archshift apply … --format json` running in the background, its events read line by line.
+struct Running {
+    child: std::process::Child,
+    events: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Running {
+    fn start(sb: &Sandbox, args: &[&str]) -> Running {
+        let mut child =
+            sb.command(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Running { child, events: std::io::BufRead::lines(stdout) }
+    }
+
+    /// Reads events until one matches; panics if the run ends first.
+    fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) {
+        for line in self.events.by_ref() {
+            let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if pred(&event) {
+                return;
+            }
+        }
+        panic!("the run ended before {what}");
+    }
+
+    /// `kill -9`, as a crash or an operator's lost terminal would.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// `archshift plan --out DIR/saved.json` of the sandbox plan.
+fn save(sb: &Sandbox, dir: &std::path::Path) -> std::path::PathBuf {
+    let saved = dir.join("saved.json");
+    let out = sb.command(&["plan", "--plan", "plans/sandbox.yaml", "--out", saved.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "changes to make: {}", text(&out.stderr));
+    saved
+}
+
+fn patches_of_spot_pool(requests: &[Value]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r["method"] == "PATCH" && r["path"] == "/apis/karpenter.sh/v1/nodepools/spot-pool")
+        .count()
+}
+
+#[test]
+fn kill_9_between_a_write_and_its_journal_record_then_apply_again_neither_repeats_nor_loses_it() {
+    // Both servers carry the write out at once and hold its answer back a minute: the runner
+    // exists in GitLab (its token only in the answer), the pool is widened, and the journal
+    // says only that each was intended when the process dies.
+    let sb = Sandbox::start(
+        "faults-kill-unjournaled",
+        &[
+            "--fault",
+            "gitlab:late:ms=60000,count=1,method=POST,path=/api/v4/user/runners",
+            // The first PATCH is the server-side dry run; the second is the write.
+            "--fault",
+            "k8s:late:ms=60000,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
+        ],
+    );
+    // A saved plan is replayed exactly: every step is re-checked, none re-planned away.
+    let dir = common::scratch("faults-kill-unjournaled");
+    let saved = save(&sb, &dir);
+    let journal = dir.join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let args = ["apply", saved.to_str().unwrap(), "--yes", "--format", "json", "--journal", j];
+
+    let run = Running::start(&sb, &args);
+    sb.wait_for("the amd64 runner to exist", 120, || {
+        sb.runner_descriptions().contains(&"sandbox-amd64".to_string()).then_some(())
+    });
+    run.kill();
+    assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent"], "died before the written record");
+
+    // The second run finds the runner, resets the token nobody kept, and goes on to the pool.
+    let mut run = Running::start(&sb, &args);
+    run.until("the pool's step", |e| e["event"] == "step" && e["id"] == "nodepool/spot-pool");
+    sb.wait_for("spot-pool to be widened", 120, || (sb.pool_archs() == r#"["amd64","arm64"]"#).then_some(()));
+    run.kill();
+    assert_eq!(journal_events(&journal, "nodepool/spot-pool"), ["intent"]);
+    assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"], "no second amd64 runner");
+
+    let from = sb.requests().len();
+    let out = sb.command(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(patches_of_spot_pool(&sb.requests()[from..]), 0, "the widened pool is not patched again");
+    assert_eq!(journal_events(&journal, "nodepool/spot-pool"), ["intent", "verified"]);
+    assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"]);
+    let secret = sb.kubectl(&["get", "secret", "gitlab-runner-amd64-token", "-n", "gitlab-runner"]);
+    assert!(secret.status.success(), "the reset token reached its Secret: {}", text(&secret.stderr));
+    let audit = sb.command(&["audit", "--plan", "plans/sandbox.yaml"]).output().unwrap();
+    assert_eq!(audit.status.code(), Some(0), "nothing left to do: {}", text(&audit.stdout));
+}
+
+#[test]
+fn kill_9_during_a_verification_wait_then_apply_again_verifies_and_goes_on() {
+    // No pool can host an arm64 manager: the arm64 runner's Release waits for it to come online.
+    let sb = Sandbox::start("faults-kill-verify", &[]);
+    let system_pool = |archs: &str| {
+        let patch =
+            format!(r#"[{{"op":"replace","path":"/spec/template/spec/requirements/1/values","value":{archs}}}]"#);
+        let out = sb.kubectl(&["patch", "nodepools.karpenter.sh", "system-pool", "--type", "json", "-p", &patch]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let before = sb.kubectl(&[
+        "get",
+        "nodepools.karpenter.sh",
+        "system-pool",
+        "-o",
+        "jsonpath={.spec.template.spec.requirements[1].values}",
+    ]);
+    let before = text(&before.stdout);
+    system_pool(r#"["amd64"]"#);
+    let dir = common::scratch("faults-kill-verify");
+    let saved = save(&sb, &dir);
+    let journal = dir.join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let args = ["apply", saved.to_str().unwrap(), "--yes", "--format", "json", "--journal", j];
+    let mut run = Running::start(&sb, &args);
+    run.until("the wait for the arm64 runner", |e| e["event"] == "waiting" && e["id"] == "release/gitlab-runner-arm64");
+    run.kill();
+    assert_eq!(journal_events(&journal, "release/gitlab-runner-arm64"), ["intent", "written"]);
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#, "nothing after the unverified step ran");
+
+    system_pool(&before);
+    let from = sb.requests().len();
+    let out = sb.command(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(journal_events(&journal, "release/gitlab-runner-arm64"), ["intent", "written", "verified"]);
+    let rewritten = sb.writes_since(from).iter().any(|r| {
+        r["path"].as_str().is_some_and(|p| p.ends_with("/releases/gitlab-runner-arm64")) && r["method"] != "GET"
+    });
+    assert!(!rewritten, "the written Release is only verified, not written again");
+    assert_eq!(sb.pool_archs(), r#"["amd64","arm64"]"#);
+}
+
+#[test]
+fn slow_kubernetes_answers_are_bounded_by_the_timeout_reads_tried_again_and_a_lost_patch_read_back() {
+    // spot-pool's first two reads answer after 2.5 s, and its patch is carried out but answered
+    // after 2.5 s; the client gives up on each after 1 s.
+    let sb = Sandbox::start(
+        "faults-slow-kube",
+        &[
+            "--fault",
+            "k8s:slow:ms=2500,count=2,method=GET,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
+            "--fault",
+            "k8s:late:ms=2500,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
+        ],
+    );
+    let journal = common::scratch("faults-slow-kube").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = sb
+        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    assert_eq!(patches_of_spot_pool(&sb.requests()), 2, "one dry run, one write: the lost answer was not retried");
+    assert_eq!(sb.pool_archs(), r#"["amd64","arm64"]"#);
+    assert_eq!(journal_events(&journal, "nodepool/spot-pool"), ["intent", "written", "verified"]);
+}
+
+#[test]
+fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
+    // Only the rollback deletes the arm64 Release and pauses a runner: both are carried out and
+    // answered after 3 s, and the client gives up after 1 s. The DELETE is read back; the PUT,
+    // which means the same thing sent twice, is sent again.
+    let sb = Sandbox::start(
+        "faults-slow-rollback",
+        &[
+            "--fault",
+            "k8s:late:ms=3000,skip=1,count=1,method=DELETE,path=/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-arm64",
+            "--fault",
+            "gitlab:late:ms=3000,count=1,method=PUT,path=/api/v4/runners/*",
+        ],
+    );
+    let journal = common::scratch("faults-slow-rollback").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = sb
+        .command(&["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    let requests = sb.requests();
+    assert_eq!(requests.iter().filter(|r| r["fault"] == "late").count(), 2, "both faults struck");
+    let deletes = requests
+        .iter()
+        .filter(|r| {
+            r["method"] == "DELETE" && r["path"] == "/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-arm64"
+        })
+        .count();
+    assert_eq!(deletes, 2, "one dry run, one delete: the lost answer was not sent again");
+    let pauses = requests
+        .iter()
+        .filter(|r| r["method"] == "PUT" && r["path"].as_str().unwrap().starts_with("/api/v4/runners/"))
+        .count();
+    assert_eq!(pauses, 2, "the timed-out pause (an idempotent PUT) was sent once more");
+    assert_eq!(sb.runner_descriptions(), ["sandbox"]);
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
+}

@@ -698,18 +698,25 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         match (&change.method, kube_ref(&change.target)) {
             (WriteMethod::KubeCreate, Some(t)) => {
                 let body = self.bound(change, change.after_object().unwrap_or(&Value::Null)).await?;
-                self.cluster.create(t, &body, false).await.map_err(conflict)?;
-                Ok(None)
+                match self.cluster.create(t, &body, false).await {
+                    Ok(_) => Ok(None),
+                    Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
+                    Err(e) => Err(conflict(e)),
+                }
             }
             (WriteMethod::KubeApply { field_manager, patch }, Some(t)) => {
                 let patch = self.bound(change, patch).await?;
-                self.cluster.apply(t, &patch, field_manager, false).await.map_err(conflict)?;
-                Ok(None)
+                match self.cluster.apply(t, &patch, field_manager, false).await {
+                    Ok(_) => Ok(None),
+                    Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
+                    Err(e) => Err(conflict(e)),
+                }
             }
-            (WriteMethod::KubeJsonPatch { patch }, Some(t)) => {
-                self.cluster.json_patch(t, patch, false).await.map_err(conflict)?;
-                Ok(None)
-            }
+            (WriteMethod::KubeJsonPatch { patch }, Some(t)) => match self.cluster.json_patch(t, patch, false).await {
+                Ok(_) => Ok(None),
+                Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
+                Err(e) => Err(conflict(e)),
+            },
             (WriteMethod::KubeDelete, Some(t)) => {
                 // Read again just before: a controller's status update since the check moves
                 // resourceVersion; the same uid and generation mean nobody changed what we
@@ -729,8 +736,11 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                     }));
                 }
                 let (uid, rv) = (fresh["metadata"]["uid"].as_str(), fresh["metadata"]["resourceVersion"].as_str());
-                self.cluster.delete(t, uid, rv, false).await.map_err(conflict)?;
-                Ok(None)
+                match self.cluster.delete(t, uid, rv, false).await {
+                    Ok(()) => Ok(None),
+                    Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
+                    Err(e) => Err(conflict(e)),
+                }
             }
             (WriteMethod::GitLab { method, path }, _) => {
                 let method = method.to_string();
@@ -741,19 +751,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 let answer = match self.forge.send(&method, path, body.as_ref()).await {
                     Ok(v) => v,
                     // Unknown whether it happened: a second runner would be worse than a read.
-                    Err(e) if e.kind == FailKind::Ambiguous => {
-                        let (now, base) = self.current(change).await?;
-                        if check::holds(change, &now, base.as_ref()) == Holds::Yes {
-                            (self.emit)(&Event::Notice {
-                                message: format!("the write's answer was lost ({e}); reading back shows it happened"),
-                            });
-                            return Ok(match now {
-                                Current::Object(v) => v["id"].as_u64(),
-                                _ => None,
-                            });
-                        }
-                        return Err(other(id, e));
-                    }
+                    Err(e) if e.kind == FailKind::Ambiguous => return self.read_back(change, e).await,
                     Err(e) => return Err(conflict(e)),
                 };
                 if change.outputs().contains(&Output::RunnerToken) {
@@ -825,6 +823,26 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             }
             _ => Err(other(id, "a Kubernetes write for a target that is not a Kubernetes object")),
         }
+    }
+
+    /// A write whose answer was lost (a timeout, a dropped connection, a 5xx): it may or may
+    /// not have happened, so it is read back instead of sent again. Done when the step now
+    /// holds (a deletion also when the object is on its way out); the created runner's id is
+    /// returned for the journal. Otherwise the step fails and the journal says it was intended.
+    async fn read_back(&self, change: &Change, e: PortError) -> Result<Option<u64>, EngineError> {
+        let (now, base) = self.current(change).await?;
+        let deleting = matches!(change.method, WriteMethod::KubeDelete)
+            && matches!(&now, Current::Object(v) if !v["metadata"]["deletionTimestamp"].is_null());
+        if deleting || check::holds(change, &now, base.as_ref()) == Holds::Yes {
+            (self.emit)(&Event::Notice {
+                message: format!("the write's answer was lost ({e}); reading back shows it happened"),
+            });
+            return Ok(match now {
+                Current::Object(v) if matches!(change.target, ObjectRef::GitLabRunner { .. }) => v["id"].as_u64(),
+                _ => None,
+            });
+        }
+        Err(other(&change.id, format!("the write's answer was lost and reading back does not show it: {e}")))
     }
 
     /// Opens (or finds) the merge request, and merges it when the plan says archshift may.

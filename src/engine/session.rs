@@ -35,8 +35,10 @@ pub struct Options {
     pub concurrency: usize,
     /// The GitLab URL and token to use instead of the plan's variables (the embedded demo).
     pub gitlab: Option<(String, Token)>,
-    /// How long one GitLab request may take before it counts as failed (`--timeout`).
+    /// How long one request to either system may take before it counts as failed (`--timeout`).
     pub timeout: std::time::Duration,
+    /// Accept certificates that do not verify, on both systems (`--insecure-skip-tls-verify`).
+    pub insecure_skip_tls_verify: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,11 +161,18 @@ async fn connect(opts: &Options) -> Result<Connected, SessionError> {
         None => gitlab_endpoint(&spec)?,
     };
     let context = opts.context.clone().or_else(|| spec.target.kube_context.clone());
-    let kube = KubeWriter::connect(opts.kubeconfig.as_deref(), context.as_deref()).await?;
+    let how =
+        crate::live::kube::Connect { timeout: opts.timeout, insecure_skip_tls_verify: opts.insecure_skip_tls_verify };
+    let kube = KubeWriter::connect_with(opts.kubeconfig.as_deref(), context.as_deref(), how).await?;
     let gitlab = GitLabWriter::new(
         &url,
         token,
-        gitlab::Options { concurrency: opts.concurrency.max(1), timeout: opts.timeout, ..gitlab::Options::default() },
+        gitlab::Options {
+            concurrency: opts.concurrency.max(1),
+            timeout: opts.timeout,
+            insecure_skip_tls_verify: opts.insecure_skip_tls_verify,
+            ..gitlab::Options::default()
+        },
     )?;
     if let Some(saved) = &saved {
         check_endpoints(&saved.plan, &kube, &gitlab).await?;

@@ -18,6 +18,8 @@ struct Fake {
     objects: Mutex<BTreeMap<String, Value>>,
     vars: Mutex<BTreeMap<String, Value>>,
     writes: Mutex<Vec<String>>,
+    /// The next JSON patch is carried out (`true`) or not (`false`), and its answer lost.
+    lose_answer: Mutex<Option<bool>>,
 }
 
 impl Cluster for Fake {
@@ -35,6 +37,11 @@ impl Cluster for Fake {
         Err(PortError::other(format!("no apply in this fake ({})", t.name)))
     }
     async fn json_patch(&self, t: KubeRef<'_>, ops: &[Value], dry_run: bool) -> PortResult<Value> {
+        let lost = if dry_run { None } else { self.lose_answer.lock().unwrap().take() };
+        let timed_out = || PortError { kind: FailKind::Ambiguous, message: "operation timed out".into() };
+        if lost == Some(false) {
+            return Err(timed_out());
+        }
         let mut objects = self.objects.lock().unwrap();
         let mut obj = objects.get(t.name).cloned().ok_or_else(|| PortError::other("not found"))?;
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops.to_vec())).unwrap();
@@ -45,6 +52,9 @@ impl Cluster for Fake {
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             objects.insert(t.name.into(), obj.clone());
             self.writes.lock().unwrap().push(format!("patch {}", t.name));
+        }
+        if lost == Some(true) {
+            return Err(timed_out());
         }
         Ok(obj)
     }
@@ -181,4 +191,42 @@ fn a_declined_phase_writes_nothing_of_it() {
     let (result, _) = block_on(run(&fake, &small_plan(), &mut j, false));
     assert!(matches!(result, Err(EngineError::Declined(_))), "{result:?}");
     assert!(fake.writes.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_kubernetes_write_whose_answer_was_lost_is_read_back_not_sent_again() {
+    // The API server carried the patch out; its answer never came.
+    let fake = world();
+    *fake.lose_answer.lock().unwrap() = Some(true);
+    let mut j = journal();
+    let (written, events) = block_on(run(&fake, &small_plan(), &mut j, true));
+    assert_eq!(written.unwrap(), 3, "{events:?}");
+    let patches = fake.writes.lock().unwrap().iter().filter(|w| *w == "patch spot-pool").count();
+    assert_eq!(patches, 1, "read back, not patched twice");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Notice { message } if message.contains("reading back shows it happened"))),
+        "{events:?}"
+    );
+    let events_of: Vec<J> =
+        j.records().iter().filter(|r| r.change.as_str() == "nodepool/spot-pool").map(|r| r.event).collect();
+    assert_eq!(events_of, [J::Intent, J::Written, J::Verified]);
+
+    // The patch never arrived: the step fails, the journal says it was only intended, and the
+    // next run writes it.
+    let fake = world();
+    *fake.lose_answer.lock().unwrap() = Some(false);
+    let mut j = journal();
+    let (result, _) = block_on(run(&fake, &small_plan(), &mut j, true));
+    let Err(EngineError::Failed { id, cause }) = result else { panic!("{result:?}") };
+    assert_eq!(id, "nodepool/spot-pool");
+    assert!(cause.contains("reading back does not show it"), "{cause}");
+    let events_of = |j: &Journal| -> Vec<J> {
+        j.records().iter().filter(|r| r.change.as_str() == "nodepool/spot-pool").map(|r| r.event).collect()
+    };
+    assert_eq!(events_of(&j), [J::Intent, J::Failed]);
+    let (written, _) = block_on(run(&fake, &small_plan(), &mut j, true));
+    assert_eq!(written.unwrap(), 1);
+    assert_eq!(events_of(&j), [J::Intent, J::Failed, J::Intent, J::Written, J::Verified]);
 }

@@ -36,6 +36,8 @@ pub struct Options {
     pub backoff: Duration,
     /// The longest wait `Retry-After` may ask for before the adapter gives up instead.
     pub max_retry_after: Duration,
+    /// Accept a certificate that does not verify (`--insecure-skip-tls-verify`).
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             retries: 4,
             backoff: Duration::from_millis(250),
             max_retry_after: Duration::from_secs(60),
+            insecure_skip_tls_verify: false,
         }
     }
 }
@@ -99,6 +102,7 @@ impl Http {
         let client = Client::builder()
             .timeout(opts.timeout)
             .user_agent(concat!("archshift/", env!("CARGO_PKG_VERSION")))
+            .tls_danger_accept_invalid_certs(opts.insecure_skip_tls_verify)
             .build()
             .map_err(|e| GitLabError::Transport { url: url.clone(), cause: e.to_string() })?;
         Ok(Http {

@@ -6,6 +6,7 @@
 //! failing; Secrets leave this module as names and key names only.
 
 use std::path::Path;
+use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -23,6 +24,10 @@ const PAGE: u32 = 500;
 pub enum KubeError {
     #[error("cannot load the Kubernetes configuration ({where_}): {cause}")]
     Config { where_: String, cause: String },
+    #[error(
+        "the kubeconfig's context {context} sets insecure-skip-tls-verify: archshift checks the cluster's certificate unless --insecure-skip-tls-verify is given (give the cluster's CA as certificate-authority-data instead)"
+    )]
+    Insecure { context: String },
     #[error(
         "cannot reach the Kubernetes API at {server} (context {context}): {cause}; is the cluster up, and is this the right --context?"
     )]
@@ -107,14 +112,43 @@ pub struct KubeReader {
     context: String,
     /// Requests in flight at most (`--concurrency`), shared by every clone.
     limit: std::sync::Arc<tokio::sync::Semaphore>,
-    /// The kubeconfig turned TLS verification off (`insecure-skip-tls-verify`).
+    /// TLS verification is off (`--insecure-skip-tls-verify`).
     insecure: bool,
 }
 
+/// How to connect, beyond what the kubeconfig says.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect {
+    /// How long one answer may take (`--timeout`); a read that times out is tried again.
+    pub timeout: Duration,
+    /// Accept a certificate that does not verify (`--insecure-skip-tls-verify`). Without it, a
+    /// kubeconfig that turns verification off is refused.
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl Default for Connect {
+    fn default() -> Self {
+        Connect { timeout: Duration::from_secs(30), insecure_skip_tls_verify: false }
+    }
+}
+
+/// How many times a read that failed in transport (a timeout, a reset connection) is tried
+/// again; 429 and 503 are retried below, by kube's own retry layer.
+const READ_RETRIES: u32 = 2;
+
 impl KubeReader {
     /// Configured as kubectl is: `kubeconfig` (else `KUBECONFIG`, else `~/.kube/config`, else
-    /// in-cluster) and `context` (else the current one).
+    /// in-cluster) and `context` (else the current one), with [`Connect::default`].
     pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<KubeReader, KubeError> {
+        KubeReader::connect_with(kubeconfig, context, Connect::default()).await
+    }
+
+    /// [`Self::connect`] with a timeout and the TLS choice.
+    pub async fn connect_with(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+        how: Connect,
+    ) -> Result<KubeReader, KubeError> {
         let opts = KubeConfigOptions { context: context.map(str::to_string), ..KubeConfigOptions::default() };
         let mut context_name = context.map(str::to_string);
         let config = match (kubeconfig, context) {
@@ -137,9 +171,20 @@ impl KubeReader {
                 cause: e.to_string(),
             })?,
         };
+        let mut config = config;
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-        let insecure = config.accept_invalid_certs;
         let context = context_name.unwrap_or_else(|| "current or in-cluster".into());
+        if config.accept_invalid_certs && !how.insecure_skip_tls_verify {
+            return Err(KubeError::Insecure { context });
+        }
+        let insecure = how.insecure_skip_tls_verify;
+        if insecure {
+            config.accept_invalid_certs = true;
+        }
+        // Without a read timeout, an API server that stops answering hangs the run for good.
+        config.read_timeout = Some(how.timeout);
+        config.reset_reader_on_write = true;
+        config.connect_timeout = Some(how.timeout);
         let client = Client::try_from(config).map_err(|e| KubeError::Transport {
             server: server.clone(),
             context: context.clone(),
@@ -154,7 +199,7 @@ impl KubeReader {
         })
     }
 
-    /// Whether the kubeconfig turned certificate verification off: the caller warns.
+    /// Whether certificate verification is off (`--insecure-skip-tls-verify`): the caller warns.
     pub fn insecure(&self) -> bool {
         self.insecure
     }
@@ -167,6 +212,28 @@ impl KubeReader {
 
     async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.limit.acquire().await.ok()
+    }
+
+    /// One read under the concurrency limit, tried again when it failed in transport (it
+    /// changes nothing, so repeating it is safe); the API's own answers are returned as they are.
+    async fn read<T, F, Fut>(&self, mut call: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let permit = self.permit().await;
+            let result = call().await;
+            drop(permit);
+            match result {
+                Err(e) if attempt < READ_RETRIES && !matches!(e, kube::Error::Api(_)) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The API server URL and the `kube-system` namespace's uid (unique per cluster).
@@ -210,9 +277,7 @@ impl KubeReader {
             if let Some(f) = fields {
                 lp = lp.fields(f);
             }
-            let permit = self.permit().await;
-            let listed = api.list(&lp).await;
-            drop(permit);
+            let listed = self.read(|| api.list(&lp)).await;
             let page = match listed {
                 Ok(p) => p,
                 Err(kube::Error::Api(s)) if s.code == 404 && token.is_none() => return Ok(None),
@@ -235,9 +300,7 @@ impl KubeReader {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         };
-        let permit = self.permit().await;
-        let got = api.get(name).await;
-        drop(permit);
+        let got = self.read(|| api.get(name)).await;
         match got {
             Ok(obj) => Ok(Some(to_json(&obj, kind, &ar)?)),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
@@ -444,7 +507,16 @@ impl Target<'_> {
 
 impl KubeWriter {
     pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<KubeWriter, KubeError> {
-        Ok(KubeWriter { reader: KubeReader::connect(kubeconfig, context).await? })
+        KubeWriter::connect_with(kubeconfig, context, Connect::default()).await
+    }
+
+    /// [`Self::connect`] with a timeout and the TLS choice.
+    pub async fn connect_with(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+        how: Connect,
+    ) -> Result<KubeWriter, KubeError> {
+        Ok(KubeWriter { reader: KubeReader::connect_with(kubeconfig, context, how).await? })
     }
 
     /// The read side of the same connection.
@@ -473,7 +545,8 @@ impl KubeWriter {
     /// The object as it is now, `None` when it does not exist. A Secret's values are blanked
     /// here, before anything else sees them: only its key names leave the adapter.
     pub async fn get(&self, t: &Target<'_>) -> Result<Option<Value>, KubeError> {
-        match self.api(t).get(t.name).await {
+        let api = self.api(t);
+        match self.reader.read(|| api.get(t.name)).await {
             Ok(obj) => {
                 let mut v = Self::json(t, &obj)?;
                 if t.kind == "Secret" {

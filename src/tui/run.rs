@@ -67,6 +67,7 @@ pub fn demo(sandbox_dir: Option<PathBuf>) -> Result<()> {
         concurrency: 8,
         gitlab: Some((var("GITLAB_URL"), crate::live::secret::Token::new(var("GITLAB_TOKEN"), "the sandbox"))),
         timeout: Duration::from_secs(30),
+        insecure_skip_tls_verify: false,
     };
     let prepared = runtime.block_on(session::prepare(&opts, &|_| {}))?;
     let result = session_loop(&runtime, prepared, Mode::Live, PathBuf::from("plans"));
