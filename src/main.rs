@@ -298,6 +298,9 @@ struct SandboxArgs {
     /// 30 Developer, 40 Maintainer, 50 Owner (on every group and project)
     #[arg(long, value_name = "LEVEL", value_parser = parse_access_level)]
     gitlab_access: Option<u8>,
+    /// Serve GitLab over HTTPS as well, with a certificate from the sandbox's own CA (DIR/ca.pem)
+    #[arg(long)]
+    gitlab_tls: bool,
 }
 
 fn parse_access_level(s: &str) -> Result<u8, String> {
@@ -729,6 +732,7 @@ fn sandbox(args: SandboxArgs) -> Result<u8> {
         tick_ms: None,
         deny: args.deny,
         gitlab_access: args.gitlab_access,
+        gitlab_tls: args.gitlab_tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(archshift::sandbox::run_until_signal(opts)).context("sandbox failed")?;

@@ -259,3 +259,83 @@ fn a_projects_ci_config_path_is_the_file_read_and_one_kept_elsewhere_is_reported
         "docs' configured file was read"
     );
 }
+
+#[test]
+fn certificates_are_verified_and_skipping_that_takes_an_explicit_flag_and_prints_a_warning() {
+    // GitLab over HTTPS too, both certificates from the sandbox's own CA, which no system trusts.
+    let sb = Sandbox::start("cli-tls", &["--gitlab-tls"]);
+    assert!(sb.gitlab_url.starts_with("https://"), "{}", sb.gitlab_url);
+    let ca = sb.dir.join("ca.pem");
+    let kubeconfig = std::fs::read_to_string(sb.kubeconfig()).unwrap();
+    let ca_line = kubeconfig.lines().find(|l| l.contains("certificate-authority-data:")).unwrap().to_string();
+    let variant =
+        |name: &str, replacement: &str| common::write(&sb.dir, name, &kubeconfig.replace(&ca_line, replacement));
+    let insecure_kubeconfig = variant("insecure.kubeconfig", "    insecure-skip-tls-verify: true");
+    let no_ca_kubeconfig = variant("no-ca.kubeconfig", "");
+    let plan = |kubeconfig: &std::path::Path, trust_ca: bool, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_archshift"));
+        c.args(["plan", "--plan", "plans/sandbox.yaml", "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(extra)
+            .env("GITLAB_URL", &sb.gitlab_url)
+            .env("GITLAB_TOKEN", &sb.gitlab_token)
+            .env_remove("KUBECONFIG")
+            .env_remove("SSL_CERT_DIR");
+        if trust_ca {
+            c.env("SSL_CERT_FILE", &ca);
+        } else {
+            c.env_remove("SSL_CERT_FILE");
+        }
+        let out = c.output().unwrap();
+        assert!(!text(&out.stdout).contains(&sb.gitlab_token) && !text(&out.stderr).contains(&sb.gitlab_token));
+        (out.status.code(), text(&out.stderr))
+    };
+    let warning = "WARNING: --insecure-skip-tls-verify";
+
+    // GitLab's certificate is checked: an unknown CA fails, one the system trusts works.
+    let (code, err) = plan(&sb.kubeconfig(), false, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&sb.gitlab_url) && err.to_lowercase().contains("certificate"), "{err}");
+    let (code, err) = plan(&sb.kubeconfig(), true, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains(warning), "{err}");
+
+    // The cluster's certificate is checked too: without the kubeconfig's CA only a CA the
+    // system trusts will do.
+    let (code, err) = plan(&no_ca_kubeconfig, true, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    let plain = Sandbox::start("cli-tls-plain", &[]);
+    let no_ca = common::write(
+        &plain.dir,
+        "no-ca.kubeconfig",
+        &std::fs::read_to_string(plain.kubeconfig())
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("certificate-authority-data:"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_archshift"))
+        .args(["plan", "--plan", "plans/sandbox.yaml", "--kubeconfig", no_ca.to_str().unwrap()])
+        .env("GITLAB_URL", &plain.gitlab_url)
+        .env("GITLAB_TOKEN", &plain.gitlab_token)
+        .env_remove("KUBECONFIG")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Kubernetes API") && err.to_lowercase().contains("certificate"), "{err}");
+
+    // A kubeconfig that turns verification off is refused unless the flag says so.
+    let (code, err) = plan(&insecure_kubeconfig, true, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("sets insecure-skip-tls-verify") && err.contains("--insecure-skip-tls-verify"), "{err}");
+
+    // The flag turns it off for both systems, and says so.
+    for kubeconfig in [&insecure_kubeconfig, &no_ca_kubeconfig] {
+        let (code, err) = plan(kubeconfig, false, &["--insecure-skip-tls-verify"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(warning), "{err}");
+    }
+}

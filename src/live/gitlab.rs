@@ -146,11 +146,21 @@ impl Http {
             let repeatable = method != Method::POST || path.ends_with("/ci/lint");
             let (status, headers, bytes) = match outcome {
                 Ok(x) => x,
-                Err(e) if retries_left && (e.is_connect() || (e.is_timeout() && repeatable)) => {
+                Err(e)
+                    if retries_left
+                        && !super::tls_refused(&e)
+                        && (e.is_connect() || (e.is_timeout() && repeatable)) =>
+                {
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(self.transport(e)),
+                Err(e) if super::tls_refused(&e) => {
+                    return Err(self.transport(format!(
+                        "{}: its certificate is not one this machine trusts (add its CA to SSL_CERT_FILE)",
+                        super::root_cause(&e)
+                    )));
+                }
+                Err(e) => return Err(self.transport(super::root_cause(&e))),
             };
             let json = || -> Value { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
             if status.is_success() {

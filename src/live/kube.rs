@@ -13,6 +13,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::Value;
 
+use super::root_cause;
 use crate::model::{ClusterIdentity, SecretMeta};
 pub use crate::vocab::plural;
 
@@ -438,6 +439,14 @@ impl KubeReader {
                 code: s.code,
                 message: s.message.clone(),
             },
+            other if super::tls_refused(&other) => KubeError::Transport {
+                server: self.server.clone(),
+                context: self.context.clone(),
+                cause: format!(
+                    "{}: the server's certificate is not signed by the kubeconfig's certificate-authority-data",
+                    root_cause(&other)
+                ),
+            },
             other => KubeError::Transport {
                 server: self.server.clone(),
                 context: self.context.clone(),
@@ -445,16 +454,6 @@ impl KubeReader {
             },
         }
     }
-}
-
-/// The innermost cause of a transport error ("Connection refused (os error 111)"), which is
-/// what a person can act on; the outer layers only say which library noticed it.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 /// An object as JSON, with the apiVersion and kind that list items leave off.

@@ -45,6 +45,8 @@ pub struct Options {
     /// The GitLab token's access level on every group and project (30 Developer, 40
     /// Maintainer, 50 Owner); `None` makes it root, an administrator.
     pub gitlab_access: Option<u8>,
+    /// Serve GitLab over HTTPS too, with the API server's certificate (its CA in `ca.pem`).
+    pub gitlab_tls: bool,
 }
 
 /// Both simulated systems, behind one lock (handlers never await while holding it).
@@ -197,7 +199,7 @@ impl Sandbox {
         let (gl_listener, gl_addr) = http::bind().await?;
         let tls = tls::generate().map_err(io::Error::other)?;
         let k8s_url = format!("https://{k8s_addr}");
-        let gitlab_url = format!("http://{gl_addr}");
+        let gitlab_url = format!("{}://{gl_addr}", if opts.gitlab_tls { "https" } else { "http" });
         let kube_token = random_token("sandbox-");
         let gitlab_token = random_token("glpat-");
         let tick = Duration::from_millis(opts.tick_ms.unwrap_or(200));
@@ -224,8 +226,13 @@ impl Sandbox {
             served: Default::default(),
         });
         let tasks = vec![
+            tokio::spawn(http::serve(
+                gl_listener,
+                Server::GitLab,
+                shared.clone(),
+                opts.gitlab_tls.then(|| tls.acceptor.clone()),
+            )),
             tokio::spawn(http::serve(k8s_listener, Server::K8s, shared.clone(), Some(tls.acceptor))),
-            tokio::spawn(http::serve(gl_listener, Server::GitLab, shared.clone(), None)),
             tokio::spawn(controllers::run(shared.clone(), tick)),
         ];
         let sandbox = Sandbox { k8s_url, gitlab_url, shared, tasks, kube_token, gitlab_token, ca_pem: tls.ca_pem };
@@ -235,8 +242,10 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// Writes `kubeconfig` and `gitlab.env` (mode 0600: they hold the tokens).
+    /// Writes `kubeconfig` and `gitlab.env` (mode 0600: they hold the tokens), and `ca.pem`,
+    /// the CA that signed both servers' certificate.
     pub fn write_files(&self, dir: &Path) -> io::Result<()> {
+        std::fs::write(dir.join("ca.pem"), &self.ca_pem)?;
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: archshift-sandbox\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: archshift-sandbox\n  context:\n    cluster: archshift-sandbox\n    user: archshift-sandbox\n    namespace: default\ncurrent-context: archshift-sandbox\nusers:\n- name: archshift-sandbox\n  user:\n    token: {}\n",
             self.k8s_url,

@@ -155,6 +155,8 @@ pub enum DetailKind {
 
 pub struct App {
     pub mode: Mode,
+    /// TLS verification is off (`--insecure-skip-tls-verify`): the header says so throughout.
+    pub insecure: bool,
     pub context: String,
     pub cluster: String,
     pub gitlab: String,
@@ -188,6 +190,7 @@ impl App {
         let cluster = plan.endpoints.cluster.as_ref().map_or_else(|| "?".to_string(), |c| c.server.clone());
         let mut app = App {
             mode,
+            insecure: false,
             context: context.to_string(),
             cluster,
             gitlab: gitlab.to_string(),

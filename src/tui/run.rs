@@ -86,6 +86,7 @@ fn need_terminal() -> Result<()> {
 fn session_loop(runtime: &tokio::runtime::Runtime, prepared: Prepared, mode: Mode, save_dir: PathBuf) -> Result<()> {
     let context = prepared.context.clone().unwrap_or_else(|| "current".into());
     let mut app = App::new(mode, &context, prepared.gitlab.reader().url(), prepared.plan.clone());
+    app.insecure = prepared.kube.reader().insecure();
     let (msg_tx, msg_rx) = std::sync::mpsc::channel::<Msg>();
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
     let cancel = Arc::new(tokio::sync::Notify::new());

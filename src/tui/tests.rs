@@ -228,3 +228,12 @@ fn a_ten_thousand_line_diff_renders_only_its_window() {
     assert!(text.contains("+line 9999"), "{text}");
     assert!(!text.contains("+line 5000"));
 }
+
+#[test]
+fn the_header_says_when_tls_is_not_verified() {
+    let mut a = app(Mode::Live);
+    assert!(!frame(&a, 120, 24).contains("TLS NOT VERIFIED"));
+    a.insecure = true;
+    let header = frame(&a, 120, 24).lines().next().unwrap().to_string();
+    assert!(header.contains("LIVE  TLS NOT VERIFIED  context"), "{header}");
+}

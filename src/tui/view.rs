@@ -71,12 +71,16 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, pal: Palette) {
         Mode::ReadOnly => pal.fg(Color::Green).add_modifier(Modifier::BOLD),
         Mode::Replay => pal.fg(Color::Yellow).add_modifier(Modifier::BOLD),
     };
-    let line = Line::from(vec![
+    let mut spans = vec![
         Span::styled(" archshift ", Style::default().add_modifier(Modifier::REVERSED)),
         Span::raw(" "),
         Span::styled(app.mode.label(), mode_style),
-        Span::raw(format!("  context {}  cluster {}  GitLab {}", app.context, app.cluster, app.gitlab)),
-    ]);
+    ];
+    if app.insecure {
+        spans.push(Span::styled("  TLS NOT VERIFIED", pal.fg(Color::Red).add_modifier(Modifier::BOLD)));
+    }
+    spans.push(Span::raw(format!("  context {}  cluster {}  GitLab {}", app.context, app.cluster, app.gitlab)));
+    let line = Line::from(spans);
     frame.render_widget(Paragraph::new(line), area);
 }
 
