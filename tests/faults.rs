@@ -471,3 +471,68 @@ fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
     assert_eq!(sb.runner_descriptions(), ["sandbox"]);
     assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
 }
+
+#[test]
+fn a_rollback_waits_out_rate_limits_and_5xx_and_survives_kill_9_between_a_delete_and_its_record() {
+    // Only a rollback deletes runners, Secrets and Releases: each fault strikes the rollback.
+    let sb = Sandbox::start(
+        "faults-rollback",
+        &[
+            "--fault",
+            "gitlab:429:count=2,method=DELETE,path=/api/v4/runners/*",
+            "--fault",
+            "k8s:503:count=2,method=DELETE,path=/api/v1/namespaces/*/secrets/*",
+            // The first DELETE is the dry run; the second is carried out and answered a minute late.
+            "--fault",
+            "k8s:late:ms=60000,skip=1,count=1,method=DELETE,path=/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-amd64",
+        ],
+    );
+    let journal = common::scratch("faults-rollback").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let args = ["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j];
+    let mut run = Running::start(&sb, &args);
+    run.until("the amd64 Release's step", |e| {
+        e["event"] == "step" && e["id"] == "rollback/release/gitlab-runner-amd64"
+    });
+    sb.wait_for("the amd64 Release to be deleted", 120, || {
+        let out = sb.kubectl(&[
+            "get",
+            "releases.helm.crossplane.io",
+            "gitlab-runner-amd64",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]);
+        (!out.status.success() || !text(&out.stdout).is_empty()).then_some(())
+    });
+    run.kill();
+    assert_eq!(journal_events(&journal, "rollback/release/gitlab-runner-amd64"), ["intent"]);
+
+    let out = sb
+        .command(&args[..args.len() - 4].iter().copied().chain(["--journal", j]).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let requests = sb.requests();
+    let struck = |status: u64| requests.iter().filter(|r| r["status"] == status && r["fault"] == "status").count();
+    assert_eq!((struck(429), struck(503)), (2, 2), "the rate limits and the 5xx burst struck and were waited out");
+    let release_deletes: Vec<&Value> = requests
+        .iter()
+        .filter(|r| {
+            r["method"] == "DELETE" && r["path"] == "/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-amd64"
+        })
+        .collect();
+    assert_eq!(
+        release_deletes.len(),
+        2,
+        "one dry run and one delete: the second rollback found it going: {release_deletes:?}\n{}",
+        text(&out.stdout)
+    );
+    assert_eq!(journal_events(&journal, "rollback/release/gitlab-runner-amd64"), ["intent", "verified"]);
+    assert_eq!(sb.runner_descriptions(), ["sandbox"]);
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
+    let secrets = sb.kubectl(&["get", "secrets", "-n", "gitlab-runner", "-o", "name"]);
+    assert!(!text(&secrets.stdout).contains("-token"), "the token Secrets are gone: {}", text(&secrets.stdout));
+}

@@ -104,7 +104,12 @@ fn same_tags(a: &Value, b: &Value) -> bool {
 pub fn holds(change: &Change, cur: &Current, base: Option<&Current>) -> Holds {
     let yes = |b: bool| if b { Holds::Yes } else { Holds::No };
     match (&change.method, &change.target) {
-        (WriteMethod::KubeDelete, _) => yes(*cur == Current::Absent),
+        // Asked to go: what remains is the finalizers' work, which verification waits for.
+        (WriteMethod::KubeDelete, _) => yes(match cur {
+            Current::Absent => true,
+            Current::Object(v) => !v["metadata"]["deletionTimestamp"].is_null(),
+            _ => false,
+        }),
         (WriteMethod::KubeCreate | WriteMethod::KubeJsonPatch { .. }, ObjectRef::Kube { kind, .. }) => {
             let (Current::Object(live), Some(after)) = (cur, change.after_object()) else { return Holds::No };
             if kind == "Secret" {
@@ -304,6 +309,18 @@ mod tests {
         let base = Current::File { content: "old".into(), last_commit_id: last_commit_id.clone() };
         assert_eq!(precondition(&c, &Current::Absent, Some(&base)), Ok(()));
         assert!(precondition(&c, &Current::Absent, Some(&file("old"))).unwrap_err().contains("changed since planned"));
+    }
+
+    #[test]
+    fn a_deletion_holds_once_the_object_is_gone_or_marked_for_deletion() {
+        let mut c = change("release/gitlab-runner-arm64");
+        c.method = WriteMethod::KubeDelete;
+        let obj = json!({"metadata": {"name": "gitlab-runner-arm64", "finalizers": ["finalizer.managedresource.crossplane.io"]}});
+        assert_eq!(holds(&c, &Current::Object(obj.clone()), None), Holds::No);
+        let mut going = obj;
+        going["metadata"]["deletionTimestamp"] = json!("2026-11-28T09:00:00Z");
+        assert_eq!(holds(&c, &Current::Object(going), None), Holds::Yes, "the finalizers' work is verification's");
+        assert_eq!(holds(&c, &Current::Absent, None), Holds::Yes);
     }
 
     #[test]

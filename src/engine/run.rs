@@ -827,13 +827,11 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
 
     /// A write whose answer was lost (a timeout, a dropped connection, a 5xx): it may or may
     /// not have happened, so it is read back instead of sent again. Done when the step now
-    /// holds (a deletion also when the object is on its way out); the created runner's id is
+    /// holds (a deletion: the object is gone or on its way out); the created runner's id is
     /// returned for the journal. Otherwise the step fails and the journal says it was intended.
     async fn read_back(&self, change: &Change, e: PortError) -> Result<Option<u64>, EngineError> {
         let (now, base) = self.current(change).await?;
-        let deleting = matches!(change.method, WriteMethod::KubeDelete)
-            && matches!(&now, Current::Object(v) if !v["metadata"]["deletionTimestamp"].is_null());
-        if deleting || check::holds(change, &now, base.as_ref()) == Holds::Yes {
+        if check::holds(change, &now, base.as_ref()) == Holds::Yes {
             (self.emit)(&Event::Notice {
                 message: format!("the write's answer was lost ({e}); reading back shows it happened"),
             });
