@@ -312,7 +312,7 @@ fn patches_of_spot_pool(requests: &[Value]) -> usize {
 }
 
 #[test]
-fn kill_9_between_a_write_and_its_journal_record_then_apply_again_neither_repeats_nor_loses_it() {
+fn kill_9_before_a_write_and_between_a_write_and_its_journal_record_then_apply_again_neither_repeats_nor_loses_it() {
     // Both servers carry the write out at once and hold its answer back a minute: the runner
     // exists in GitLab (its token only in the answer), the pool is widened, and the journal
     // says only that each was intended when the process dies.
@@ -321,6 +321,9 @@ fn kill_9_between_a_write_and_its_journal_record_then_apply_again_neither_repeat
         &[
             "--fault",
             "gitlab:late:ms=60000,count=1,method=POST,path=/api/v4/user/runners",
+            // The amd64 Release's dry run hangs: a process killed there has not written it.
+            "--fault",
+            "k8s:slow:ms=60000,count=1,method=POST,path=/apis/helm.crossplane.io/v1beta1/releases",
             // The first PATCH is the server-side dry run; the second is the write.
             "--fault",
             "k8s:late:ms=60000,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
@@ -340,7 +343,17 @@ fn kill_9_between_a_write_and_its_journal_record_then_apply_again_neither_repeat
     run.kill();
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent"], "died before the written record");
 
-    // The second run finds the runner, resets the token nobody kept, and goes on to the pool.
+    // The second run finds the runner, resets the token nobody kept, and dies before the
+    // Release's write, in its dry run.
+    let mut run = Running::start(&sb, &args);
+    run.until("the amd64 Release's step", |e| e["event"] == "step" && e["id"] == "release/gitlab-runner-amd64");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    run.kill();
+    assert!(journal_events(&journal, "release/gitlab-runner-amd64").is_empty(), "not even intended");
+    let release = sb.kubectl(&["get", "releases.helm.crossplane.io", "gitlab-runner-amd64"]);
+    assert!(!release.status.success(), "not created");
+
+    // The third run goes on to the pool.
     let mut run = Running::start(&sb, &args);
     run.until("the pool's step", |e| e["event"] == "step" && e["id"] == "nodepool/spot-pool");
     sb.wait_for("spot-pool to be widened", 120, || (sb.pool_archs() == r#"["amd64","arm64"]"#).then_some(()));
