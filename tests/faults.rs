@@ -444,9 +444,10 @@ fn slow_kubernetes_answers_are_bounded_by_the_timeout_reads_tried_again_and_a_lo
 
 #[test]
 fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
-    // Only the rollback deletes the arm64 Release and pauses a runner: both are carried out and
-    // answered after 3 s, and the client gives up after 1 s. The DELETE is read back; the PUT,
-    // which means the same thing sent twice, is sent again.
+    // Only the rollback deletes the arm64 Release, pauses a runner and deletes runners: each is
+    // carried out and answered after 3 s, and the client gives up after 1 s. The Release's
+    // DELETE is read back; the PUT, which means the same thing sent twice, is sent again; so is
+    // the runner's DELETE, whose 404 then says it is done.
     let sb = Sandbox::start(
         "faults-slow-rollback",
         &[
@@ -454,6 +455,8 @@ fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
             "k8s:late:ms=3000,skip=1,count=1,method=DELETE,path=/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-arm64",
             "--fault",
             "gitlab:late:ms=3000,count=1,method=PUT,path=/api/v4/runners/*",
+            "--fault",
+            "gitlab:late:ms=3000,count=1,method=DELETE,path=/api/v4/runners/*",
         ],
     );
     let journal = common::scratch("faults-slow-rollback").join("journal.jsonl");
@@ -468,7 +471,7 @@ fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("reading back shows it happened"), "{stdout}");
     let requests = sb.requests();
-    assert_eq!(requests.iter().filter(|r| r["fault"] == "late").count(), 2, "both faults struck");
+    assert_eq!(requests.iter().filter(|r| r["fault"] == "late").count(), 3, "every fault struck");
     let deletes = requests
         .iter()
         .filter(|r| {
@@ -481,6 +484,13 @@ fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
         .filter(|r| r["method"] == "PUT" && r["path"].as_str().unwrap().starts_with("/api/v4/runners/"))
         .count();
     assert_eq!(pauses, 2, "the timed-out pause (an idempotent PUT) was sent once more");
+    // The runner deletion was carried out, timed out, and sent again: its 404 means done.
+    let runner_deletes: Vec<u64> = requests
+        .iter()
+        .filter(|r| r["method"] == "DELETE" && r["path"].as_str().unwrap().starts_with("/api/v4/runners/"))
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runner_deletes[..2], [204, 404], "{runner_deletes:?}");
     assert_eq!(sb.runner_descriptions(), ["sandbox"]);
     assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
 }

@@ -118,6 +118,8 @@ impl Http {
     /// One API call (`path` below `/api/v4`, with its query), retried as [`Options`] says.
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(HeaderMap, Value), GitLabError> {
         let mut attempt = 0u32;
+        // An attempt whose outcome is unknown (timed out, or a 5xx): it may have been carried out.
+        let mut maybe_done = false;
         loop {
             attempt += 1;
             let outcome = {
@@ -151,6 +153,7 @@ impl Http {
                         && !super::tls_refused(&e)
                         && (e.is_connect() || (e.is_timeout() && repeatable)) =>
                 {
+                    maybe_done |= e.is_timeout();
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
                 }
@@ -177,6 +180,7 @@ impl Http {
                 let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
                 let may_repeat = repeatable || status == StatusCode::TOO_MANY_REQUESTS;
                 if retries_left && may_repeat && wait <= self.opts.max_retry_after {
+                    maybe_done |= status != StatusCode::TOO_MANY_REQUESTS;
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -186,6 +190,10 @@ impl Http {
                     status: status.as_u16(),
                     attempts: attempt,
                 });
+            }
+            // A DELETE repeated after an attempt that may have been carried out: gone is done.
+            if method == Method::DELETE && status == StatusCode::NOT_FOUND && maybe_done {
+                return Ok((headers, Value::Null));
             }
             let source_name = self.token.source.clone();
             return Err(match status {
