@@ -132,37 +132,42 @@ pub fn analyze_with(text: &str, includes: &[String]) -> Result<Analysis, CiYamlE
         .filter(|k| is_job_name(k) && !top.contains_key(*k))
         .map(str::to_string)
         .collect();
-    let top: Cow<'_, Mapping> = if includes.is_empty() {
-        Cow::Borrowed(top)
-    } else {
-        for (k, v) in top {
-            match (lookup.get_mut(k), v) {
-                (Some(old @ Value::Mapping(_)), Value::Mapping(_)) if k.as_str() == Some("default") => {
-                    deep_merge(old, v)
-                }
-                _ => {
-                    lookup.insert(k.clone(), v.clone());
+    // Everything that borrows the document ends here, so the document itself moves into the
+    // analysis instead of being copied (a deep copy of a 10,000-line file is not free).
+    let (jobs, default_tags, has_default_section, has_include) = {
+        let top: Cow<'_, Mapping> = if includes.is_empty() {
+            Cow::Borrowed(top)
+        } else {
+            for (k, v) in top {
+                match (lookup.get_mut(k), v) {
+                    (Some(old @ Value::Mapping(_)), Value::Mapping(_)) if k.as_str() == Some("default") => {
+                        deep_merge(old, v)
+                    }
+                    _ => {
+                        lookup.insert(k.clone(), v.clone());
+                    }
                 }
             }
+            Cow::Owned(lookup)
+        };
+        let main = merged.as_mapping().unwrap_or(&top);
+        let default_tags = top.get("default").and_then(|d| d.get("tags")).and_then(tag_strings);
+        let mut jobs = Vec::new();
+        for (key, value) in main {
+            let Some(name) = key.as_str() else { continue };
+            if !is_job_name(name) {
+                continue;
+            }
+            jobs.push(job_info(name, value, own_tags.contains(name), &top, default_tags.as_ref()));
         }
-        Cow::Owned(lookup)
+        (jobs, default_tags, main.contains_key("default"), main.contains_key("include"))
     };
-    let main = merged.as_mapping().unwrap_or(&top);
-    let default_tags = top.get("default").and_then(|d| d.get("tags")).and_then(tag_strings);
-    let mut jobs = Vec::new();
-    for (key, value) in main {
-        let Some(name) = key.as_str() else { continue };
-        if !is_job_name(name) {
-            continue;
-        }
-        jobs.push(job_info(name, value, own_tags.contains(name), &top, default_tags.as_ref()));
-    }
     Ok(Analysis {
         jobs,
         default_tags,
-        has_default_section: main.contains_key("default"),
-        has_include: main.contains_key("include"),
-        data: merged.clone(),
+        has_default_section,
+        has_include,
+        data: merged,
         repeated_keys,
         included_jobs,
     })

@@ -112,16 +112,23 @@ impl CiYamlError {
 
 /// Decides each job's tags and rewrites `text` accordingly.
 pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
-    let analysis = analyze_with(text, &opts.includes)?;
+    // Two independent parses of the same text: the meaning (yaml_serde) on a second thread,
+    // while this one makes the lossless tree that places the edit, finds what must not be
+    // edited and what repeats (rowan's tree cannot leave its thread; the analysis can).
+    let (analysis, lossless, uneditable) = std::thread::scope(|scope| {
+        let meaning = scope.spawn(|| analyze_with(text, &opts.includes));
+        let lossless = yaml_edit::YamlFile::parse(text);
+        let uneditable = edit::uneditable_jobs(text, &lossless);
+        let analysis = meaning.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (analysis, lossless, uneditable)
+    });
+    let analysis = analysis?;
     let mut reports = Vec::new();
     // Jobs to tag directly, and jobs the default tag should cover.
     let mut direct: Vec<(String, String)> = Vec::new();
     let mut want_default: BTreeSet<String> = BTreeSet::new();
     // Jobs that would silently pick up a tag added under `default:`.
     let mut would_be_swept = false;
-    // One lossless parse places the edit, finds what must not be edited and what repeats.
-    let lossless = yaml_edit::YamlFile::parse(text);
-    let uneditable = edit::uneditable_jobs(text, &lossless);
 
     for job in &analysis.jobs {
         let outcome = decide(job, opts, &analysis, uneditable.get(&job.name).copied());
@@ -162,6 +169,7 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     if changed {
         verify::check(text, &output, &insertions, &analysis, &reports, &opts.includes)?;
     }
+
     // Placing them needs a walk of the lossless tree; most files have none.
     let repeated = if analysis.repeated_keys { edit::repeated_keys(text, &lossless) } else { Vec::new() };
     let warnings = repeated
