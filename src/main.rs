@@ -768,6 +768,7 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
         arch_tags: args.arch_tag.into_iter().collect(),
         job_tags: args.job_tag.into_iter().collect(),
         prefer_default: false,
+        prefer_default_with_include: false,
         includes: args
             .include
             .iter()

@@ -276,20 +276,17 @@ impl Report {
             .phases
             .iter()
             .map(|p| {
-                let changes: Vec<ChangeReport> = p
-                    .changes
-                    .iter()
-                    .map(|c| ChangeReport {
-                        id: c.id.to_string(),
-                        target: c.target.to_string(),
-                        action: match c.action {
-                            Action::Create => "create",
-                            Action::Update => "update",
-                            Action::Delete => "delete",
-                        },
-                        diff: render::plain(&change_diff(c, DiffOptions::default())),
-                    })
-                    .collect();
+                // A fleet's phase holds hundreds of diffs, each independent of the others.
+                let changes: Vec<ChangeReport> = crate::par::map(&p.changes, |c| ChangeReport {
+                    id: c.id.to_string(),
+                    target: c.target.to_string(),
+                    action: match c.action {
+                        Action::Create => "create",
+                        Action::Update => "update",
+                        Action::Delete => "delete",
+                    },
+                    diff: render::plain(&change_diff(c, DiffOptions::default())),
+                });
                 let mut findings: Vec<FindingReport> = p
                     .findings
                     .iter()

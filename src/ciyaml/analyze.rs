@@ -162,15 +162,7 @@ pub fn analyze_with(text: &str, includes: &[String]) -> Result<Analysis, CiYamlE
         }
         (jobs, default_tags, main.contains_key("default"), main.contains_key("include"))
     };
-    Ok(Analysis {
-        jobs,
-        default_tags,
-        has_default_section,
-        has_include,
-        data: merged,
-        repeated_keys,
-        included_jobs,
-    })
+    Ok(Analysis { jobs, default_tags, has_default_section, has_include, data: merged, repeated_keys, included_jobs })
 }
 
 /// The files a CI file's `include:` names, when every one is a local file of the same

@@ -32,6 +32,8 @@ pub struct TagOptions {
     /// Put the default tag under `default:` even for a single job (when nothing else would
     /// pick it up): it also reaches jobs that `include:` files define.
     pub prefer_default: bool,
+    /// [`Self::prefer_default`] when the file has an `include:` (read from the same parse).
+    pub prefer_default_with_include: bool,
     /// The contents of the file's local `include:` files, when known: templates they define
     /// resolve `extends:`.
     pub includes: Vec<String>,
@@ -81,6 +83,8 @@ pub struct Retag {
     pub warnings: Vec<String>,
     /// Jobs the known `include:` files define (no per-job edit reaches them).
     pub included_jobs: Vec<String>,
+    /// The file has an `include:`.
+    pub has_include: bool,
 }
 
 /// A CI file that cannot be rewritten.
@@ -115,13 +119,14 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     // Two independent parses of the same text: the meaning (yaml_serde) on a second thread,
     // while this one makes the lossless tree that places the edit, finds what must not be
     // edited and what repeats (rowan's tree cannot leave its thread; the analysis can).
-    let (analysis, lossless, uneditable) = std::thread::scope(|scope| {
-        let meaning = scope.spawn(|| analyze_with(text, &opts.includes));
-        let lossless = yaml_edit::YamlFile::parse(text);
-        let uneditable = edit::uneditable_jobs(text, &lossless);
-        let analysis = meaning.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (analysis, lossless, uneditable)
-    });
+    let (analysis, (lossless, uneditable)) = crate::par::join(
+        || analyze_with(text, &opts.includes),
+        || {
+            let lossless = yaml_edit::YamlFile::parse(text);
+            let uneditable = edit::uneditable_jobs(text, &lossless);
+            (lossless, uneditable)
+        },
+    );
     let analysis = analysis?;
     let mut reports = Vec::new();
     // Jobs to tag directly, and jobs the default tag should cover.
@@ -150,7 +155,8 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
     if let Some(tag) = &opts.default_tag
         && !want_default.is_empty()
     {
-        let enough = if opts.prefer_default { 1 } else { 2 };
+        let prefer = opts.prefer_default || (opts.prefer_default_with_include && analysis.has_include);
+        let enough = if prefer { 1 } else { 2 };
         if !would_be_swept && analysis.default_tags.is_none() && want_default.len() >= enough {
             default_tags_added = Some(tag.clone());
             for r in reports.iter_mut().filter(|r| want_default.contains(&r.job)) {
@@ -180,7 +186,15 @@ pub fn retag(text: &str, opts: &TagOptions) -> Result<Retag, CiYamlError> {
             )
         })
         .collect();
-    Ok(Retag { output, jobs: reports, default_tags_added, changed, warnings, included_jobs: analysis.included_jobs })
+    Ok(Retag {
+        output,
+        jobs: reports,
+        default_tags_added,
+        changed,
+        warnings,
+        included_jobs: analysis.included_jobs,
+        has_include: analysis.has_include,
+    })
 }
 
 fn want_default_for(job: &JobInfo, opts: &TagOptions, tag: &str) -> bool {

@@ -18,6 +18,7 @@ fn multiarch() -> TagOptions {
         arch_tags: BTreeMap::from([(Arch::Amd64, "$CICD_TAG_AMD64".into()), (Arch::Arm64, "$CICD_TAG_ARM64".into())]),
         job_tags: BTreeMap::new(),
         prefer_default: false,
+        prefer_default_with_include: false,
         includes: vec![],
     }
 }

@@ -286,27 +286,35 @@ fn plan_projects(
         ChangeId::runner(&spec.runners.tag(Arch::Amd64)),
         ChangeId::release(&spec.runners.release_name(Arch::Amd64)),
     ];
-    let mut uses_variable = false;
-    for project in &state.other_projects {
-        if project.path == spec.pipeline.project || gl.exclude_projects.contains(&project.path) {
-            continue;
-        }
-        let project_ref = ObjectRef::Project { path: project.path.clone() };
-        let Some(file) = &project.file else {
-            out.finding(FindingCode::ProjectNoCiFile, Status::Done, Some(project_ref), "has no CI file");
-            continue;
-        };
-        uses_variable |= file.content.contains(&reference);
-        let has_include = ciyaml::analyze(&file.content).is_ok_and(|a| a.has_include);
+    let skipped =
+        |p: &crate::model::ProjectCi| p.path == spec.pipeline.project || gl.exclude_projects.contains(&p.path);
+    // Every file's rewrite first, over the machine's cores: they are independent, and in a
+    // fleet they are most of the planning time.
+    let retags = crate::par::map(&state.other_projects, |project| {
+        let file = project.file.as_ref().filter(|_| !skipped(project))?;
         let opts = TagOptions {
             default_tag: Some(reference.clone()),
             arch_tags: [(Arch::Amd64, reference.clone())].into(),
             job_tags: Default::default(),
+            prefer_default: false,
             // `default: tags` also reaches the jobs its includes define.
-            prefer_default: has_include,
+            prefer_default_with_include: true,
             includes: project.includes.iter().flatten().map(|f| f.content.clone()).collect(),
         };
-        match ciyaml::retag(&file.content, &opts) {
+        Some(ciyaml::retag(&file.content, &opts))
+    });
+    let mut uses_variable = false;
+    for (project, retag) in state.other_projects.iter().zip(retags) {
+        if skipped(project) {
+            continue;
+        }
+        let project_ref = ObjectRef::Project { path: project.path.clone() };
+        let (Some(file), Some(retag)) = (&project.file, retag) else {
+            out.finding(FindingCode::ProjectNoCiFile, Status::Done, Some(project_ref), "has no CI file");
+            continue;
+        };
+        uses_variable |= file.content.contains(&reference);
+        match retag {
             Ok(retag) => {
                 if retag.changed {
                     unpinned.push(format!("{}:{}", project.path, file.path));
@@ -322,7 +330,7 @@ fn plan_projects(
                 // Jobs the includes define are out of a per-job rewrite's reach; when every
                 // include was read and defines none, there is nothing to cover.
                 let includes_define_jobs = project.includes.is_none() || !retag.included_jobs.is_empty();
-                if has_include
+                if retag.has_include
                     && includes_define_jobs
                     && retag.default_tags_added.is_none()
                     && !file.content.contains("\ndefault:")
