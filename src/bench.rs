@@ -147,7 +147,7 @@ fn frame_ms() -> f64 {
         ..crate::model::PhasePlan::new(crate::vocab::Phase::Pipeline)
     }];
     let mut app = App::new(Mode::ReadOnly, "bench", "bench", plan);
-    update(&mut app, Msg::Resize { detail_height: 44 });
+    update(&mut app, crate::tui::view::resized(ratatui::layout::Rect::new(0, 0, 160, 48)));
     let key = |c| Msg::Key(KeyEvent::new(c, KeyModifiers::NONE));
     update(&mut app, key(KeyCode::Enter));
     for _ in 0..5_000 {

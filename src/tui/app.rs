@@ -96,9 +96,11 @@ pub enum Msg {
     Journal(Vec<String>),
     /// A spinner frame; the runtime sends one every ~100 ms.
     Tick,
-    /// The detail pane's height, after a resize (for page scrolling).
+    /// The detail pane's height and a dialog's inside, after a resize (for page scrolling).
     Resize {
         detail_height: usize,
+        overlay_width: usize,
+        overlay_rows: usize,
     },
     /// SIGTERM: stop what runs and quit now.
     Terminate,
@@ -177,6 +179,11 @@ pub struct App {
     pub spinner: usize,
     pub quit: bool,
     pub detail_height: usize,
+    /// A dialog's inside: the width its lines wrap at and the rows it shows.
+    pub overlay_width: usize,
+    pub overlay_rows: usize,
+    /// The first row a dialog shows.
+    pub overlay_scroll: usize,
     /// The selected step's detail, computed once per selection (a 10,000-line diff is
     /// rendered from this, a window at a time).
     detail: Vec<DetailLine>,
@@ -209,6 +216,9 @@ impl App {
             spinner: 0,
             quit: false,
             detail_height: 20,
+            overlay_width: 60,
+            overlay_rows: 18,
+            overlay_scroll: 0,
             detail: Vec::new(),
             detail_for: None,
             generation: 0,
@@ -347,12 +357,87 @@ pub fn detail_lines(c: &Change, plan: &Plan, results: &[(DetailKind, String)]) -
     out
 }
 
+/// A dialog's title and lines, before wrapping.
+pub fn overlay_text(app: &App, overlay: &Overlay) -> (String, Vec<String>) {
+    match overlay {
+        Overlay::Help => (" Keys ".into(), help_lines(app.mode).into_iter().map(str::to_string).collect()),
+        Overlay::Confirm(c) => {
+            let mut lines = c.lines.clone();
+            lines.push(String::new());
+            lines.push("Press y to go ahead; any other key cancels (↑↓ scroll).".into());
+            (format!(" {} ", c.title), lines)
+        }
+        Overlay::QuitWhileRunning => (
+            " Quit? ".into(),
+            vec![
+                "A step is running.".into(),
+                "y: stop waiting and quit (what was written stays, and is in the journal)".into(),
+                "any other key: stay".into(),
+            ],
+        ),
+        Overlay::Journal(lines) => (" Journal ".into(), lines.clone()),
+        Overlay::Message(m) => (" Message ".into(), m.lines().map(str::to_string).collect()),
+    }
+}
+
+/// A dialog's rows at its width: each line wrapped at spaces (a word longer than the width
+/// is cut), so scrolling and drawing count the same rows.
+pub fn overlay_rows(app: &App, overlay: &Overlay) -> Vec<String> {
+    wrap(&overlay_text(app, overlay).1, app.overlay_width)
+}
+
+pub fn wrap(lines: &[String], width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for line in lines {
+        if line.chars().count() <= width {
+            out.push(line.clone());
+            continue;
+        }
+        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+        let mut row = String::new();
+        let mut row_len = 0;
+        for word in line.split(' ').filter(|w| !w.is_empty()) {
+            let mut word: Vec<char> = word.chars().collect();
+            let gap = usize::from(row_len > 0);
+            if row_len > 0 && row_len + gap + word.len() > width {
+                out.push(std::mem::take(&mut row));
+                row_len = 0;
+            }
+            if row_len == 0 && !indent.is_empty() && indent.len() * 2 < width {
+                row.push_str(&indent);
+                row_len = indent.chars().count();
+            } else if row_len > 0 {
+                row.push(' ');
+                row_len += 1;
+            }
+            while row_len + word.len() > width {
+                let take = width - row_len;
+                row.extend(word.drain(..take));
+                out.push(std::mem::take(&mut row));
+                row_len = 0;
+            }
+            row_len += word.len();
+            row.extend(word);
+        }
+        out.push(row);
+    }
+    out
+}
+
 /// The keys that work now, for the bottom bar.
 pub fn key_help(app: &App) -> &'static str {
     match (&app.overlay, app.mode, app.focus) {
-        (Some(Overlay::Confirm(_)), _, _) => "y: yes, go ahead   any other key: no",
         (Some(Overlay::QuitWhileRunning), _, _) => "y: stop the wait and quit   any other key: stay",
-        (Some(_), _, _) => "any key: close",
+        (Some(o), _, _) => {
+            let scrolls = overlay_rows(app, o).len() > app.overlay_rows;
+            match (o, scrolls) {
+                (Overlay::Confirm(_), false) => "y: yes, go ahead   any other key: no",
+                (Overlay::Confirm(_), true) => "y: yes, go ahead  ↑↓ PgUp/PgDn scroll  any other key: no",
+                (_, false) => "any key: close",
+                (_, true) => "↑↓ PgUp/PgDn scroll  any other key: close",
+            }
+        }
         _ if app.filtering => "type to filter   Enter: keep   Esc: clear",
         (None, Mode::ReadOnly, _) => {
             "↑↓/jk move  Enter diff  PgUp/PgDn g/G scroll  / filter  r re-observe  s save  l journal  ? help  q quit"
@@ -452,8 +537,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Command> {
             app.spinner = app.spinner.wrapping_add(1);
             vec![]
         }
-        Msg::Resize { detail_height } => {
+        Msg::Resize { detail_height, overlay_width, overlay_rows } => {
             app.detail_height = detail_height.max(1);
+            app.overlay_width = overlay_width.max(10);
+            app.overlay_rows = overlay_rows.max(1);
             vec![]
         }
         Msg::Terminate => {
@@ -513,6 +600,25 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         return on_key(app, KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
     }
     if let Some(overlay) = app.overlay.take() {
+        // A dialog longer than the screen scrolls; every other key answers it.
+        let rows = overlay_rows(app, &overlay).len();
+        let page = app.overlay_rows.max(1);
+        let last = rows.saturating_sub(page);
+        let scrolled = match key.code {
+            KeyCode::Down | KeyCode::Char('j') => Some(app.overlay_scroll + 1),
+            KeyCode::Up | KeyCode::Char('k') => Some(app.overlay_scroll.saturating_sub(1)),
+            KeyCode::PageDown => Some(app.overlay_scroll + page),
+            KeyCode::PageUp => Some(app.overlay_scroll.saturating_sub(page)),
+            KeyCode::End | KeyCode::Char('G') => Some(last),
+            KeyCode::Home | KeyCode::Char('g') => Some(0),
+            _ => None,
+        };
+        if let Some(to) = scrolled.filter(|_| !matches!(overlay, Overlay::QuitWhileRunning)) {
+            app.overlay_scroll = to.min(last);
+            app.overlay = Some(overlay);
+            return vec![];
+        }
+        app.overlay_scroll = 0;
         return match overlay {
             Overlay::Confirm(c) if key.code == KeyCode::Char('y') => {
                 app.busy = Some(Busy { what: c.title.clone(), elapsed_s: 0, timeout_s: 0, waiting: false });

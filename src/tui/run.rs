@@ -117,13 +117,14 @@ fn ui_loop(
     cancel: &tokio::sync::Notify,
     palette: Palette,
 ) -> Result<()> {
-    let mut height = 0;
+    let mut height = (0, 0);
     loop {
         let size = terminal.size()?;
-        let h = view::detail_height(ratatui::layout::Rect::new(0, 0, size.width, size.height));
-        if h != height {
-            height = h;
-            update(app, Msg::Resize { detail_height: h });
+        let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+        let h = view::detail_height(area);
+        if (h, size.width) != height {
+            height = (h, size.width);
+            update(app, view::resized(area));
         }
         terminal.draw(|f| view::render(f, app, palette))?;
         let Ok(msg) = msgs.recv() else { return Ok(()) };

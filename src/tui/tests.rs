@@ -4,7 +4,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{App, Command, Focus, Mark, Mode, Msg, Overlay, update};
+use super::app::{App, Command, Confirm, Focus, Mark, Mode, Msg, Overlay, key_help, update};
 use super::view::{self, Palette};
 use crate::engine::run::{Event, Selection};
 use crate::model::fixtures::{plan as spec, start};
@@ -58,7 +58,7 @@ fn keys_move_focus_scroll_and_filter() {
     assert_eq!(a.selected, 0, "stays at the top");
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.focus, Focus::Detail);
-    update(&mut a, Msg::Resize { detail_height: 5 });
+    update(&mut a, Msg::Resize { detail_height: 5, overlay_width: 60, overlay_rows: 18 });
     key(&mut a, KeyCode::PageDown);
     assert_eq!(a.scroll, 5);
     key(&mut a, KeyCode::Char('G'));
@@ -140,7 +140,7 @@ fn read_only_mode_cannot_reach_a_write_whatever_is_pressed() {
 
 fn snapshot_pair(name: &str, a: &mut App) {
     for (w, h) in [(80, 24), (160, 48)] {
-        update(a, Msg::Resize { detail_height: view::detail_height(ratatui::layout::Rect::new(0, 0, w, h)) });
+        update(a, view::resized(ratatui::layout::Rect::new(0, 0, w, h)));
         insta::assert_snapshot!(format!("{name}_{w}x{h}"), frame(a, w, h));
     }
 }
@@ -222,7 +222,7 @@ fn a_ten_thousand_line_diff_renders_only_its_window() {
     select(&mut a, "cifile/platform/kaniko-builder/.gitlab-ci.yml");
     assert!(a.detail().len() > 10_000);
     key(&mut a, KeyCode::Enter);
-    update(&mut a, Msg::Resize { detail_height: 20 });
+    update(&mut a, Msg::Resize { detail_height: 20, overlay_width: 60, overlay_rows: 18 });
     key(&mut a, KeyCode::Char('G'));
     let text = frame(&a, 80, 24);
     assert!(text.contains("+line 9999"), "{text}");
@@ -236,4 +236,39 @@ fn the_header_says_when_tls_is_not_verified() {
     a.insecure = true;
     let header = frame(&a, 120, 24).lines().next().unwrap().to_string();
     assert!(header.contains("LIVE  TLS NOT VERIFIED  context"), "{header}");
+}
+
+#[test]
+fn a_dialog_longer_than_the_screen_scrolls_to_its_last_step_and_y_still_answers() {
+    let mut a = app(Mode::Live);
+    update(&mut a, view::resized(ratatui::layout::Rect::new(0, 0, 80, 12)));
+    let steps: Vec<String> = (1..=30).map(|i| format!("  step-{i:02}")).collect();
+    let on_yes = Command::Apply(Selection::Step(ChangeId::from("nodepool/spot-pool")));
+    a.overlay = Some(Overlay::Confirm(Confirm { title: "Apply?".into(), lines: steps, on_yes: on_yes.clone() }));
+    let shown = frame(&a, 80, 12);
+    assert!(shown.contains("step-01") && !shown.contains("step-30"), "{shown}");
+    assert!(shown.contains("1-8 of 32"), "where it stands: {shown}");
+    assert!(key_help(&a).contains("scroll"));
+    // Scrolling keeps the dialog open and never runs anything.
+    assert!(key(&mut a, KeyCode::Down).is_empty());
+    assert_eq!(a.overlay_scroll, 1);
+    assert!(key(&mut a, KeyCode::PageDown).is_empty() && key(&mut a, KeyCode::End).is_empty());
+    assert!(a.overlay.is_some());
+    assert_eq!(a.overlay_scroll, 32 - 8, "the last page, no further");
+    key(&mut a, KeyCode::Down);
+    assert_eq!(a.overlay_scroll, 24);
+    let shown = frame(&a, 80, 12);
+    assert!(shown.contains("step-30") && shown.contains("any other key cancels"), "{shown}");
+    assert_eq!(key(&mut a, KeyCode::Char('y')), [on_yes]);
+    assert_eq!(a.overlay_scroll, 0, "the next dialog starts at its top");
+}
+
+#[test]
+fn wrapping_keeps_short_lines_as_they_are_and_breaks_long_ones_within_the_width() {
+    let lines = vec!["GitLab:  http://x".to_string(), "  one two three four".into(), "abcdefghij".into()];
+    let rows = crate::tui::app::wrap(&lines, 8);
+    assert_eq!(rows[0], "GitLab:", "{rows:?}");
+    assert!(rows.iter().all(|r| r.chars().count() <= 8), "{rows:?}");
+    assert!(rows.contains(&"  one".to_string()) && rows.contains(&"abcdefgh".to_string()), "{rows:?}");
+    assert_eq!(crate::tui::app::wrap(&["a  b".into()], 8), ["a  b"], "a line that fits keeps its spacing");
 }

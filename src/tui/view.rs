@@ -5,9 +5,9 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
-use super::app::{App, DetailKind, Focus, Mark, Mode, Overlay, grouped, help_lines, key_help};
+use super::app::{App, DetailKind, Focus, Mark, Mode, Overlay, grouped, key_help, overlay_text, wrap};
 
 const SPINNER: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧"];
 
@@ -189,36 +189,42 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn render_overlay(frame: &mut Frame, area: Rect, app: &App, overlay: &Overlay, pal: Palette) {
-    let (title, lines, style): (String, Vec<String>, Style) = match overlay {
-        Overlay::Help => {
-            (" Keys ".into(), help_lines(app.mode).into_iter().map(str::to_string).collect(), Style::default())
-        }
-        Overlay::Confirm(c) => {
-            let mut lines = c.lines.clone();
-            lines.push(String::new());
-            lines.push("Press y to go ahead; any other key cancels.".into());
-            (format!(" {} ", c.title), lines, pal.fg(Color::Yellow))
-        }
-        Overlay::QuitWhileRunning => (
-            " Quit? ".into(),
-            vec![
-                "A step is running.".into(),
-                "y: stop waiting and quit (what was written stays, and is in the journal)".into(),
-                "any other key: stay".into(),
-            ],
-            pal.fg(Color::Yellow),
-        ),
-        Overlay::Journal(lines) => (" Journal ".into(), lines.clone(), Style::default()),
-        Overlay::Message(m) => (" Message ".into(), m.lines().map(str::to_string).collect(), pal.fg(Color::Red)),
+    let style = match overlay {
+        Overlay::Help | Overlay::Journal(_) => Style::default(),
+        Overlay::Confirm(_) | Overlay::QuitWhileRunning => pal.fg(Color::Yellow),
+        Overlay::Message(_) => pal.fg(Color::Red),
     };
-    let width = (area.width * 4 / 5).max(40);
-    let height = (lines.len() as u16 + 2).min(area.height.saturating_sub(2));
-    let rect = centered(area, width, height);
+    let (title, lines) = overlay_text(app, overlay);
+    let (width, max_rows) = overlay_inner(area);
+    let rows = wrap(&lines, width);
+    let shown = rows.len().min(max_rows);
+    let rect = centered(area, width as u16 + 2, shown as u16 + 2);
     frame.render_widget(Clear, rect);
     let mut block = Block::default().borders(Borders::ALL).title(title).border_style(style);
-    if matches!(overlay, Overlay::Confirm(_) | Overlay::QuitWhileRunning) {
-        block = block.title_bottom(" y: go ahead · any other key: cancel ");
+    let first = app.overlay_scroll.min(rows.len().saturating_sub(shown));
+    let mut bottom = Vec::new();
+    if rows.len() > shown {
+        bottom.push(format!("{}-{} of {} ↑↓", first + 1, first + shown, rows.len()));
     }
-    let text: Vec<Line> = lines.into_iter().map(Line::raw).collect();
-    frame.render_widget(Paragraph::new(text).block(block).wrap(Wrap { trim: false }), rect);
+    if matches!(overlay, Overlay::Confirm(_) | Overlay::QuitWhileRunning) {
+        bottom.push("y: go ahead · any other key: cancel".into());
+    }
+    if !bottom.is_empty() {
+        block = block.title_bottom(format!(" {} ", bottom.join(" · ")));
+    }
+    let text: Vec<Line> = rows.into_iter().skip(first).take(shown).map(Line::raw).collect();
+    frame.render_widget(Paragraph::new(text).block(block), rect);
+}
+
+/// What the app needs to know of a screen of `area` (pane and dialog sizes).
+pub fn resized(area: Rect) -> super::app::Msg {
+    let (overlay_width, overlay_rows) = overlay_inner(area);
+    super::app::Msg::Resize { detail_height: detail_height(area), overlay_width, overlay_rows }
+}
+
+/// A dialog's inside on a screen of `area`: the width its lines wrap at and the most rows it
+/// shows.
+pub fn overlay_inner(area: Rect) -> (usize, usize) {
+    let width = (area.width * 4 / 5).max(40).min(area.width.saturating_sub(2)).max(10);
+    (usize::from(width.saturating_sub(2)), usize::from(area.height.saturating_sub(4)).max(1))
 }
