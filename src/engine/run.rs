@@ -840,7 +840,12 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 _ => None,
             });
         }
-        Err(other(&change.id, format!("the write's answer was lost and reading back does not show it: {e}")))
+        Err(other(
+            &change.id,
+            format!(
+                "the write's answer was lost and reading back does not show it: {e}; the server may still be carrying it out, so run the same apply again in a minute: it reads back first and never writes it twice"
+            ),
+        ))
     }
 
     /// Opens (or finds) the merge request, and merges it when the plan says archshift may.
