@@ -13,6 +13,14 @@ fn apply(sb: &Sandbox, plan: &str, journal: &std::path::Path) -> std::process::O
     sb.command(&["apply", "--plan", plan, "--yes", "--journal", journal.to_str().unwrap()]).output().unwrap()
 }
 
+/// The whole migration applied (`apply --plan --yes`), for a rollback to start from; its journal.
+fn applied(sb: &Sandbox, name: &str) -> std::path::PathBuf {
+    let journal = common::scratch(name).join("journal.jsonl");
+    let out = apply(sb, "plans/sandbox.yaml", &journal);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    journal
+}
+
 fn journal_events(path: &std::path::Path, change: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -150,10 +158,8 @@ fn rate_limits_with_retry_after_are_waited_out_and_the_apply_completes() {
 #[test]
 fn kill_9_during_a_rollback_then_rollback_again_reaches_the_amd64_only_world() {
     let sb = Sandbox::start("faults-kill-rollback", &[]);
-    let journal = common::scratch("faults-kill-rollback").join("journal.jsonl");
+    let journal = applied(&sb, "faults-kill-rollback");
     let j = journal.to_str().unwrap();
-    let out = sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let args = ["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j];
     let mut child =
         sb.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
@@ -459,10 +465,8 @@ fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
             "gitlab:late:ms=3000,count=1,method=DELETE,path=/api/v4/runners/*",
         ],
     );
-    let journal = common::scratch("faults-slow-rollback").join("journal.jsonl");
+    let journal = applied(&sb, "faults-slow-rollback");
     let j = journal.to_str().unwrap();
-    let out = sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = sb
         .command(&["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
         .output()
@@ -510,10 +514,8 @@ fn a_rollback_waits_out_rate_limits_and_5xx_and_survives_kill_9_between_a_delete
             "k8s:late:ms=60000,skip=1,count=1,method=DELETE,path=/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-amd64",
         ],
     );
-    let journal = common::scratch("faults-rollback").join("journal.jsonl");
+    let journal = applied(&sb, "faults-rollback");
     let j = journal.to_str().unwrap();
-    let out = sb.command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let args = ["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j];
     let mut run = Running::start(&sb, &args);

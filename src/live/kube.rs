@@ -505,11 +505,7 @@ impl Target<'_> {
 }
 
 impl KubeWriter {
-    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<KubeWriter, KubeError> {
-        KubeWriter::connect_with(kubeconfig, context, Connect::default()).await
-    }
-
-    /// [`Self::connect`] with a timeout and the TLS choice.
+    /// Connected as [`KubeReader::connect_with`] is.
     pub async fn connect_with(
         kubeconfig: Option<&Path>,
         context: Option<&str>,
