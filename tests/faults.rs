@@ -346,6 +346,12 @@ fn kill_9_before_a_write_and_between_a_write_and_its_journal_record_then_apply_a
     sb.wait_for("the amd64 runner to exist", 120, || {
         sb.runner_descriptions().contains(&"sandbox-amd64".to_string()).then_some(())
     });
+    // Meanwhile a second run on the same journal is refused before it writes anything.
+    let from = sb.requests().len();
+    let second = sb.command(&args).output().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second.stdout));
+    assert!(text(&second.stderr).contains("in use by another archshift run"), "{}", text(&second.stderr));
+    assert!(sb.writes_since(from).is_empty(), "{:?}", sb.writes_since(from));
     run.kill();
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent"], "died before the written record");
 

@@ -62,6 +62,10 @@ pub enum JournalError {
         "the journal {path} is corrupt at line {line}: {cause}; nothing was written. Move it aside only if you know what it recorded"
     )]
     Corrupt { path: String, line: usize, cause: String },
+    #[error(
+        "the journal {path} is in use by another archshift run (an apply, a rollback or the TUI); nothing was written. Let it finish or stop it first: two runs at once could each create a runner"
+    )]
+    Busy { path: String },
 }
 
 /// An open journal: its records so far, and the file new ones are appended to.
@@ -88,6 +92,15 @@ impl Journal {
             opts.mode(0o600);
         }
         let file = opts.open(path).map_err(io)?;
+        // One run per journal: held until this process ends, however it ends (kill -9 too,
+        // so no stale lock is left behind), and taken before anything is read or cut off.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Busy { path: path.display().to_string() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         let bytes = std::fs::read(path).map_err(io)?;
         let (records, torn, keep) = parse(&bytes).map_err(|(line, cause)| JournalError::Corrupt {
             path: path.display().to_string(),
@@ -218,6 +231,19 @@ mod tests {
             use std::os::unix::fs::PermissionsExt as _;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn one_run_at_a_time_holds_a_journal() {
+        let path = scratch();
+        let mut first = Journal::open(&path).unwrap();
+        first.append(rec("a", Event::Intent)).unwrap();
+        let second = Journal::open(&path);
+        assert!(matches!(&second, Err(JournalError::Busy { .. })), "{:?}", second.err());
+        assert!(second.err().unwrap().to_string().contains("in use by another archshift run"));
+        drop(first);
+        let again = Journal::open(&path).unwrap();
+        assert_eq!(again.records().len(), 1, "the refused open changed nothing");
     }
 
     #[test]
