@@ -230,7 +230,9 @@ pub fn log_line(
     if let Some(f) = fault {
         line["fault"] = json!(f);
     }
-    let _ = writeln!(file, "{line}");
+    // One write per line: `writeln!` on a File writes each formatted piece separately, and a
+    // reader of the log (a test, `tail -f`) could see half a line.
+    let _ = file.write_all(format!("{line}\n").as_bytes());
 }
 
 pub async fn bind() -> std::io::Result<(TcpListener, SocketAddr)> {
