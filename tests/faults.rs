@@ -568,3 +568,25 @@ fn a_rollback_waits_out_rate_limits_and_5xx_and_survives_kill_9_between_a_delete
     let secrets = sb.kubectl(&["get", "secrets", "-n", "gitlab-runner", "-o", "name"]);
     assert!(!text(&secrets.stdout).contains("-token"), "the token Secrets are gone: {}", text(&secrets.stdout));
 }
+
+#[test]
+fn a_runner_creation_whose_answer_is_lost_is_read_back_and_its_token_reset_in_the_same_run() {
+    // GitLab registers the runner at once but answers after 3 s; the client gives up after 1 s,
+    // so the token in that answer is never seen.
+    let sb = Sandbox::start(
+        "faults-late-runner",
+        &["--fault", "gitlab:late:ms=3000,count=1,method=POST,path=/api/v4/user/runners"],
+    );
+    let journal = common::scratch("faults-late-runner").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = sb
+        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    assert!(stdout.contains("reset the token of runner"), "the lost token is replaced: {stdout}");
+    assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"], "no second runner");
+    assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "written", "verified"]);
+}

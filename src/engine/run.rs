@@ -543,8 +543,9 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             let Output::RunnerToken = b.output;
             let token = match self.tokens.get(&b.from) {
                 Some(t) => t.clone(),
-                // Resumed after the runner was created: its token was never kept, so it is
-                // reset (the runner has no manager yet that could use the old one).
+                // Resumed after the runner was created, or its creation's answer was lost: the
+                // token never reached this run, so it is reset (the runner has no manager yet
+                // that could use the old one).
                 None => self.reset_token(change, &b.from).await?,
             };
             if let Some(slot) = body.pointer_mut(&b.pointer) {
@@ -597,7 +598,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             .map_err(|e| other(&change.id, e))?;
         let token = Token::new(v["token"].as_str().unwrap_or_default(), format!("runner #{rid}"));
         (self.emit)(&Event::Notice {
-            message: format!("resumed: reset the token of runner #{rid} (the one issued at creation was never kept)"),
+            message: format!("reset the token of runner #{rid}: the one issued at creation never reached this run"),
         });
         self.tokens.insert(from.clone(), token.clone());
         Ok(token)

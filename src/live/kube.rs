@@ -228,7 +228,7 @@ impl KubeReader {
             let result = call().await;
             drop(permit);
             match result {
-                Err(e) if attempt < READ_RETRIES && !matches!(e, kube::Error::Api(_)) => {
+                Err(e) if attempt < READ_RETRIES && !matches!(e, kube::Error::Api(_)) && !super::tls_refused(&e) => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                 }
