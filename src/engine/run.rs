@@ -116,6 +116,9 @@ pub struct Settings {
     pub release_ready: Duration,
     pub runner_online: Duration,
     pub pipeline: Duration,
+    /// How long a write whose answer was lost is looked for before its step fails: the server
+    /// may still be carrying it out after the client gave up.
+    pub lost_write: Duration,
 }
 
 impl Settings {
@@ -125,6 +128,7 @@ impl Settings {
             release_ready: Duration::from_secs(spec.waits.release_ready),
             runner_online: Duration::from_secs(spec.waits.runner_online),
             pipeline: Duration::from_secs(spec.waits.pipeline),
+            lost_write: Duration::from_secs(10),
         }
     }
 }
@@ -831,20 +835,29 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
     /// holds (a deletion: the object is gone or on its way out); the created runner's id is
     /// returned for the journal. Otherwise the step fails and the journal says it was intended.
     async fn read_back(&self, change: &Change, e: PortError) -> Result<Option<u64>, EngineError> {
-        let (now, base) = self.current(change).await?;
-        if check::holds(change, &now, base.as_ref()) == Holds::Yes {
-            (self.emit)(&Event::Notice {
-                message: format!("the write's answer was lost ({e}); reading back shows it happened"),
-            });
-            return Ok(match now {
-                Current::Object(v) if matches!(change.target, ObjectRef::GitLabRunner { .. }) => v["id"].as_u64(),
-                _ => None,
-            });
+        let started = Instant::now();
+        loop {
+            let (now, base) = self.current(change).await?;
+            if check::holds(change, &now, base.as_ref()) == Holds::Yes {
+                (self.emit)(&Event::Notice {
+                    message: format!("the write's answer was lost ({e}); reading back shows it happened"),
+                });
+                return Ok(match now {
+                    Current::Object(v) if matches!(change.target, ObjectRef::GitLabRunner { .. }) => v["id"].as_u64(),
+                    _ => None,
+                });
+            }
+            // The server may still be working on it after the client gave up: look again.
+            if started.elapsed() >= self.settings.lost_write {
+                break;
+            }
+            tokio::time::sleep(self.settings.poll).await;
         }
         Err(other(
             &change.id,
             format!(
-                "the write's answer was lost and reading back does not show it: {e}; the server may still be carrying it out, so run the same apply again in a minute: it reads back first and never writes it twice"
+                "the write's answer was lost and reading back for {}s does not show it: {e}; if the server is still carrying it out, the same apply run again later finds it: it reads back first and never writes it twice",
+                self.settings.lost_write.as_secs()
             ),
         ))
     }
