@@ -21,6 +21,21 @@ fn applied(sb: &Sandbox, name: &str) -> std::path::PathBuf {
     journal
 }
 
+/// `apply --plan --yes --timeout 1`, which must finish (exit 0) after reading back a write whose
+/// answer it lost; its journal and stdout.
+fn applied_reading_back(sb: &Sandbox, name: &str) -> (std::path::PathBuf, String) {
+    let journal = common::scratch(name).join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = sb
+        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    (journal, stdout)
+}
+
 fn journal_events(path: &std::path::Path, change: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -449,15 +464,7 @@ fn slow_kubernetes_answers_are_bounded_by_the_timeout_reads_tried_again_and_a_lo
             "k8s:late:ms=2500,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
         ],
     );
-    let journal = common::scratch("faults-slow-kube").join("journal.jsonl");
-    let j = journal.to_str().unwrap();
-    let out = sb
-        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    let (journal, _) = applied_reading_back(&sb, "faults-slow-kube");
     assert_eq!(patches_of_spot_pool(&sb.requests()), 2, "one dry run, one write: the lost answer was not retried");
     assert_eq!(sb.pool_archs(), r#"["amd64","arm64"]"#);
     assert_eq!(journal_events(&journal, "nodepool/spot-pool"), ["intent", "written", "verified"]);
@@ -586,15 +593,7 @@ fn a_runner_creation_whose_answer_is_lost_is_read_back_and_its_token_reset_in_th
         "faults-late-runner",
         &["--fault", "gitlab:late:ms=3000,count=1,method=POST,path=/api/v4/user/runners"],
     );
-    let journal = common::scratch("faults-late-runner").join("journal.jsonl");
-    let j = journal.to_str().unwrap();
-    let out = sb
-        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    let (journal, stdout) = applied_reading_back(&sb, "faults-late-runner");
     assert!(stdout.contains("reset the token of runner"), "the lost token is replaced: {stdout}");
     assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"], "no second runner");
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "written", "verified"]);
