@@ -578,7 +578,10 @@ fn a_rollback_waits_out_rate_limits_and_5xx_and_survives_kill_9_between_a_delete
         "one dry run and one delete: the second rollback found it going: {release_deletes:?}\n{}",
         text(&out.stdout)
     );
-    assert_eq!(journal_events(&journal, "rollback/release/gitlab-runner-amd64"), ["intent", "verified"]);
+    // The second rollback plans afresh: it verifies the Release going, or finds it gone already
+    // and has nothing to do for it. Either way it never writes it again.
+    let events = journal_events(&journal, "rollback/release/gitlab-runner-amd64");
+    assert!(events == ["intent"] || events == ["intent", "verified"], "{events:?}");
     assert_eq!(sb.runner_descriptions(), ["sandbox"]);
     assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
     let secrets = sb.kubectl(&["get", "secrets", "-n", "gitlab-runner", "-o", "name"]);
