@@ -72,12 +72,7 @@ fn assert_migrated(sb: &Sandbox) {
         assert_eq!(managers[0]["architecture"], arch);
     }
     assert_eq!(gl_json(sb, "/projects/platform%2Fkaniko-builder/variables/CICD_TAG_ARM64")["value"], "sandbox-arm64");
-    let ci = sb
-        .gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let ci = sb.pipeline_ci();
     assert!(ci.contains("$CICD_TAG_ARM64") && ci.contains("$CICD_TAG_AMD64"), "{ci}");
     let merged = gl_json(sb, "/projects/platform%2Fkaniko-builder/merge_requests?state=merged");
     assert_eq!(merged.as_array().unwrap().len(), 1, "the change went through a merge request");
@@ -238,8 +233,7 @@ fn phase_1_alone_is_refused_until_the_pins_it_waits_for_are_in_place() {
 fn rollback_after_a_full_apply_returns_to_the_amd64_only_world() {
     let sb = Sandbox::start("cli-rollback", &[]);
     let pool_before = kubectl_json(&sb, &["get", "nodepools.karpenter.sh", "spot-pool"])["spec"].clone();
-    let ci_path = "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main";
-    let ci_before = sb.gl("GET", ci_path).send().unwrap().text().unwrap();
+    let ci_before = sb.pipeline_ci();
     let journal = common::scratch("cli-rollback").join("journal.jsonl");
     let j = journal.to_str().unwrap();
     let out = run(&sb, &["apply", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]);
@@ -263,7 +257,7 @@ fn rollback_after_a_full_apply_returns_to_the_amd64_only_world() {
         releases["items"].as_array().unwrap().iter().map(|r| r["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["gitlab-runner"]);
     assert_eq!(sb.runner_descriptions(), ["sandbox"]);
-    assert_eq!(sb.gl("GET", ci_path).send().unwrap().text().unwrap(), ci_before, "byte-equal to before");
+    assert_eq!(sb.pipeline_ci(), ci_before, "byte-equal to before");
     // The newest pipeline on main ran after the revert, and every job ran on the baseline.
     let latest = &gl_json(&sb, "/projects/platform%2Fkaniko-builder/pipelines?ref=main")[0];
     assert_eq!(latest["status"], "success");

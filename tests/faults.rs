@@ -21,19 +21,18 @@ fn applied(sb: &Sandbox, name: &str) -> std::path::PathBuf {
     journal
 }
 
-/// `apply --plan --yes --timeout 1`, which must finish (exit 0) after reading back a write whose
-/// answer it lost; its journal and stdout.
-fn applied_reading_back(sb: &Sandbox, name: &str) -> (std::path::PathBuf, String) {
-    let journal = common::scratch(name).join("journal.jsonl");
+/// `MODE --plan --yes --timeout 1` (apply or rollback), which must finish (exit 0) after
+/// reading back a write whose answer it lost; its stdout.
+fn reading_back(sb: &Sandbox, mode: &str, journal: &std::path::Path) -> String {
     let j = journal.to_str().unwrap();
     let out = sb
-        .command(&["apply", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
+        .command(&[mode, "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("reading back shows it happened"), "{stdout}");
-    (journal, stdout)
+    stdout
 }
 
 fn journal_events(path: &std::path::Path, change: &str) -> Vec<String> {
@@ -146,12 +145,7 @@ fn a_concurrent_writer_is_kept_beside_our_fields_and_stops_the_run_when_it_touch
             .unwrap();
     assert_eq!(pool["spec"]["template"]["spec"]["requirements"][1]["values"], serde_json::json!(["amd64", "arm64"]));
     assert_eq!(pool["metadata"]["annotations"]["sandbox.archshift.io/concurrent-writes"], "1", "their change is kept");
-    let ci = sb
-        .gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let ci = sb.pipeline_ci();
     assert!(
         ci.ends_with("# concurrent edit\n") && !ci.contains("$CICD_TAG_ARM64"),
         "their edit stands, ours is not forced over it"
@@ -195,12 +189,7 @@ fn kill_9_during_a_rollback_then_rollback_again_reaches_the_amd64_only_world() {
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(sb.runner_descriptions(), ["sandbox"]);
     assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
-    let ci = sb
-        .gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let ci = sb.pipeline_ci();
     assert!(!ci.contains("$CICD_TAG_ARM64"), "the CI change is reverted");
 }
 
@@ -464,7 +453,8 @@ fn slow_kubernetes_answers_are_bounded_by_the_timeout_reads_tried_again_and_a_lo
             "k8s:late:ms=2500,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool",
         ],
     );
-    let (journal, _) = applied_reading_back(&sb, "faults-slow-kube");
+    let journal = common::scratch("faults-slow-kube").join("journal.jsonl");
+    reading_back(&sb, "apply", &journal);
     assert_eq!(patches_of_spot_pool(&sb.requests()), 2, "one dry run, one write: the lost answer was not retried");
     assert_eq!(sb.pool_archs(), r#"["amd64","arm64"]"#);
     assert_eq!(journal_events(&journal, "nodepool/spot-pool"), ["intent", "written", "verified"]);
@@ -488,14 +478,7 @@ fn slow_answers_during_a_rollback_are_read_back_and_the_rollback_completes() {
         ],
     );
     let journal = applied(&sb, "faults-slow-rollback");
-    let j = journal.to_str().unwrap();
-    let out = sb
-        .command(&["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--timeout", "1", "--journal", j])
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("reading back shows it happened"), "{stdout}");
+    reading_back(&sb, "rollback", &journal);
     let requests = sb.requests();
     assert_eq!(requests.iter().filter(|r| r["fault"] == "late").count(), 3, "every fault struck");
     let deletes = requests
@@ -596,7 +579,8 @@ fn a_runner_creation_whose_answer_is_lost_is_read_back_and_its_token_reset_in_th
         "faults-late-runner",
         &["--fault", "gitlab:late:ms=3000,count=1,method=POST,path=/api/v4/user/runners"],
     );
-    let (journal, stdout) = applied_reading_back(&sb, "faults-late-runner");
+    let journal = common::scratch("faults-late-runner").join("journal.jsonl");
+    let stdout = reading_back(&sb, "apply", &journal);
     assert!(stdout.contains("reset the token of runner"), "the lost token is replaced: {stdout}");
     assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"], "no second runner");
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "written", "verified"]);

@@ -1148,16 +1148,8 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                     let Some(job) = all.iter().find(|j| j["name"] == name.as_str()) else {
                         return Ok(Probe::Failed(format!("pipeline #{pid} has no job {name}")));
                     };
-                    match job["status"].as_str().unwrap_or("") {
-                        "success" => {}
-                        "failed" | "canceled" | "skipped" => {
-                            return Ok(Probe::Failed(format!(
-                                "job {name} {} in pipeline #{pid}: {}",
-                                job["status"].as_str().unwrap_or(""),
-                                job["web_url"].as_str().unwrap_or("")
-                            )));
-                        }
-                        s => return Ok(Probe::Waiting(format!("job {name} is {s}"))),
+                    if let Some(not_yet) = unfinished(job, &format!("job {name}"), &format!(" in pipeline #{pid}")) {
+                        return Ok(not_yet);
                     }
                     let ran_on = match job["runner_manager"]["architecture"].as_str() {
                         Some(a) => a.to_string(),
@@ -1222,16 +1214,8 @@ impl<C: Cluster, F: Forge> Engine<'_, C, F> {
                     return Ok(Probe::Waiting(format!("no pipeline for {head} yet")));
                 };
                 let pid = p["id"].as_u64().unwrap_or_default();
-                match p["status"].as_str().unwrap_or("") {
-                    "success" => {}
-                    "failed" | "canceled" | "skipped" => {
-                        return Ok(Probe::Failed(format!(
-                            "pipeline #{pid} {}: {}",
-                            p["status"].as_str().unwrap_or(""),
-                            p["web_url"].as_str().unwrap_or("")
-                        )));
-                    }
-                    s => return Ok(Probe::Waiting(format!("pipeline #{pid} is {s}"))),
+                if let Some(not_yet) = unfinished(&p, &format!("pipeline #{pid}"), "") {
+                    return Ok(not_yet);
                 }
                 let jobs = self.forge.get_all(&format!("{api}/pipelines/{pid}/jobs")).await?;
                 let mut urls = Vec::new();
@@ -1260,6 +1244,18 @@ impl<C: Cluster, F: Forge> Engine<'_, C, F> {
 }
 
 /// `Ok` when the Release reports Ready and Synced, `Err` with its condition messages.
+/// A GitLab pipeline or job that has not succeeded: failed for good (with its URL), or still
+/// on its way. `None` once it succeeded. `what` names it, `where_` follows the failure.
+fn unfinished(it: &Value, what: &str, where_: &str) -> Option<Probe> {
+    match it["status"].as_str().unwrap_or("") {
+        "success" => None,
+        status @ ("failed" | "canceled" | "skipped") => {
+            Some(Probe::Failed(format!("{what} {status}{where_}: {}", it["web_url"].as_str().unwrap_or(""))))
+        }
+        status => Some(Probe::Waiting(format!("{what} is {status}"))),
+    }
+}
+
 fn release_ready(obj: Option<&Value>) -> Result<String, String> {
     let Some(obj) = obj else { return Err("it does not exist".into()) };
     let conditions = obj["status"]["conditions"].as_array().cloned().unwrap_or_default();

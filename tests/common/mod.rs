@@ -139,6 +139,15 @@ impl Sandbox {
         text(&out.stdout)
     }
 
+    /// The pipeline project's `.gitlab-ci.yml` on main, read through GitLab's API.
+    pub fn pipeline_ci(&self) -> String {
+        self.gl("GET", "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml/raw?ref=main")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// The descriptions of platform's runners, read through GitLab's API, sorted.
     pub fn runner_descriptions(&self) -> Vec<String> {
         let list: Value = self.gl("GET", "/groups/platform/runners?per_page=100").send().unwrap().json().unwrap();
