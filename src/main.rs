@@ -153,6 +153,10 @@ struct ApplyArgs {
     /// it depends on in other phases is not in place
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
     phase: Option<u8>,
+    /// Write through the risks, denied permissions and blocked changes the plan reports
+    /// (they are printed first); blocked changes themselves are never written
+    #[arg(long)]
+    force: bool,
     /// text, or json: one event per line for CI pipelines
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
@@ -563,7 +567,7 @@ fn plan(args: PlanCmdArgs) -> Result<u8> {
             writeln!(out, "warning: {what}")?;
         }
     }
-    let pending = plan.changes().next().is_some();
+    let pending = plan.changes().next().is_some() || plan.blocked().next().is_some();
     let risky =
         plan.findings().any(|f| f.status == archshift::model::Status::Risk) || !observation.unreadable.is_empty();
     Ok(if pending || risky { EXIT_PENDING } else { 0 })
@@ -622,7 +626,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
         );
         let context = prepared.context.clone().unwrap_or_else(|| "current".into());
         let mut confirm = terminal_confirm(args.yes, "Apply", cluster, context, gitlab);
-        session::apply(&mut prepared, opts.phase, &emit, &mut confirm).await
+        session::apply(&mut prepared, opts.phase, args.force, &emit, &mut confirm).await
     });
     match result {
         Ok(outcome) => {
@@ -704,7 +708,7 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
         let gitlab = prepared.gitlab.reader().url().to_string();
         let context = prepared.context.clone().unwrap_or_else(|| "current".into());
         let mut confirm = terminal_confirm(args.yes, "Roll back", cluster, context, gitlab);
-        let outcome = session::apply(&mut prepared, None, &emit, &mut confirm).await?;
+        let outcome = session::apply(&mut prepared, None, args.force, &emit, &mut confirm).await?;
         if args.format != "json" {
             println!("Rolled back: {} change(s) written; the baseline runner takes the work.", outcome.written.len());
             for proof in &outcome.proofs {

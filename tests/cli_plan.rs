@@ -71,7 +71,7 @@ fn audit_reports_the_fresh_world_as_pending_in_every_format_and_writes_nothing()
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).is_empty(), "--quiet: {}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["version"], 1);
+    assert_eq!(report["version"], 2);
     assert_eq!(report["endpoints"]["gitlab"], sb.gitlab_url.as_str());
     let phases = report["phases"].as_array().unwrap();
     let ids: Vec<&str> = phases.iter().map(|p| p["id"].as_str().unwrap()).collect();

@@ -5,9 +5,10 @@
 use super::report::{
     AccessCheck, AccessScope, PreflightCheck, Report, needed_gitlab_access, needed_permissions, role_name,
 };
-use crate::live::gitlab::{GitLabError, GitLabReader};
+use crate::live::gitlab::{CurrentUser, GitLabError, GitLabReader};
 use crate::live::kube::{KubeError, KubeReader};
 use crate::live::observe::{ObserveError, Progress, observe};
+use crate::model::Plan;
 use crate::spec::MigrationPlan;
 
 /// Reads both systems (nothing written: the only POSTs are SelfSubjectAccessReviews) and
@@ -24,9 +25,31 @@ pub async fn run(
         gl.current_user().await.map_err(ObserveError::from)
     })?;
     let plan = crate::phases::plan(&observation.state, spec, spec_text);
+    let (preflight, access) = preflight_as(&plan, kube, gl, &me).await?;
+    Ok(Report::new(&plan, &observation.not_served, &observation.unreadable, preflight, access))
+}
+
+/// The preflight of `plan`: every Kubernetes write asked as `kubectl auth can-i` asks it, and
+/// the token's role on every group and project it writes to. Apply asks it before its first
+/// write, so a denied write stops the run before anything is written.
+pub async fn preflight(
+    plan: &Plan,
+    kube: &KubeReader,
+    gl: &GitLabReader,
+) -> Result<(Vec<PreflightCheck>, Vec<AccessCheck>), ObserveError> {
+    let me = gl.current_user().await?;
+    preflight_as(plan, kube, gl, &me).await
+}
+
+async fn preflight_as(
+    plan: &Plan,
+    kube: &KubeReader,
+    gl: &GitLabReader,
+    me: &CurrentUser,
+) -> Result<(Vec<PreflightCheck>, Vec<AccessCheck>), ObserveError> {
     let can_i = async {
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, need) in needed_permissions(&plan).into_iter().enumerate() {
+        for (i, need) in needed_permissions(plan).into_iter().enumerate() {
             let kube = kube.clone();
             tasks.spawn(async move {
                 let access = kube.can_i_on(need.verb, &need.group, &need.resource, need.namespace.as_deref()).await;
@@ -44,7 +67,7 @@ pub async fn run(
     };
     let roles = async {
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, need) in needed_gitlab_access(&plan).into_iter().enumerate() {
+        for (i, need) in needed_gitlab_access(plan).into_iter().enumerate() {
             let gl = gl.clone();
             let admin = me.is_admin;
             let uid = me.id;
@@ -72,6 +95,5 @@ pub async fn run(
         checks.sort_by_key(|(i, _)| *i);
         Ok::<_, ObserveError>(checks.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
     };
-    let (preflight, access) = tokio::try_join!(can_i, roles)?;
-    Ok(Report::new(&plan, &observation.not_served, &observation.unreadable, preflight, access))
+    tokio::try_join!(can_i, roles)
 }

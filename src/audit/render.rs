@@ -25,6 +25,13 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         for c in &phase.changes {
             change_text(&mut out, c, color);
         }
+        if !phase.blocked.is_empty() {
+            let _ = writeln!(out, "  blocked (not applied):");
+            for b in &phase.blocked {
+                let _ = writeln!(out, "  ! [{}] {}", b.id, b.summary);
+                let _ = writeln!(out, "      {:<8} {}", "why:", b.reason);
+            }
+        }
         if !phase.findings.is_empty() {
             let _ = writeln!(out, "  findings:");
             for f in &phase.findings {

@@ -10,7 +10,7 @@ use crate::model::{Action, FindingCode, Plan, Status, WriteMethod};
 use crate::vocab::{Phase, plural};
 
 /// The JSON format's version; bump it on any change a consumer could notice.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -85,53 +85,53 @@ impl std::fmt::Display for AccessNeed {
 /// highest wins), as GitLab's policies state them: group runners and group variables need
 /// Owner, project runners and project variables Maintainer, pushing a branch Developer.
 pub fn needed_gitlab_access(plan: &Plan) -> Vec<AccessNeed> {
-    use crate::model::ObjectRef;
     let mut needs: Vec<AccessNeed> = Vec::new();
-    let mut add = |scope: AccessScope, path: String, level: u8, why: &str| {
-        if let Some(n) = needs.iter_mut().find(|n| n.scope == scope && n.path == path) {
-            n.level = n.level.max(level);
-            if !n.needed_for.iter().any(|w| w == why) {
-                n.needed_for.push(why.to_string());
-            }
-        } else {
-            needs.push(AccessNeed { scope, path, level, needed_for: vec![why.to_string()] });
-        }
-    };
-    for c in plan.changes() {
-        match &c.target {
-            ObjectRef::GitLabRunner { .. } => {
-                let doc = [&c.after, &c.before].into_iter().flatten().find_map(|d| d.as_object());
-                let Some(doc) = doc else { continue };
-                let id = |field: &str| doc[field].as_u64().map(|i| i.to_string());
-                match doc["runner_type"].as_str() {
-                    Some("group_type") => {
-                        if let Some(g) = id("group_id") {
-                            add(AccessScope::Group, g, 50, "create and edit group runners");
-                        }
-                    }
-                    Some("project_type") => {
-                        if let Some(p) = id("project_id") {
-                            add(AccessScope::Project, p, 40, "create and edit project runners");
-                        }
-                    }
-                    Some("instance_type") => add(AccessScope::Instance, String::new(), 60, "create instance runners"),
-                    _ => {}
+    for need in plan.changes().filter_map(gitlab_access_for) {
+        if let Some(n) = needs.iter_mut().find(|n| n.scope == need.scope && n.path == need.path) {
+            n.level = n.level.max(need.level);
+            for why in need.needed_for {
+                if !n.needed_for.contains(&why) {
+                    n.needed_for.push(why);
                 }
             }
-            ObjectRef::ProjectVariable { project, .. } => {
-                add(AccessScope::Project, project.clone(), 40, "set project CI/CD variables");
-            }
-            ObjectRef::GroupVariable { group, .. } => {
-                add(AccessScope::Group, group.clone(), 50, "set group CI/CD variables");
-            }
-            ObjectRef::CiFile { project, .. } => {
-                add(AccessScope::Project, project.clone(), 30, "push the CI change and open its merge request");
-            }
-            _ => {}
+        } else {
+            needs.push(need);
         }
     }
     needs.sort_by(|a, b| (a.scope, &a.path).cmp(&(b.scope, &b.path)));
     needs
+}
+
+/// The GitLab role one change's write needs, if it writes to GitLab.
+pub fn gitlab_access_for(c: &crate::model::Change) -> Option<AccessNeed> {
+    use crate::model::ObjectRef;
+    let need = |scope: AccessScope, path: String, level: u8, why: &str| {
+        Some(AccessNeed { scope, path, level, needed_for: vec![why.to_string()] })
+    };
+    match &c.target {
+        ObjectRef::GitLabRunner { .. } => {
+            let doc = [&c.after, &c.before].into_iter().flatten().find_map(|d| d.as_object())?;
+            let id = |field: &str| doc[field].as_u64().map(|i| i.to_string());
+            match doc["runner_type"].as_str() {
+                Some("group_type") => need(AccessScope::Group, id("group_id")?, 50, "create and edit group runners"),
+                Some("project_type") => {
+                    need(AccessScope::Project, id("project_id")?, 40, "create and edit project runners")
+                }
+                Some("instance_type") => need(AccessScope::Instance, String::new(), 60, "create instance runners"),
+                _ => None,
+            }
+        }
+        ObjectRef::ProjectVariable { project, .. } => {
+            need(AccessScope::Project, project.clone(), 40, "set project CI/CD variables")
+        }
+        ObjectRef::GroupVariable { group, .. } => {
+            need(AccessScope::Group, group.clone(), 50, "set group CI/CD variables")
+        }
+        ObjectRef::CiFile { project, .. } => {
+            need(AccessScope::Project, project.clone(), 30, "push the CI change and open its merge request")
+        }
+        _ => None,
+    }
 }
 
 /// A write the plan needs: verb, API group, resource (plural) and namespace.
@@ -166,23 +166,23 @@ pub struct PreflightCheck {
 
 /// Every Kubernetes write of `plan`, once each, in a stable order.
 pub fn needed_permissions(plan: &Plan) -> Vec<Permission> {
-    let mut out: Vec<Permission> = plan
-        .changes()
-        .filter_map(|c| {
-            let crate::model::ObjectRef::Kube { api_version, kind, namespace, .. } = &c.target else { return None };
-            let verb = match &c.method {
-                WriteMethod::KubeCreate => "create",
-                WriteMethod::KubeApply { .. } | WriteMethod::KubeJsonPatch { .. } => "patch",
-                WriteMethod::KubeDelete => "delete",
-                WriteMethod::GitLab { .. } | WriteMethod::GitLabCommit { .. } => return None,
-            };
-            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g).to_string();
-            Some(Permission { verb, group, resource: plural(kind), namespace: namespace.clone() })
-        })
-        .collect();
+    let mut out: Vec<Permission> = plan.changes().filter_map(permission_for).collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// The Kubernetes permission one change's write needs, if it writes to Kubernetes.
+pub fn permission_for(c: &crate::model::Change) -> Option<Permission> {
+    let crate::model::ObjectRef::Kube { api_version, kind, namespace, .. } = &c.target else { return None };
+    let verb = match &c.method {
+        WriteMethod::KubeCreate => "create",
+        WriteMethod::KubeApply { .. } | WriteMethod::KubeJsonPatch { .. } => "patch",
+        WriteMethod::KubeDelete => "delete",
+        WriteMethod::GitLab { .. } | WriteMethod::GitLabCommit { .. } => return None,
+    };
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+    Some(Permission { verb, group, resource: plural(kind), namespace: namespace.clone() })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,7 +198,17 @@ pub struct PhaseReport {
     pub name: &'static str,
     pub status: PhaseStatus,
     pub changes: Vec<ChangeReport>,
+    /// Changes the plan will not make: refused by their planner, or needing one that was.
+    pub blocked: Vec<BlockedReport>,
     pub findings: Vec<FindingReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedReport {
+    pub id: String,
+    pub target: String,
+    pub summary: String,
+    pub reason: String,
 }
 
 /// Where a phase stands.
@@ -235,6 +245,7 @@ pub struct FindingReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub pending_changes: usize,
+    pub blocked_changes: usize,
     pub risks: usize,
 }
 
@@ -314,16 +325,26 @@ impl Report {
                         message: what.clone(),
                     });
                 }
+                let blocked: Vec<BlockedReport> = p
+                    .blocked
+                    .iter()
+                    .map(|b| BlockedReport {
+                        id: b.id.to_string(),
+                        target: b.target.to_string(),
+                        summary: b.summary.clone(),
+                        reason: b.reason.clone(),
+                    })
+                    .collect();
                 let status = if !missing.is_empty() {
                     PhaseStatus::Error
-                } else if findings.iter().any(|f| f.status == Status::Risk) {
+                } else if !blocked.is_empty() || findings.iter().any(|f| f.status == Status::Risk) {
                     PhaseStatus::Blocked
                 } else if !changes.is_empty() || findings.iter().any(|f| f.status == Status::Pending) {
                     PhaseStatus::Pending
                 } else {
                     PhaseStatus::Done
                 };
-                PhaseReport { id: phase_id(p.phase), name: p.phase.title(), status, changes, findings }
+                PhaseReport { id: phase_id(p.phase), name: p.phase.title(), status, changes, blocked, findings }
             })
             .collect();
         // A write the identity may not make stops the apply as surely as a risk does.
@@ -331,6 +352,7 @@ impl Report {
             preflight.iter().filter(|c| !c.allowed).count() + gitlab_access.iter().filter(|c| !c.allowed).count();
         let summary = Summary {
             pending_changes: phases.iter().map(|p| p.changes.len()).sum(),
+            blocked_changes: phases.iter().map(|p| p.blocked.len()).sum(),
             risks: phases.iter().flat_map(|p| &p.findings).filter(|f| f.status == Status::Risk).count() + denied,
         };
         Report {
@@ -350,6 +372,7 @@ impl Report {
     /// 0 when every phase is done and nothing is risky, else 2.
     pub fn exit_code(&self) -> u8 {
         if self.summary.pending_changes == 0
+            && self.summary.blocked_changes == 0
             && self.summary.risks == 0
             && self.phases.iter().all(|p| p.status == PhaseStatus::Done)
         {
@@ -373,10 +396,18 @@ impl Report {
             self.endpoints.gitlab.as_deref().unwrap_or("-"),
             self.plan
         );
-        out.push_str("| phase | status | changes | risks |\n|---|---|---|---|\n");
+        out.push_str("| phase | status | changes | blocked | risks |\n|---|---|---|---|---|\n");
         for p in &self.phases {
             let risks = p.findings.iter().filter(|f| f.status == Status::Risk).count();
-            let _ = writeln!(out, "| {} | {} | {} | {} |", p.name, status_word(p.status), p.changes.len(), risks);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                p.name,
+                status_word(p.status),
+                p.changes.len(),
+                p.blocked.len(),
+                risks
+            );
         }
         if !self.preflight.is_empty() {
             out.push_str("\n### Preflight (`kubectl auth can-i`)\n\n");
@@ -402,6 +433,9 @@ impl Report {
             for f in &p.findings {
                 let target = f.target.as_deref().map(|t| format!(" {}:", cell(t))).unwrap_or_default();
                 let _ = writeln!(out, "- **{}** `{}`{} {}", f.status, f.code, target, cell(&f.message));
+            }
+            for b in &p.blocked {
+                let _ = writeln!(out, "- **blocked** `{}` ({}): {}", b.id, cell(&b.target), cell(&b.reason));
             }
             for c in &p.changes {
                 let fence = "`".repeat(c.diff.split('\n').map(backtick_run).max().unwrap_or(0).max(2) + 1);
@@ -445,8 +479,15 @@ impl Report {
             for f in p.findings.iter().filter(|f| f.status != Status::Done) {
                 let _ = writeln!(out, "  {:<7} {:<30} {}", f.status, f.code, f.message);
             }
+            for b in &p.blocked {
+                let _ = writeln!(out, "  blocked {:<30} {}", b.id, b.reason);
+            }
         }
-        let _ = writeln!(out, "{} change(s) pending, {} risk(s)", self.summary.pending_changes, self.summary.risks);
+        let _ = writeln!(
+            out,
+            "{} change(s) pending, {} blocked, {} risk(s)",
+            self.summary.pending_changes, self.summary.blocked_changes, self.summary.risks
+        );
         out
     }
 }
@@ -524,7 +565,7 @@ mod tests {
     fn the_json_has_the_documented_shape_and_counts() {
         let r = report(&[]);
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
-        assert_eq!(v["version"], 1);
+        assert_eq!(v["version"], 2);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["version", "plan", "endpoints", "phases", "preflight", "gitlab_access", "summary"]);
         assert_eq!(v["gitlab_access"][0]["scope"], "group");

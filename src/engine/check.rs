@@ -110,7 +110,14 @@ pub fn holds(change: &Change, cur: &Current, base: Option<&Current>) -> Holds {
             Current::Object(v) => !v["metadata"]["deletionTimestamp"].is_null(),
             _ => false,
         }),
-        (WriteMethod::KubeCreate | WriteMethod::KubeJsonPatch { .. }, ObjectRef::Kube { kind, .. }) => {
+        // The fields the patch writes, and nothing else: a concurrent writer's edit elsewhere
+        // in the object is theirs, and does not make archshift's write undone.
+        (WriteMethod::KubeJsonPatch { patch }, ObjectRef::Kube { .. }) => {
+            let (Current::Object(live), Some(after)) = (cur, change.after_object()) else { return Holds::No };
+            let before = change.before.as_ref().and_then(Document::as_object).unwrap_or(&Value::Null);
+            yes(patch_holds(patch, before, after, live))
+        }
+        (WriteMethod::KubeCreate, ObjectRef::Kube { kind, .. }) => {
             let (Current::Object(live), Some(after)) = (cur, change.after_object()) else { return Holds::No };
             if kind == "Secret" {
                 let mut meta_only = after.clone();
@@ -149,7 +156,11 @@ pub fn holds(change: &Change, cur: &Current, base: Option<&Current>) -> Holds {
         }
         (WriteMethod::GitLabCommit { merge_request, .. }, _) => {
             let Some(Document::Text(after)) = &change.after else { return Holds::No };
-            let on = |c: Option<&Current>| matches!(c, Some(Current::File { content, .. }) if content == after);
+            let before = match &change.before {
+                Some(Document::Text(b)) => b.as_str(),
+                _ => after.as_str(),
+            };
+            let on = |c: Option<&Current>| matches!(c, Some(Current::File { content, .. }) if edits_hold(before, after, content));
             match merge_request {
                 None => yes(on(Some(cur))),
                 Some(_) if on(base) => Holds::Yes,
@@ -162,6 +173,40 @@ pub fn holds(change: &Change, cur: &Current, base: Option<&Current>) -> Holds {
         }
         (WriteMethod::KubeCreate | WriteMethod::KubeJsonPatch { .. }, _) => Holds::No,
     }
+}
+
+/// Whether a file holds the edits that made `after` from `before`: it is `after`, or merging
+/// those edits onto it (a three-way merge with `before` as the ancestor) changes nothing, so
+/// a commit of someone else's since then does not count against them.
+pub fn edits_hold(before: &str, after: &str, current: &str) -> bool {
+    current == after || (before != after && diffy::merge(before, after, current).is_ok_and(|m| m == current))
+}
+
+/// Whether every field a JSON patch writes reads as the patch left it. A path into an array
+/// is judged by the whole array (an index names a place, not an element, once others edit the
+/// list), the deepest one that holds the value; `before` and `after` tell which are arrays.
+pub fn patch_holds(patch: &[Value], before: &Value, after: &Value, live: &Value) -> bool {
+    patch.iter().filter(|op| op["op"] != "test").all(|op| {
+        let path = op["path"].as_str().unwrap_or("");
+        let field = array_owner(path, after).or_else(|| array_owner(path, before));
+        match field {
+            Some(array) => live.pointer(array) == after.pointer(array),
+            None => match op["op"].as_str() {
+                Some("remove") => live.pointer(path).is_none(),
+                _ => live.pointer(path) == after.pointer(path),
+            },
+        }
+    })
+}
+
+/// The deepest array `path` reaches into in `doc` (a strict prefix of it), if any.
+fn array_owner<'a>(path: &'a str, doc: &Value) -> Option<&'a str> {
+    path.char_indices()
+        .skip(1)
+        .filter(|(_, c)| *c == '/')
+        .map(|(i, _)| &path[..i])
+        .filter(|prefix| doc.pointer(prefix).is_some_and(Value::is_array))
+        .last()
 }
 
 /// Whether the precondition of a change that does not hold yet is still true: `Ok`, or why
@@ -321,6 +366,32 @@ mod tests {
         going["metadata"]["deletionTimestamp"] = json!("2026-11-28T09:00:00Z");
         assert_eq!(holds(&c, &Current::Object(going), None), Holds::Yes, "the finalizers' work is verification's");
         assert_eq!(holds(&c, &Current::Absent, None), Holds::Yes);
+    }
+
+    #[test]
+    fn a_foreign_edit_beside_the_patched_fields_does_not_undo_the_widening() {
+        let c = change("nodepool/spot-pool");
+        let mut widened = c.after_object().unwrap().clone();
+        // Someone set a CPU limit and a label after archshift widened the pool.
+        widened["spec"]["limits"] = json!({"cpu": "1000"});
+        widened["metadata"]["labels"] = json!({"team": "platform"});
+        widened["metadata"]["generation"] = json!(7);
+        assert_eq!(holds(&c, &Current::Object(widened.clone()), None), Holds::Yes);
+        // The fields the patch wrote changed since: not held.
+        widened["spec"]["template"]["spec"]["requirements"][1]["values"] = json!(["amd64"]);
+        assert_eq!(holds(&c, &Current::Object(widened), None), Holds::No);
+    }
+
+    #[test]
+    fn a_ci_file_holds_archshifts_edits_after_someone_elses_commit() {
+        let before = "build:\n  script: make\n\ntest:\n  script: make test\n";
+        let after = "build:\n  tags: [$CICD_TAG_AMD64]\n  script: make\n\ntest:\n  script: make test\n";
+        let later = "build:\n  tags: [$CICD_TAG_AMD64]\n  script: make\n\ntest:\n  script: make test -j4\n";
+        assert!(edits_hold(before, after, after));
+        assert!(edits_hold(before, after, later), "another commit elsewhere keeps archshift's edit");
+        assert!(!edits_hold(before, after, before), "not applied");
+        let reverted = "build:\n  script: make\n\ntest:\n  script: make test -j4\n";
+        assert!(!edits_hold(before, after, reverted), "someone took archshift's edit out again");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! rolls back the same way. It talks to the systems through two small traits ([`ports`]).
 
 pub mod check;
+pub mod gate;
 pub mod journal;
 pub mod live;
 pub mod ports;

@@ -58,6 +58,12 @@ pub enum Event {
     Notice {
         message: String,
     },
+    /// A risk, denied permission or blocked change that bears on this run, printed before
+    /// its first write; `forced` when `--force` writes through it.
+    Risk {
+        message: String,
+        forced: bool,
+    },
 }
 
 impl std::fmt::Display for Event {
@@ -74,6 +80,8 @@ impl std::fmt::Display for Event {
             Event::Verified { what, .. } => write!(f, "    verified: {what}"),
             Event::Failed { id, error } => write!(f, "    {id}: FAILED: {error}"),
             Event::Notice { message } => write!(f, "    {message}"),
+            Event::Risk { message, forced: false } => write!(f, "STOP {message}"),
+            Event::Risk { message, forced: true } => write!(f, "FORCED {message}"),
         }
     }
 }
@@ -1041,10 +1049,18 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                     return Err(other(&change.id, "not a CI file"));
                 };
                 let Some(Document::Text(after)) = &change.after else { return Err(other(&change.id, "no content")) };
+                let before = match &change.before {
+                    Some(Document::Text(b)) => b.as_str(),
+                    _ => after.as_str(),
+                };
                 self.wait(change, &format!("the new {path} on {project}@{branch}"), self.settings.pipeline, || async {
                     Ok(match self.file(project, path, branch).await? {
                         Current::File { content, .. } if &content == after => {
                             Probe::Done(format!("{project}:{path} on {branch} is the new file"))
+                        }
+                        // Merged, and someone else committed since: archshift's edits are there.
+                        Current::File { content, .. } if check::edits_hold(before, after, &content) => {
+                            Probe::Done(format!("{project}:{path} on {branch} holds archshift's edits"))
                         }
                         _ => Probe::Waiting("not merged yet".to_string()),
                     })

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::gate::Gate;
 use super::journal::{Journal, JournalError};
-use super::run::{Confirm, Engine, EngineError, Event, Outcome};
+use super::run::{Confirm, Engine, EngineError, Event, Outcome, Selection};
 use super::saved::{SavedError, SavedPlan};
 use crate::live::gitlab::{self, GitLabError, GitLabWriter};
 use crate::live::kube::{KubeError, KubeWriter};
@@ -275,6 +276,7 @@ async fn check_endpoints(plan: &Plan, kube: &KubeWriter, gitlab: &GitLabWriter) 
 pub async fn apply(
     p: &mut Prepared,
     phase: Option<Phase>,
+    force: bool,
     emit: &(dyn Fn(&Event) + Sync),
     confirm: &mut Confirm<'_>,
 ) -> Result<Outcome, SessionError> {
@@ -286,21 +288,61 @@ pub async fn apply(
             ),
         });
     }
+    let selection = match phase {
+        Some(p) => Selection::Phase(p),
+        None => Selection::All,
+    };
     let plan = p.plan.clone();
-    let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
-    Ok(engine.apply(&plan, phase).await?)
+    apply_gated(p, &plan, &selection, force, emit, confirm).await
 }
 
-/// Applies what `selection` names of the prepared plan.
+/// Applies what `selection` names of the prepared plan, behind the same gate as [`apply`].
 pub async fn apply_selection(
     p: &mut Prepared,
-    selection: &super::run::Selection,
+    selection: &Selection,
+    force: bool,
     emit: &(dyn Fn(&Event) + Sync),
     confirm: &mut Confirm<'_>,
 ) -> Result<Outcome, SessionError> {
     let plan = p.plan.clone();
+    apply_gated(p, &plan, selection, force, emit, confirm).await
+}
+
+/// What stops `selection` of `plan` (see [`super::gate`]), with the preflight asked now.
+pub async fn stops(p: &Prepared, plan: &Plan, selection: &Selection) -> Result<Vec<String>, SessionError> {
+    let gate = gate_for(p, plan).await?;
+    Ok(gate.stops(plan, selection))
+}
+
+/// The gate of `plan`: its risks and blocked changes, and the preflight's denials now.
+pub async fn gate_for(p: &Prepared, plan: &Plan) -> Result<Gate, SessionError> {
+    let (preflight, access) = crate::audit::live::preflight(plan, p.kube.reader(), p.gitlab.reader()).await?;
+    Ok(Gate::new(plan, &preflight, &access))
+}
+
+/// The risk gate, then the engine: every risk, denied permission and blocked change that
+/// bears on what the run would write is printed before anything is written, and stops the run
+/// (exit 3, nothing written) unless `force`.
+async fn apply_gated(
+    p: &mut Prepared,
+    plan: &Plan,
+    selection: &Selection,
+    force: bool,
+    emit: &(dyn Fn(&Event) + Sync),
+    confirm: &mut Confirm<'_>,
+) -> Result<Outcome, SessionError> {
+    let stops = stops(p, plan, selection).await?;
+    for line in &stops {
+        emit(&Event::Risk { message: line.clone(), forced: force });
+    }
+    if !stops.is_empty() && !force {
+        return Err(SessionError::Engine(EngineError::Refused(format!(
+            "{} risk(s), denied permission(s) or blocked change(s) bear on what this run would write (listed above); nothing was written. Fix them, apply only what they do not touch (--phase N), or pass --force to write what is in place anyway",
+            stops.len()
+        ))));
+    }
     let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
-    Ok(engine.apply_selection(&plan, selection).await?)
+    Ok(engine.apply_selection(plan, selection).await?)
 }
 
 /// The server-side dry run of one step of the prepared plan.

@@ -24,7 +24,9 @@ pub use change::{
 pub use finding::{Finding, FindingCode, Status};
 pub use gitlab::{CiFile, CiVariable, GitLabRunner, ProjectCi};
 pub use kubernetes::{ArgoWorkloadView, NodeClassView, NodePoolView, ReleaseView, Requirement, SecretMeta, kube_id};
-pub use plan::{ClusterIdentity, EndpointIdentity, GitLabIdentity, GraphError, PLAN_FORMAT_VERSION, PhasePlan, Plan};
+pub use plan::{
+    Blocked, ClusterIdentity, EndpointIdentity, GitLabIdentity, GraphError, PLAN_FORMAT_VERSION, PhasePlan, Plan,
+};
 pub use refs::{ChangeId, ObjectRef};
 pub use simulate::apply_change;
 

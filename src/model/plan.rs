@@ -12,17 +12,54 @@ use crate::vocab::Phase;
 /// reader refuses other versions.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
+/// A change the plan will not make: its planner refused it, or a change it needs was
+/// refused, blocked or is missing. The engine never sees it; the audit, `plan` and the TUI
+/// show it with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocked {
+    pub id: ChangeId,
+    pub target: ObjectRef,
+    /// One line for lists, as a change's summary.
+    pub summary: String,
+    /// Why, naming the prerequisite that stops it when it is not refused itself.
+    pub reason: String,
+    /// The change as planned, when the planner got that far (a dependent of a refused
+    /// change); `None` for a change the planner refused outright.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Box<Change>>,
+}
+
 /// A planner's answer for one phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhasePlan {
     pub phase: Phase,
     pub changes: Vec<Change>,
     pub findings: Vec<Finding>,
+    /// Changes this phase will not make, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<Blocked>,
+    /// Changes this phase found already in place: a dependency on one is satisfied. Any
+    /// other dependency missing from the plan blocks its dependent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<ChangeId>,
 }
 
 impl PhasePlan {
     pub fn new(phase: Phase) -> Self {
-        Self { phase, changes: Vec::new(), findings: Vec::new() }
+        Self { phase, changes: Vec::new(), findings: Vec::new(), blocked: Vec::new(), done: Vec::new() }
+    }
+
+    /// The planner will not make change `id` (its risk finding says why for a person).
+    pub fn refuse(&mut self, id: ChangeId, target: ObjectRef, summary: impl Into<String>, reason: impl Into<String>) {
+        self.blocked.push(Blocked { id, target, summary: summary.into(), reason: reason.into(), change: None });
+    }
+
+    /// Change `id` is not needed: its target already holds what it would write.
+    pub fn holds(&mut self, id: ChangeId) {
+        if !self.done.contains(&id) {
+            self.done.push(id);
+        }
     }
 
     pub fn finding(
@@ -119,6 +156,11 @@ impl Plan {
 
     pub fn findings(&self) -> impl Iterator<Item = &Finding> {
         self.phases.iter().flat_map(|p| p.findings.iter())
+    }
+
+    /// Every change the plan will not make, with why.
+    pub fn blocked(&self) -> impl Iterator<Item = &Blocked> {
+        self.phases.iter().flat_map(|p| p.blocked.iter())
     }
 
     pub fn change(&self, id: &ChangeId) -> Option<&Change> {

@@ -13,13 +13,13 @@ pub mod rollback;
 pub mod runners;
 pub mod workloads;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
 use crate::ciyaml::{Outcome, Retag};
 use crate::model::{
-    Action, Change, ChangeId, CiFile, Document, FindingCode, MergeRequest, ObjectRef, ObservedState,
+    Action, Blocked, Change, ChangeId, CiFile, Document, FindingCode, MergeRequest, ObjectRef, ObservedState,
     PLAN_FORMAT_VERSION, Phase, PhasePlan, Plan, Precondition, Status, Verification, WriteMethod,
 };
 use crate::spec::{Delivery, DeliveryMode, MigrationPlan};
@@ -59,12 +59,65 @@ pub fn plan_all(state: &ObservedState, spec: &MigrationPlan) -> Vec<PhasePlan> {
     let runners = runners::plan(state, spec, &mut gate);
     let workloads = workloads::plan(state, spec, &mut gate);
     let mut phases = vec![nodepool::plan(state, spec, &gate), runners, pipeline::plan(state, spec), workloads];
-    // A dependency on a change this world does not need is already satisfied.
-    let ids: BTreeSet<ChangeId> = phases.iter().flat_map(|p| p.changes.iter().map(|c| c.id.clone())).collect();
-    for change in phases.iter_mut().flat_map(|p| p.changes.iter_mut()) {
-        change.depends_on.retain(|d| ids.contains(d));
-    }
+    resolve_dependencies(&mut phases);
     phases
+}
+
+/// Follows every dependency to where it stands. One on a change of the plan is kept; one on a
+/// change a planner found in place (`PhasePlan::done`) is satisfied and dropped; one on a
+/// change that was refused or blocked, or that no planner accounts for, blocks its dependent,
+/// which leaves the changes for `blocked` with a reason naming the prerequisite. Repeated
+/// until nothing more is blocked, so a refusal reaches everything downstream of it.
+pub fn resolve_dependencies(phases: &mut [PhasePlan]) {
+    let done: BTreeSet<ChangeId> = phases.iter().flat_map(|p| p.done.iter().cloned()).collect();
+    // For each blocked change, the refused change at the root of it and the refusal's reason.
+    let mut root: BTreeMap<ChangeId, (ChangeId, String)> = phases
+        .iter()
+        .flat_map(|p| p.blocked.iter().map(|b| (b.id.clone(), (b.id.clone(), b.reason.clone()))))
+        .collect();
+    loop {
+        let present: BTreeSet<ChangeId> = phases.iter().flat_map(|p| p.changes.iter().map(|c| c.id.clone())).collect();
+        let mut newly: BTreeMap<ChangeId, (String, (ChangeId, String))> = BTreeMap::new();
+        for change in phases.iter().flat_map(|p| p.changes.iter()) {
+            let Some(dep) = change.depends_on.iter().find(|d| !present.contains(*d) && !done.contains(*d)) else {
+                continue;
+            };
+            let (reason, why) = match root.get(dep) {
+                Some((r, why)) if r == dep => {
+                    (format!("needs {dep}, which was refused: {why}"), (r.clone(), why.clone()))
+                }
+                Some((r, why)) => (format!("needs {dep}, blocked by {r}: {why}"), (r.clone(), why.clone())),
+                None => {
+                    let why = format!("needs {dep}, which this plan neither makes nor finds in place");
+                    (why.clone(), (dep.clone(), why))
+                }
+            };
+            newly.insert(change.id.clone(), (reason, why));
+        }
+        if newly.is_empty() {
+            break;
+        }
+        for phase in phases.iter_mut() {
+            let (stopped, kept): (Vec<Change>, Vec<Change>) =
+                std::mem::take(&mut phase.changes).into_iter().partition(|c| newly.contains_key(&c.id));
+            phase.changes = kept;
+            for change in stopped {
+                let Some((reason, why)) = newly.remove(&change.id) else { continue };
+                root.insert(change.id.clone(), why);
+                phase.blocked.push(Blocked {
+                    id: change.id.clone(),
+                    target: change.target.clone(),
+                    summary: change.summary.clone(),
+                    reason,
+                    change: Some(Box::new(change)),
+                });
+            }
+        }
+    }
+    let present: BTreeSet<ChangeId> = phases.iter().flat_map(|p| p.changes.iter().map(|c| c.id.clone())).collect();
+    for change in phases.iter_mut().flat_map(|p| p.changes.iter_mut()) {
+        change.depends_on.retain(|d| present.contains(d));
+    }
 }
 
 /// One phase alone, as `plan_all` plans it.

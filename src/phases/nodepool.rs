@@ -49,6 +49,12 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &WideningGate) ->
             Some(ObjectRef::kube(NODE_POOL, None, name)),
             format!("not found in the cluster: check nodePool.name in the plan (pools seen: {})", pool_names(state)),
         );
+        out.refuse(
+            ChangeId::node_pool(name),
+            ObjectRef::kube(NODE_POOL, None, name),
+            format!("widen NodePool {name}"),
+            format!("NodePool {name} is not in the cluster"),
+        );
         return out;
     };
     // The object's own apiVersion: a pool served as karpenter.sh/v1beta1 is written back as one.
@@ -61,6 +67,7 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &WideningGate) ->
     let pool = match NodePoolView::from_object(obj) {
         Ok(p) => p,
         Err(e) => {
+            out.refuse(ChangeId::node_pool(name), target.clone(), format!("widen NodePool {name}"), e.clone());
             out.finding(FindingCode::NodePoolInvalid, Status::Risk, Some(target), e);
             return out;
         }
@@ -87,7 +94,14 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &WideningGate) ->
             format!("allows {}", join(allowed.iter()))
         };
         out.finding(FindingCode::NodePoolAllows, Status::Done, Some(target.clone()), how);
+        out.holds(ChangeId::node_pool(name));
     } else if !gate.blockers.is_empty() {
+        out.refuse(
+            ChangeId::node_pool(name),
+            target.clone(),
+            format!("allow {} on NodePool {name}", join(missing.iter())),
+            format!("not widened while unpinned workloads would float to arm64: {}", join(gate.blockers.iter())),
+        );
         out.finding(
             FindingCode::NodePoolWidenBlocked,
             Status::Risk,

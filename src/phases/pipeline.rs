@@ -71,10 +71,17 @@ pub(super) fn plan_tag_variable(out: &mut PhasePlan, vars: &[CiVariable], target
         why.push(format!("type {}", have.variable_type));
     }
     if why.is_empty() {
+        out.holds(id);
         out.finding(FindingCode::VariableSet, Status::Done, Some(target), format!("= {tag}"));
         return;
     }
     if have.hidden {
+        out.refuse(
+            id,
+            target.clone(),
+            format!("set variable {key}={tag}"),
+            format!("the variable is hidden ({}) and GitLab will not change it", why.join(", ")),
+        );
         out.finding(
             FindingCode::VariableHidden,
             Status::Risk,

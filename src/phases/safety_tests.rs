@@ -505,8 +505,12 @@ fn externally_managed_token_secrets_are_checked_never_written() {
         render(&p)
     );
     assert!(p.has(FindingCode::RunnerExternalMissing) && p.has(FindingCode::SecretExternalMissing), "{}", render(&p));
-    // The Releases are still planned: they mount the Secret the store provides.
-    assert!(p.changes.iter().any(|c| c.id == "release/gitlab-runner-arm64"));
+    // The Releases mount a Secret the store has not provided, for a runner nobody created:
+    // blocked, naming what they wait for, never planned as if it were there.
+    assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("release/gitlab-runner-")), "{}", render(&p));
+    let blocked = p.blocked.iter().find(|b| b.id == "release/gitlab-runner-arm64").expect("blocked");
+    assert!(blocked.reason.contains("needs runner/sandbox-arm64, which was refused"), "{}", blocked.reason);
+    assert!(blocked.change.is_some(), "the blocked Release keeps its planned diff for review");
 }
 
 #[test]

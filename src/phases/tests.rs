@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::*;
@@ -580,4 +582,72 @@ fn the_plan_round_trips_through_json_with_its_format_version() {
     let back: crate::model::Plan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, plan);
     assert!(json.contains("\"code\":\"nodepool.widen-needed\""), "codes serialise as their strings");
+}
+
+// ---- Blocked propagation ----
+
+/// The baseline's runner config as a values file with a Helm template construct in it.
+fn templated_baseline(state: &mut ObservedState) {
+    let baseline = state
+        .releases
+        .iter_mut()
+        .find(|r| r["metadata"]["name"] == "gitlab-runner")
+        .expect("the fixture has a baseline");
+    baseline["spec"]["forProvider"]["values"]["runners"]["config"] = json!(
+        "[[runners]]\n  [runners.kubernetes]\n{{- if .Values.pinned }}\n    namespace = \"{{.Release.Namespace}}\"\n{{- end }}\n"
+    );
+}
+
+#[test]
+fn a_refused_release_blocks_everything_downstream_and_names_it() {
+    let mut s = start();
+    templated_baseline(&mut s);
+    let p = super::plan(&s, &plan(), "");
+    let blocked: BTreeMap<&str, &str> = p.blocked().map(|b| (b.id.as_str(), b.reason.as_str())).collect();
+    // Refused by their planner: both new Releases and the baseline's pin.
+    for id in ["release/gitlab-runner-arm64", "release/gitlab-runner-amd64", "release/gitlab-runner"] {
+        assert!(blocked.contains_key(id), "{id} not blocked: {blocked:#?}");
+    }
+    // Downstream: the retag of the pipeline, the other projects' retags, and the widening.
+    let ci = "cifile/platform/kaniko-builder/.gitlab-ci.yml";
+    assert!(blocked[ci].contains("which was refused"), "{}", blocked[ci]);
+    assert!(blocked["cifile/platform/docs/.gitlab-ci.yml"].contains("release/gitlab-runner-amd64"));
+    assert!(blocked["nodepool/spot-pool"].contains("not widened"), "{}", blocked["nodepool/spot-pool"]);
+    // None of it is left for the engine; the graph it gets is whole.
+    for id in blocked.keys() {
+        assert!(p.change(&ChangeId::from(*id)).is_none(), "{id} is still planned");
+    }
+    p.check_graph().expect("no dependency names a blocked change");
+    // What needs nothing refused is still planned (the risk gate decides whether it runs).
+    assert!(p.change(&ChangeId::from("runner/sandbox-arm64")).is_some());
+    // The blocked retag keeps its diff for review.
+    let retag = p.blocked().find(|b| b.id == ci).and_then(|b| b.change.as_ref()).expect("planned that far");
+    assert_eq!(retag.id, ci);
+}
+
+#[test]
+fn a_dependency_no_planner_accounts_for_blocks_and_one_in_place_is_satisfied() {
+    let c = |id: &str, deps: &[&str]| {
+        Change::new(
+            ChangeId::from(id),
+            Phase::Pipeline,
+            ObjectRef::Project { path: id.into() },
+            Action::Update,
+            id,
+            WriteMethod::KubeCreate,
+        )
+        .depends_on(deps.iter().map(|d| ChangeId::from(*d)))
+    };
+    let mut phase = PhasePlan::new(Phase::Pipeline);
+    phase.changes = vec![c("a", &["done-already"]), c("b", &["nobody"]), c("c", &["b"]), c("d", &["a"])];
+    phase.holds(ChangeId::from("done-already"));
+    let mut phases = vec![phase];
+    resolve_dependencies(&mut phases);
+    let kept: Vec<&str> = phases[0].changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(kept, ["a", "d"]);
+    assert!(phases[0].changes[0].depends_on.is_empty(), "a satisfied dependency is dropped");
+    assert_eq!(phases[0].changes[1].depends_on, [ChangeId::from("a")]);
+    let why: BTreeMap<&str, &str> = phases[0].blocked.iter().map(|b| (b.id.as_str(), b.reason.as_str())).collect();
+    assert_eq!(why["b"], "needs nobody, which this plan neither makes nor finds in place");
+    assert!(why["c"].starts_with("needs b, blocked by nobody"), "{}", why["c"]);
 }

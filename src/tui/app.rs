@@ -40,6 +40,8 @@ pub enum Mark {
     Done,
     Failed,
     RolledBack,
+    /// The plan will not make it: refused, or a change it needs was.
+    Blocked,
 }
 
 impl Mark {
@@ -51,6 +53,7 @@ impl Mark {
             Mark::Done => "✓",
             Mark::Failed => "✗",
             Mark::RolledBack => "↺",
+            Mark::Blocked => "⊘",
         }
     }
 }
@@ -64,7 +67,9 @@ pub enum Focus {
 /// Work the runtime carries out for the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Apply(Selection),
+    /// Apply what the selection names; `true` writes through the risks that bear on it
+    /// (the operator pressed the override key, as `--force`).
+    Apply(Selection, bool),
     DryRun(ChangeId),
     Observe,
     Save,
@@ -79,7 +84,7 @@ pub enum Command {
 impl Command {
     /// Whether it changes the cluster or GitLab (never issued in read-only mode).
     pub fn writes(&self) -> bool {
-        matches!(self, Command::Apply(_) | Command::Rollback | Command::DryRun(_))
+        matches!(self, Command::Apply(..) | Command::Rollback | Command::DryRun(_))
     }
 }
 
@@ -112,6 +117,8 @@ pub struct Confirm {
     pub title: String,
     pub lines: Vec<String>,
     pub on_yes: Command,
+    /// Risks bear on it: only the override key `F` proceeds, never `y`.
+    pub override_risks: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +170,11 @@ pub struct App {
     pub cluster: String,
     pub gitlab: String,
     pub plan: Plan,
+    /// What the plan's risks and blocked changes stop (without the preflight, which the
+    /// worker asks when it runs a command).
+    pub gate: crate::engine::gate::Gate,
+    /// Blocked changes by id, with why: listed as steps marked ⊘, never applied.
+    pub blocked: BTreeMap<ChangeId, String>,
     /// The steps, in apply order; what the left pane lists.
     pub steps: Vec<Change>,
     pub marks: BTreeMap<ChangeId, Mark>,
@@ -202,6 +214,8 @@ impl App {
             cluster,
             gitlab: gitlab.to_string(),
             plan: Plan { phases: vec![], ..plan.clone() },
+            gate: crate::engine::gate::Gate::new(&Plan { phases: vec![], ..plan.clone() }, &[], &[]),
+            blocked: BTreeMap::new(),
             steps: Vec::new(),
             marks: BTreeMap::new(),
             results: BTreeMap::new(),
@@ -235,12 +249,32 @@ impl App {
             Ok(o) => o.into_iter().cloned().collect(),
             Err(_) => plan.changes().cloned().collect(),
         };
+        self.gate = crate::engine::gate::Gate::new(&plan, &[], &[]);
+        let risky = self.gate.risky_steps(&plan);
+        // Blocked changes are listed with the rest, marked, and never applied.
+        self.blocked = plan.blocked().map(|b| (b.id.clone(), b.reason.clone())).collect();
+        for phase in &plan.phases {
+            for b in &phase.blocked {
+                order.push(match &b.change {
+                    Some(c) => (**c).clone(),
+                    None => Change::new(
+                        b.id.clone(),
+                        phase.phase,
+                        b.target.clone(),
+                        crate::model::Action::Update,
+                        b.summary.clone(),
+                        crate::model::WriteMethod::KubeCreate,
+                    ),
+                });
+            }
+        }
         order.sort_by_key(|c| c.phase.number());
         for c in &order {
-            let risky = plan.findings().any(|f| f.status == Status::Risk && f.change.as_ref() == Some(&c.id));
             let mark = self.marks.get(&c.id).copied();
-            if !matches!(mark, Some(Mark::Done | Mark::Failed | Mark::RolledBack)) {
-                self.marks.insert(c.id.clone(), if risky { Mark::Risk } else { Mark::Pending });
+            if self.blocked.contains_key(&c.id) {
+                self.marks.insert(c.id.clone(), Mark::Blocked);
+            } else if !matches!(mark, Some(Mark::Done | Mark::Failed | Mark::RolledBack)) {
+                self.marks.insert(c.id.clone(), if risky.contains(&c.id) { Mark::Risk } else { Mark::Pending });
             }
         }
         // Steps no longer planned are in place now.
@@ -297,7 +331,11 @@ impl App {
         if self.detail_for.as_ref() == Some(&(c.id.clone(), self.generation)) {
             return;
         }
-        self.detail = detail_lines(&c, &self.plan, self.results.get(&c.id).map(Vec::as_slice).unwrap_or(&[]));
+        let results = self.results.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
+        self.detail = match self.blocked.get(&c.id) {
+            Some(why) => blocked_lines(&c, why, &self.plan),
+            None => detail_lines(&c, &self.plan, results),
+        };
         self.detail_for = Some((c.id.clone(), self.generation));
     }
 
@@ -324,6 +362,26 @@ impl App {
     fn where_to(&self) -> Vec<String> {
         vec![format!("cluster: {} (context {})", self.cluster, self.context), format!("GitLab:  {}", self.gitlab)]
     }
+}
+
+/// The detail pane of a blocked step: why, and (when it was planned that far) its diff.
+pub fn blocked_lines(c: &Change, why: &str, plan: &Plan) -> Vec<DetailLine> {
+    let line = |kind, text: String| DetailLine { kind, text };
+    let mut out = vec![
+        line(DetailKind::Title, format!("[{}] {}", c.id, c.summary)),
+        line(DetailKind::Failure, format!("BLOCKED: {why}")),
+        line(DetailKind::Fact, format!("{:<8} {}", "target:", c.target)),
+        line(DetailKind::Fact, "nothing of it is written until what blocks it is fixed and the plan made again".into()),
+    ];
+    for f in plan.findings().filter(|f| f.status == Status::Risk) {
+        if f.target.as_ref().is_some_and(|t| crate::engine::gate::keys_meet(t, &c.target)) {
+            out.push(line(DetailKind::Finding, format!("{} {}: {}", f.status, f.code, f.message)));
+        }
+    }
+    if c.after.is_some() {
+        out.extend(detail_lines(c, plan, &[]).into_iter().skip(1));
+    }
+    out
 }
 
 /// The detail pane of a step: what it is, how it is written, undone and verified, its findings,
@@ -364,7 +422,11 @@ pub fn overlay_text(app: &App, overlay: &Overlay) -> (String, Vec<String>) {
         Overlay::Confirm(c) => {
             let mut lines = c.lines.clone();
             lines.push(String::new());
-            lines.push("Press y to go ahead; any other key cancels (↑↓ scroll).".into());
+            lines.push(if c.override_risks {
+                "Press F to write through these risks (as --force); any other key cancels (↑↓ scroll).".into()
+            } else {
+                "Press y to go ahead; any other key cancels (↑↓ scroll).".into()
+            });
             (format!(" {} ", c.title), lines)
         }
         Overlay::QuitWhileRunning => (
@@ -432,6 +494,10 @@ pub fn key_help(app: &App) -> &'static str {
         (Some(o), _, _) => {
             let scrolls = overlay_rows(app, o).len() > app.overlay_rows;
             match (o, scrolls) {
+                (Overlay::Confirm(c), false) if c.override_risks => "F: write through the risks   any other key: no",
+                (Overlay::Confirm(c), true) if c.override_risks => {
+                    "F: write through the risks  ↑↓ PgUp/PgDn scroll  any other key: no"
+                }
                 (Overlay::Confirm(_), false) => "y: yes, go ahead   any other key: no",
                 (Overlay::Confirm(_), true) => "y: yes, go ahead  ↑↓ PgUp/PgDn scroll  any other key: no",
                 (_, false) => "any key: close",
@@ -524,6 +590,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Command> {
                     title: format!("Roll back {} change(s) to the amd64-only runner?", changes.len()),
                     lines,
                     on_yes: Command::Rollback,
+                    override_risks: false,
                 }));
             }
             vec![]
@@ -589,8 +656,12 @@ fn on_event(app: &mut App, event: Event) {
             app.note(&id(s), DetailKind::Failure, format!("FAILED: {error}"));
         }
         Event::Notice { message } => app.last_event = message.clone(),
+        Event::Risk { message, .. } => app.last_event = message.clone(),
     }
-    if !matches!(event, Event::Waiting { .. } | Event::Notice { .. } | Event::Phase { .. } | Event::Step { .. }) {
+    if !matches!(
+        event,
+        Event::Waiting { .. } | Event::Notice { .. } | Event::Risk { .. } | Event::Phase { .. } | Event::Step { .. }
+    ) {
         app.last_event = event.to_string().trim().to_string();
     }
 }
@@ -620,7 +691,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         }
         app.overlay_scroll = 0;
         return match overlay {
-            Overlay::Confirm(c) if key.code == KeyCode::Char('y') => {
+            Overlay::Confirm(c) if key.code == KeyCode::Char(if c.override_risks { 'F' } else { 'y' }) => {
                 app.busy = Some(Busy { what: c.title.clone(), elapsed_s: 0, timeout_s: 0, waiting: false });
                 app.last_event = format!("started: {}", c.title);
                 vec![c.on_yes]
@@ -749,6 +820,11 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         },
         (KeyCode::Char('a'), _) if app.may_write() => {
             let Some(c) = app.selected_step().cloned() else { return vec![] };
+            if let Some(why) = app.blocked.get(&c.id) {
+                app.overlay =
+                    Some(Overlay::Message(format!("{} is blocked, so nothing of it is applied:\n{why}", c.id)));
+                return vec![];
+            }
             let deps = crate::engine::run::with_dependencies(&app.plan, &c.id);
             let mut lines: Vec<String> = apply_order(app)
                 .into_iter()
@@ -762,18 +838,14 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             lines.insert(0, format!("target: {}", c.target));
             lines.insert(1, "These steps will run, in this order (what it waits for first):".into());
             lines.extend(app.where_to());
-            app.overlay = Some(Overlay::Confirm(Confirm {
-                title: format!("Apply {}?", c.id),
-                lines,
-                on_yes: Command::Apply(Selection::Step(c.id.clone())),
-            }));
+            app.overlay = Some(gated(app, format!("Apply {}?", c.id), lines, Selection::Step(c.id.clone())));
             vec![]
         }
         (KeyCode::Char('A'), _) if app.may_write() => {
             let Some(phase) = app.selected_step().map(|c| c.phase) else { return vec![] };
             let mut lines: Vec<String> = apply_order(app)
                 .into_iter()
-                .filter(|s| s.phase == phase && app.mark(&s.id) != Mark::Done)
+                .filter(|s| s.phase == phase && !matches!(app.mark(&s.id), Mark::Done | Mark::Blocked))
                 .map(|s| format!("  {}", s.id))
                 .collect();
             if lines.is_empty() {
@@ -782,11 +854,12 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             }
             lines.insert(0, format!("Phase {} {}: these steps run, in order:", phase.number(), phase.title()));
             lines.extend(app.where_to());
-            app.overlay = Some(Overlay::Confirm(Confirm {
-                title: format!("Apply Phase {} {}?", phase.number(), phase.title()),
+            app.overlay = Some(gated(
+                app,
+                format!("Apply Phase {} {}?", phase.number(), phase.title()),
                 lines,
-                on_yes: Command::Apply(Selection::Phase(phase)),
-            }));
+                Selection::Phase(phase),
+            ));
             vec![]
         }
         (KeyCode::Char('R'), _) if app.may_write() => {
@@ -795,6 +868,19 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         }
         _ => vec![],
     }
+}
+
+/// The confirmation of an apply: a plain yes/no, or, when risks bear on what it writes, the
+/// risks listed and the override key asked for instead of `y`.
+fn gated(app: &App, title: String, mut lines: Vec<String>, selection: Selection) -> Overlay {
+    let stops = app.gate.stops(&app.plan, &selection);
+    let override_risks = !stops.is_empty();
+    if override_risks {
+        lines.push(String::new());
+        lines.push(format!("{} risk(s) or blocked change(s) bear on these steps:", stops.len()));
+        lines.extend(stops.into_iter().map(|l| format!("  {l}")));
+    }
+    Overlay::Confirm(Confirm { title, lines, on_yes: Command::Apply(selection, override_risks), override_risks })
 }
 
 /// The steps in the order the engine applies them.

@@ -192,8 +192,8 @@ async fn worker(
             continue;
         }
         let msg = match command {
-            Command::Apply(selection) => {
-                let run = session::apply_selection(&mut p, &selection, &emit, &mut yes);
+            Command::Apply(selection, force) => {
+                let run = session::apply_selection(&mut p, &selection, force, &emit, &mut yes);
                 tokio::select! {
                     r = run => Msg::Finished(r.map(|o| summary(&o)).map_err(|e| e.to_string())),
                     () = cancel.notified() => Msg::Finished(Err(stopped(&selection))),

@@ -91,7 +91,7 @@ fn apply_asks_first_names_what_runs_and_where_then_starts_only_on_y() {
     assert!(a.overlay.is_none());
     key(&mut a, KeyCode::Char('a'));
     let commands = key(&mut a, KeyCode::Char('y'));
-    assert_eq!(commands, [Command::Apply(Selection::Step(ChangeId::from("nodepool/spot-pool")))]);
+    assert_eq!(commands, [Command::Apply(Selection::Step(ChangeId::from("nodepool/spot-pool")), false)]);
     assert!(a.busy.is_some());
     // While it runs: no second write, and q asks first.
     assert!(key(&mut a, KeyCode::Char('a')).is_empty());
@@ -243,8 +243,13 @@ fn a_dialog_longer_than_the_screen_scrolls_to_its_last_step_and_y_still_answers(
     let mut a = app(Mode::Live);
     update(&mut a, view::resized(ratatui::layout::Rect::new(0, 0, 80, 12)));
     let steps: Vec<String> = (1..=30).map(|i| format!("  step-{i:02}")).collect();
-    let on_yes = Command::Apply(Selection::Step(ChangeId::from("nodepool/spot-pool")));
-    a.overlay = Some(Overlay::Confirm(Confirm { title: "Apply?".into(), lines: steps, on_yes: on_yes.clone() }));
+    let on_yes = Command::Apply(Selection::Step(ChangeId::from("nodepool/spot-pool")), false);
+    a.overlay = Some(Overlay::Confirm(Confirm {
+        title: "Apply?".into(),
+        lines: steps,
+        on_yes: on_yes.clone(),
+        override_risks: false,
+    }));
     let shown = frame(&a, 80, 12);
     assert!(shown.contains("step-01") && !shown.contains("step-30"), "{shown}");
     assert!(shown.contains("1-8 of 32"), "where it stands: {shown}");

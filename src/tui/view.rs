@@ -29,6 +29,7 @@ impl Palette {
             Mark::Running => self.fg(Color::Cyan),
             Mark::RolledBack => self.fg(Color::Magenta),
             Mark::Pending => Style::default(),
+            Mark::Blocked => self.fg(Color::Red),
         }
     }
     fn detail(self, k: DetailKind) -> Style {

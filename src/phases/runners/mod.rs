@@ -141,6 +141,12 @@ fn pin_baseline(obj: &Value, spec: &MigrationPlan, target: &ObjectRef, gate: &mu
     let pinned = match pin_job_node_selector(config, &amd64, &BTreeMap::new()) {
         Ok(c) => c,
         Err(e) => {
+            out.refuse(
+                ChangeId::release(&r.baseline_release),
+                target.clone(),
+                format!("pin the job pods of baseline Release {} to amd64", r.baseline_release),
+                format!("its values cannot be edited safely: {e}"),
+            );
             out.finding(FindingCode::ReleaseValuesUnusable, Status::Risk, Some(target.clone()), e);
             gate.blockers.push(blocker);
             return;
@@ -192,46 +198,62 @@ fn plan_arch(
     let mut token_from: Option<ChangeId> = None;
     let external = r.token_secrets == TokenSecrets::External;
     match carriers.as_slice() {
-        [] if external => out.finding(
-            FindingCode::RunnerExternalMissing,
-            Status::Risk,
-            Some(runner_ref),
-            format!(
+        [] if external => {
+            let why = format!(
                 "no runner carries tag {tag}: with runners.tokenSecrets external, create it (tag {tag}, no untagged jobs) and put its token in your secret store as Secret {namespace}/{secret_name}"
-            ),
-        ),
+            );
+            out.refuse(ChangeId::runner(&tag), runner_ref.clone(), format!("create runner {tag}"), why.clone());
+            out.finding(FindingCode::RunnerExternalMissing, Status::Risk, Some(runner_ref), why);
+        }
         [] if r.registration.style == RegistrationStyle::AuthenticationToken => {
             match runner::create_runner(state, r, arch) {
                 Ok(create) => {
                     token_from = Some(create.id.clone());
                     out.changes.push(create);
                 }
-                Err(why) => out.finding(FindingCode::RunnerScopeIdUnknown, Status::Risk, Some(runner_ref), why),
+                Err(why) => {
+                    out.refuse(ChangeId::runner(&tag), runner_ref.clone(), format!("create runner {tag}"), why.clone());
+                    out.finding(FindingCode::RunnerScopeIdUnknown, Status::Risk, Some(runner_ref), why);
+                }
             }
         }
-        [] => out.finding(
-            FindingCode::RunnerSelfRegisters,
-            Status::Pending,
-            Some(runner_ref),
-            "registers itself with the legacy registration token once its Release runs",
-        ),
+        [] => {
+            // Nothing to write: the Release's runner registers itself.
+            out.holds(ChangeId::runner(&tag));
+            out.finding(
+                FindingCode::RunnerSelfRegisters,
+                Status::Pending,
+                Some(runner_ref),
+                "registers itself with the legacy registration token once its Release runs",
+            );
+        }
         [runner] => runner::check_runner(runner, r, arch, out),
-        many => out.finding(
-            FindingCode::RunnerTagShared,
-            Status::Risk,
-            Some(runner_ref),
-            format!(
+        many => {
+            let why = format!(
                 "{} runners carry this tag ({}): jobs may go to any of them; keep one and remove the tag from the others",
                 many.len(),
                 join(many.iter().map(|g| format!("#{}", g.id)))
-            ),
-        ),
+            );
+            out.refuse(
+                ChangeId::runner(&tag),
+                runner_ref.clone(),
+                format!("bring runner {tag} to its tag"),
+                why.clone(),
+            );
+            out.finding(FindingCode::RunnerTagShared, Status::Risk, Some(runner_ref), why);
+        }
     }
 
     // 2. The Secret with the token.
     let secret = state.secrets.iter().find(|s| s.name == secret_name && s.namespace == namespace);
     let secret_ref = ObjectRef::kube(crate::vocab::SECRET, Some(namespace), &secret_name);
     if let (true, None) = (external, secret) {
+        out.refuse(
+            ChangeId::secret(namespace, &secret_name),
+            secret_ref.clone(),
+            format!("Secret {namespace}/{secret_name} from your secret store"),
+            "an externally managed token Secret does not exist yet",
+        );
         out.finding(
             FindingCode::SecretExternalMissing,
             Status::Risk,
@@ -263,6 +285,7 @@ fn plan_arch(
             out.changes.push(secret::secret_change(r, arch, namespace, Some(&s.resource_version), token_from.clone()))
         }
         Some(s) => {
+            out.holds(ChangeId::secret(namespace, &secret_name));
             let missing: Vec<&str> =
                 [TOKEN_KEY, REGISTRATION_KEY].into_iter().filter(|k| !s.keys.iter().any(|x| x == k)).collect();
             if !missing.is_empty() {
@@ -290,6 +313,12 @@ fn plan_arch(
         })
         .or_else(|| state.gitlab_url().map(str::to_string));
     let Some(gitlab_url) = gitlab_url else {
+        out.refuse(
+            ChangeId::release(&release_name),
+            release_ref.clone(),
+            format!("Release {release_name} ({arch} only)"),
+            "no gitlabUrl is known for it: set runners.gitlabUrl in the plan",
+        );
         out.finding(
             FindingCode::ReleaseNoGitLabUrl,
             Status::Risk,
@@ -305,6 +334,12 @@ fn plan_arch(
     let desired = match release::pin_release(start, r, arch, &gitlab_url, &spec.node_pool.name, namespace) {
         Ok(v) => v,
         Err(e) => {
+            out.refuse(
+                ChangeId::release(&release_name),
+                release_ref.clone(),
+                format!("Release {release_name} ({arch} only)"),
+                format!("its values cannot be edited safely: {e}"),
+            );
             out.finding(FindingCode::ReleaseValuesUnusable, Status::Risk, Some(release_ref), e);
             return;
         }
@@ -318,6 +353,9 @@ fn plan_arch(
     ];
     let needs = [ChangeId::runner(&tag), ChangeId::secret(namespace, &secret_name)];
     let id = ChangeId::release(&release_name);
+    if existing.is_some_and(|obj| obj["spec"] == desired["spec"]) {
+        out.holds(id.clone());
+    }
     match existing {
         None => out.changes.push(
             Change::new(

@@ -56,7 +56,9 @@ pub fn check_runner(runner: &GitLabRunner, r: &RunnersSpec, arch: Arch, out: &mu
         after["maximum_timeout"] = json!(t);
         attrs.push(format!("maximum timeout {t}s"));
     }
-    if tags != runner.tag_list || runner.run_untagged || !attrs.is_empty() {
+    if tags == runner.tag_list && !runner.run_untagged && attrs.is_empty() {
+        out.holds(ChangeId::runner(&tag));
+    } else {
         let mut why = attrs;
         if !runner.tag_list.contains(&tag) {
             why.push(format!("lacks tag {tag}"));
