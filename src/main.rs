@@ -709,10 +709,29 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
         let context = prepared.context.clone().unwrap_or_else(|| "current".into());
         let mut confirm = terminal_confirm(args.yes, "Roll back", cluster, context, gitlab);
         let outcome = session::apply(&mut prepared, None, args.force, &emit, &mut confirm).await?;
+        // No success line without its proof: this run's, or the one a stopped run proved and
+        // journaled before it stopped.
+        let mut proofs = outcome.proofs.clone();
+        if proofs.is_empty() {
+            proofs = journaled_rollback_proof(&prepared);
+        }
         if args.format != "json" {
-            println!("Rolled back: {} change(s) written; the baseline runner takes the work.", outcome.written.len());
-            for proof in &outcome.proofs {
+            if proofs.is_empty() {
+                println!(
+                    "Rolled back: {} change(s) written; archshift did not change the pipeline's CI file, so there was no revert to prove.",
+                    outcome.written.len()
+                );
+            } else {
+                println!(
+                    "Rolled back: {} change(s) written; the baseline runner takes the work.",
+                    outcome.written.len()
+                );
+            }
+            for proof in &proofs {
                 println!("  proof: {proof}");
+            }
+            for note in &outcome.notes {
+                println!("  finding: {note}");
             }
         }
         Ok(0)
@@ -724,6 +743,21 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
             Ok(e.exit_code())
         }
     }
+}
+
+/// The proof the journal keeps of the last verified revert of a CI file, line by line.
+fn journaled_rollback_proof(p: &archshift::engine::session::Prepared) -> Vec<String> {
+    use archshift::engine::journal::Event;
+    p.journal
+        .records()
+        .iter()
+        .rev()
+        .find(|r| {
+            r.event == Event::Verified && r.change.as_str().starts_with("rollback/cifile/") && r.message.is_some()
+        })
+        .and_then(|r| r.message.as_deref())
+        .map(|m| m.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn sandbox(args: SandboxArgs) -> Result<u8> {

@@ -100,7 +100,16 @@ fn a_runner_that_never_comes_online_fails_its_step_and_later_phases_do_not_start
     let plan = std::fs::read_to_string("plans/sandbox.yaml").unwrap() + "waits:\n  runnerOnline: 3\n";
     let plan_file = common::write(&dir, "plan.yaml", &plan);
     let journal = dir.join("journal.jsonl");
+    // The plan says so: the risk gate refuses, writing nothing, and names the risk.
+    let from = sb.requests().len();
     let out = apply(&sb, plan_file.to_str().unwrap(), &journal);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("STOP risk release.manager-unschedulable"), "{}", text(&out.stdout));
+    assert_eq!(sb.writes_since(from), Vec::<Value>::new(), "nothing written before the gate");
+    // Forced through, the step fails when the runner does not come online.
+    let j = journal.to_str().unwrap();
+    let args = ["apply", "--plan", plan_file.to_str().unwrap(), "--yes", "--force", "--journal", j];
+    let out = sb.command(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let err = text(&out.stderr);
     assert!(err.contains("timed out after 3s waiting for runner sandbox-arm64 to come online on arm64"), "{err}");
@@ -421,7 +430,8 @@ fn kill_9_during_a_verification_wait_then_apply_again_verifies_and_goes_on() {
     let saved = save(&sb, &dir);
     let journal = dir.join("journal.jsonl");
     let j = journal.to_str().unwrap();
-    let args = ["apply", saved.to_str().unwrap(), "--yes", "--format", "json", "--journal", j];
+    // The saved plan reports the unschedulable manager; the operator forces it, as reviewed.
+    let args = ["apply", saved.to_str().unwrap(), "--yes", "--force", "--format", "json", "--journal", j];
     let mut run = Running::start(&sb, &args);
     run.until("the wait for the arm64 runner", |e| e["event"] == "waiting" && e["id"] == "release/gitlab-runner-arm64");
     run.kill();

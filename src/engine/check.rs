@@ -4,6 +4,8 @@
 use serde_json::Value;
 
 use crate::model::{Change, Document, ObjectRef, Precondition, WriteMethod};
+pub use crate::phases::patch::edits_hold;
+use crate::phases::patch::patch_holds;
 
 /// A target as read just now.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,40 +175,6 @@ pub fn holds(change: &Change, cur: &Current, base: Option<&Current>) -> Holds {
         }
         (WriteMethod::KubeCreate | WriteMethod::KubeJsonPatch { .. }, _) => Holds::No,
     }
-}
-
-/// Whether a file holds the edits that made `after` from `before`: it is `after`, or merging
-/// those edits onto it (a three-way merge with `before` as the ancestor) changes nothing, so
-/// a commit of someone else's since then does not count against them.
-pub fn edits_hold(before: &str, after: &str, current: &str) -> bool {
-    current == after || (before != after && diffy::merge(before, after, current).is_ok_and(|m| m == current))
-}
-
-/// Whether every field a JSON patch writes reads as the patch left it. A path into an array
-/// is judged by the whole array (an index names a place, not an element, once others edit the
-/// list), the deepest one that holds the value; `before` and `after` tell which are arrays.
-pub fn patch_holds(patch: &[Value], before: &Value, after: &Value, live: &Value) -> bool {
-    patch.iter().filter(|op| op["op"] != "test").all(|op| {
-        let path = op["path"].as_str().unwrap_or("");
-        let field = array_owner(path, after).or_else(|| array_owner(path, before));
-        match field {
-            Some(array) => live.pointer(array) == after.pointer(array),
-            None => match op["op"].as_str() {
-                Some("remove") => live.pointer(path).is_none(),
-                _ => live.pointer(path) == after.pointer(path),
-            },
-        }
-    })
-}
-
-/// The deepest array `path` reaches into in `doc` (a strict prefix of it), if any.
-fn array_owner<'a>(path: &'a str, doc: &Value) -> Option<&'a str> {
-    path.char_indices()
-        .skip(1)
-        .filter(|(_, c)| *c == '/')
-        .map(|(i, _)| &path[..i])
-        .filter(|prefix| doc.pointer(prefix).is_some_and(Value::is_array))
-        .last()
 }
 
 /// Whether the precondition of a change that does not hold yet is still true: `Ok`, or why

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChangeId, Document};
+use crate::model::{Action, ChangeId, Document};
 use crate::phases::rollback::{Applied, Journal as AppliedMap};
 
 /// What happened to a step.
@@ -47,6 +47,10 @@ pub struct Record {
     pub before: Option<Document>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Document>,
+    /// What the step does to its target (create, update, delete): rollback deletes only what
+    /// archshift created, and restores what it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
     /// The GitLab runner a step created (rollback deletes it by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_id: Option<u64>,
@@ -148,7 +152,11 @@ impl Journal {
         for r in &self.records {
             match r.event {
                 Event::Written => {
-                    applied.insert(r.change.clone(), Applied { before: r.before.clone(), after: r.after.clone() });
+                    let runner_id = r.runner_id.or_else(|| runners.get(&r.change).copied());
+                    applied.insert(
+                        r.change.clone(),
+                        Applied { before: r.before.clone(), after: r.after.clone(), action: r.action, runner_id },
+                    );
                     if let Some(id) = r.runner_id {
                         runners.insert(r.change.clone(), id);
                     }
@@ -204,6 +212,7 @@ mod tests {
             event,
             before: None,
             after: Some(Document::Text("x".into())),
+            action: None,
             runner_id: None,
             message: None,
         }

@@ -148,7 +148,12 @@ pub struct Outcome {
     pub already: Vec<String>,
     /// Job URLs that proved a pipeline ran on the right architectures.
     pub proofs: Vec<String>,
+    /// What a proof found besides (other jobs' failures): reported, not failed on.
+    pub notes: Vec<String>,
 }
+
+/// Marks a line of a proof's result that is a finding, not a proof.
+const NOTE: &str = "note: ";
 
 /// What to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +280,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             event,
             before: if images { journaled(change, change.before.as_ref()) } else { None },
             after: if event == journal::Event::Written { journaled(change, change.after.as_ref()) } else { None },
+            action: images.then_some(change.action),
             runner_id,
             message,
         })
@@ -443,6 +449,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
 
     /// Runs the change's verifications, journals the result.
     async fn verify(&mut self, plan: &Plan, change: &Change, outcome: &mut Outcome) -> Result<(), EngineError> {
+        let proven = outcome.proofs.len();
         for v in &change.verify {
             if let Err(e) = self.check(change, v, outcome).await {
                 self.record(plan, change, journal::Event::Failed, Some(e.to_string()))?;
@@ -450,7 +457,9 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 return Err(e);
             }
         }
-        self.record(plan, change, journal::Event::Verified, None)?;
+        // The proof is kept with the step: a later run that finds it done shows the same one.
+        let proofs = outcome.proofs[proven..].join("\n");
+        self.record(plan, change, journal::Event::Verified, (!proofs.is_empty()).then_some(proofs))?;
         // A rollback step that undid a forward change: that change is no longer applied.
         if let Some(forward) = reverted_forward(&change.id) {
             self.journal.append(Record {
@@ -461,6 +470,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 event: journal::Event::Reverted,
                 before: None,
                 after: None,
+                action: None,
                 runner_id: None,
                 message: Some(format!("undone by {}", change.id)),
             })?;
@@ -1081,13 +1091,21 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 outcome.proofs.extend(urls);
                 summary
             }
-            Verification::BaselineTakesWork { branch, tag } => {
+            Verification::BaselineTakesWork { branch, tag, jobs } => {
                 let ObjectRef::CiFile { project, .. } = &change.target else {
                     return Err(other(&change.id, "not a CI file"));
                 };
-                let urls = self.baseline_takes_work(change, project, branch, tag).await?;
-                outcome.proofs.extend(urls.clone());
-                format!("the pipeline on {branch} succeeded on the runner tagged {tag}")
+                let lines = self.baseline_takes_work(change, project, branch, tag, jobs).await?;
+                for line in lines {
+                    match line.strip_prefix(NOTE) {
+                        Some(note) => {
+                            (self.emit)(&Event::Notice { message: format!("finding: {note}") });
+                            outcome.notes.push(note.to_string());
+                        }
+                        None => outcome.proofs.push(line),
+                    }
+                }
+                format!("the jobs the revert moved ran on the runner tagged {tag} (pipeline on {branch})")
             }
             Verification::ArchDrained { node_pool, architecture } => {
                 let arch = architecture.to_string();
@@ -1213,49 +1231,85 @@ impl<C: Cluster, F: Forge> Engine<'_, C, F> {
         Ok(pipelines.into_iter().next())
     }
 
-    /// The pipeline GitLab ran for the branch's head succeeded, and every job that ran did so
-    /// on a runner carrying `tag`. Returns the jobs' URLs.
+    /// The jobs the revert moved (`jobs`; none named: every job) ran, in the pipeline GitLab
+    /// ran for the branch's head, on a runner carrying `tag`: once each has a runner, it is
+    /// proven, whatever its script does. Other jobs are not waited for (one bound to another
+    /// runner may never start, a flaky test may fail); their failures, and a moved job's, come
+    /// back as `note: ` lines beside the proofs.
     async fn baseline_takes_work(
         &self,
         change: &Change,
         project: &str,
         branch: &str,
         tag: &str,
+        moved: &[String],
     ) -> Result<Vec<String>, EngineError> {
         let (api, head) = self.branch_head(change, project, branch).await?;
-        let what = format!("the pipeline on {project}@{branch} to succeed on the runner tagged {tag}");
-        let urls = self
+        let what = format!("the jobs the revert moved to run on the runner tagged {tag} ({project}@{branch})");
+        let lines = self
             .wait(change, &what, self.settings.pipeline, || async {
                 let Some(p) = self.newest_pipeline(&api, branch, &head).await? else {
                     return Ok(Probe::Waiting(format!("no pipeline for {head} yet")));
                 };
                 let pid = p["id"].as_u64().unwrap_or_default();
-                if let Some(not_yet) = unfinished(&p, &format!("pipeline #{pid}"), "") {
-                    return Ok(not_yet);
-                }
+                let finished = matches!(p["status"].as_str(), Some("success" | "failed" | "canceled" | "skipped"));
                 let jobs = self.forge.get_all(&format!("{api}/pipelines/{pid}/jobs")).await?;
-                let mut urls = Vec::new();
-                for job in jobs.iter().filter(|j| j["runner"]["id"].is_u64()) {
-                    let rid = job["runner"]["id"].as_u64().unwrap_or_default();
+                let name = |j: &Value| j["name"].as_str().unwrap_or("?").to_string();
+                let is_moved = |j: &Value| moved.is_empty() || moved.contains(&name(j));
+                let mut lines = Vec::new();
+                for job in jobs.iter().filter(|j| is_moved(j)) {
+                    let Some(rid) = job["runner"]["id"].as_u64() else {
+                        if finished || job["status"] == "skipped" || job["status"] == "manual" {
+                            continue;
+                        }
+                        return Ok(Probe::Waiting(format!(
+                            "job {} of pipeline #{pid} is {}",
+                            name(job),
+                            job["status"].as_str().unwrap_or("?")
+                        )));
+                    };
                     let runner = self.forge.get(&format!("/runners/{rid}")).await?.unwrap_or(Value::Null);
                     let carries = runner["tag_list"].as_array().is_some_and(|t| t.iter().any(|x| x == tag));
                     if !carries {
                         return Ok(Probe::Failed(format!(
                             "job {} ran on runner #{rid} ({}), which does not carry {tag}",
-                            job["name"].as_str().unwrap_or("?"),
+                            name(job),
                             runner["description"].as_str().unwrap_or("?")
                         )));
                     }
-                    urls.push(format!(
-                        "{} on the baseline runner: {}",
-                        job["name"].as_str().unwrap_or("?"),
-                        job["web_url"].as_str().unwrap_or_default()
-                    ));
+                    let url = job["web_url"].as_str().unwrap_or_default();
+                    lines.push(format!("{} on the baseline runner: {url}", name(job)));
+                    if matches!(job["status"].as_str(), Some("failed" | "canceled")) {
+                        lines.push(format!(
+                            "{NOTE}job {} ran on the baseline runner and {}: {url}",
+                            name(job),
+                            job["status"].as_str().unwrap_or("?")
+                        ));
+                    }
                 }
-                Ok(Probe::Done(urls.join("\n")))
+                if lines.is_empty() {
+                    if !finished {
+                        return Ok(Probe::Waiting(format!("pipeline #{pid} has not run the moved jobs yet")));
+                    }
+                    return Ok(Probe::Failed(format!(
+                        "pipeline #{pid} finished without running any of the jobs the revert moved ({})",
+                        moved.join(", ")
+                    )));
+                }
+                for job in jobs.iter().filter(|j| !is_moved(j)) {
+                    if matches!(job["status"].as_str(), Some("failed" | "canceled")) {
+                        lines.push(format!(
+                            "{NOTE}job {} (not moved by the revert) {}: {}",
+                            name(job),
+                            job["status"].as_str().unwrap_or("?"),
+                            job["web_url"].as_str().unwrap_or_default()
+                        ));
+                    }
+                }
+                Ok(Probe::Done(lines.join("\n")))
             })
             .await?;
-        Ok(urls.lines().map(str::to_string).collect())
+        Ok(lines.lines().map(str::to_string).collect())
     }
 }
 

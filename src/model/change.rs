@@ -183,10 +183,16 @@ pub enum Verification {
     CiFileOnBranch { branch: String },
     /// A pipeline ran each of these jobs on a runner whose manager reports that architecture.
     PipelineProof { jobs: BTreeMap<String, Arch> },
-    /// The pipeline GitLab ran for the branch's head succeeded, every job on a runner carrying
-    /// `tag` (rollback: the baseline runner takes the work again).
+    /// The jobs the revert moved ran, in the pipeline GitLab ran for the branch's head, on a
+    /// runner carrying `tag` (rollback: the baseline runner takes the work again). Other jobs'
+    /// failures are reported, not waited for. No `jobs`: every job that ran is checked.
     #[serde(rename_all = "camelCase")]
-    BaselineTakesWork { branch: String, tag: String },
+    BaselineTakesWork {
+        branch: String,
+        tag: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        jobs: Vec<String>,
+    },
     /// No pod runs on a node of this architecture launched by the pool (narrowing the pool
     /// drifts such nodes, evicting what runs there).
     #[serde(rename_all = "camelCase")]
@@ -234,8 +240,11 @@ impl fmt::Display for Verification {
                 let jobs: Vec<String> = jobs.iter().map(|(j, a)| format!("{j} on {a}")).collect();
                 write!(f, "a pipeline runs {}", jobs.join(", "))
             }
-            Verification::BaselineTakesWork { branch, tag } => {
-                write!(f, "a pipeline on {branch} succeeds on the runner tagged {tag}")
+            Verification::BaselineTakesWork { branch, tag, jobs } if jobs.is_empty() => {
+                write!(f, "the jobs of a pipeline on {branch} run on the runner tagged {tag}")
+            }
+            Verification::BaselineTakesWork { branch, tag, jobs } => {
+                write!(f, "{} run on the runner tagged {tag} in a pipeline on {branch}", jobs.join(", "))
             }
             Verification::ArchDrained { node_pool, architecture } => {
                 write!(f, "no pod left on {architecture} nodes of NodePool {node_pool}")

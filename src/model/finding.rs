@@ -130,6 +130,8 @@ finding_codes! {
     RollbackWaitsForArm64Pods = "rollback.waits-for-arm64-pods": "the pool is narrowed only once no arm64 pod remains",
     RollbackPinsKept = "rollback.pins-kept": "workload and baseline pins stay on purpose",
     RollbackNothing = "rollback.nothing": "nothing of archshift's is left to roll back",
+    RollbackLeftAlone = "rollback.left-alone": "something archshift did not create or change is left as it is",
+    RollbackCannotRestore = "rollback.cannot-restore": "a before-image cannot be written back (masked, or changed since)",
 }
 
 impl fmt::Display for FindingCode {

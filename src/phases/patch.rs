@@ -73,6 +73,92 @@ pub fn apply_patch(doc: &Value, patch: &[Value]) -> Result<Value, String> {
     Ok(out)
 }
 
+/// Whether a file holds the edits that made `after` from `before`: it is `after`, or merging
+/// those edits onto it (a three-way merge with `before` as the ancestor) changes nothing, so
+/// a commit of someone else's since then does not count against them.
+pub fn edits_hold(before: &str, after: &str, current: &str) -> bool {
+    current == after || (before != after && diffy::merge(before, after, current).is_ok_and(|m| m == current))
+}
+
+/// Whether every field a JSON patch writes reads as the patch left it. A path into an array
+/// is judged by the whole array (an index names a place, not an element, once others edit the
+/// list), the deepest one that holds the value; `before` and `after` tell which are arrays.
+pub fn patch_holds(patch: &[Value], before: &Value, after: &Value, live: &Value) -> bool {
+    patch.iter().filter(|op| op["op"] != "test").all(|op| {
+        let path = op["path"].as_str().unwrap_or("");
+        let field = array_owner(path, after).or_else(|| array_owner(path, before));
+        match field {
+            Some(array) => live.pointer(array) == after.pointer(array),
+            None => match op["op"].as_str() {
+                Some("remove") => live.pointer(path).is_none(),
+                _ => live.pointer(path) == after.pointer(path),
+            },
+        }
+    })
+}
+
+/// The deepest array `path` reaches into in `doc` (a strict prefix of it), if any.
+pub(crate) fn array_owner<'a>(path: &'a str, doc: &Value) -> Option<&'a str> {
+    path.char_indices()
+        .skip(1)
+        .filter(|(_, c)| *c == '/')
+        .map(|(i, _)| &path[..i])
+        .filter(|prefix| doc.pointer(prefix).is_some_and(Value::is_array))
+        .last()
+}
+
+/// The update that writes back what a journaled patch changed: the reverse of `before` ->
+/// `after`, applied to the object as it is now, so that what others changed since elsewhere
+/// in it stays. `Err` when the fields archshift wrote changed since (restoring would
+/// overwrite someone else's edit) or cannot be reached.
+pub fn restore(current: &Value, before: &Value, after: &Value) -> Result<Value, String> {
+    let back_ops = guarded_patch(after, before);
+    if patch_holds(&back_ops, after, before, current) {
+        return Ok(current.clone());
+    }
+    let forward = guarded_patch(before, after);
+    if !patch_holds(&forward, before, after, current) {
+        return Err("the fields archshift wrote changed since; restore them by hand".into());
+    }
+    let back: Vec<Value> = guarded_patch(after, before).into_iter().filter(|op| op["op"] != "test").collect();
+    // Paths into arrays are written whole, as `patch_holds` judges them.
+    let mut out = current.clone();
+    for op in &back {
+        let path = op["path"].as_str().unwrap_or("");
+        let field = array_owner(path, before).or_else(|| array_owner(path, after)).unwrap_or(path);
+        match before.pointer(field) {
+            Some(v) => set_pointer(&mut out, field, v.clone())?,
+            None => remove_pointer(&mut out, field),
+        }
+    }
+    Ok(out)
+}
+
+fn set_pointer(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    if let Some(slot) = doc.pointer_mut(path) {
+        *slot = value;
+        return Ok(());
+    }
+    let (parent, key) = path.rsplit_once('/').ok_or_else(|| format!("cannot write {path}"))?;
+    let key = key.replace("~1", "/").replace("~0", "~");
+    match doc.pointer_mut(parent) {
+        Some(Value::Object(m)) => {
+            m.insert(key, value);
+            Ok(())
+        }
+        _ => Err(format!("cannot write {path}: its parent is gone")),
+    }
+}
+
+fn remove_pointer(doc: &mut Value, path: &str) {
+    if let Some((parent, key)) = path.rsplit_once('/') {
+        let key = key.replace("~1", "/").replace("~0", "~");
+        if let Some(Value::Object(m)) = doc.pointer_mut(parent) {
+            m.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -23,11 +23,11 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::patch::patch_change;
-use super::pipeline::{encode_path, tag_variable, variable_api, variable_update, variables_of};
-use super::{join, runners};
+use super::pipeline::{tag_variable, variable_api, variable_update, variables_of};
+use super::runners;
 use crate::model::{
-    ARCH_LABEL, Action, Arch, Change, ChangeId, CiVariable, Document, FindingCode, HttpMethod, NodePoolView, ObjectRef,
-    ObservedState, Phase, PhasePlan, Precondition, Requirement, Reversal, Status, Verification, WriteMethod, kube_id,
+    Action, Arch, Change, ChangeId, CiVariable, Document, FindingCode, GitLabRunner, HttpMethod, NodePoolView,
+    ObjectRef, ObservedState, Phase, PhasePlan, Precondition, Reversal, Status, Verification, WriteMethod, kube_id,
 };
 use crate::spec::MigrationPlan;
 use crate::vocab::{NODE_POOL, RELEASE, SECRET};
@@ -37,6 +37,18 @@ use crate::vocab::{NODE_POOL, RELEASE, SECRET};
 pub struct Applied {
     pub before: Option<Document>,
     pub after: Option<Document>,
+    /// What the write did (`None` in journals from before it was recorded: then a change
+    /// without a before-image created its target).
+    pub action: Option<Action>,
+    /// The GitLab runner it created, by id.
+    pub runner_id: Option<u64>,
+}
+
+impl Applied {
+    /// Whether archshift created the target (and so may delete it).
+    pub fn created(&self) -> bool {
+        self.action.map_or(self.before.is_none(), |a| a == Action::Create)
+    }
 }
 
 /// The journal's view: every change archshift applied, by id.
@@ -47,32 +59,67 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
     let r = &spec.runners;
     let mut reroutes: Vec<ChangeId> = Vec::new();
 
-    // 1. Route amd64 work back to the baseline.
+    // 1. Route amd64 work back to the baseline: a tag variable archshift created takes the
+    //    baseline's tag (it is deleted once nothing uses it); one it changed gets its
+    //    before-image back. One archshift never wrote is not touched.
     let tag = reroute_tag(state, spec);
+    let amd64_targets = {
+        let own = tag_variable(spec, Arch::Amd64);
+        let mut t = vec![own.clone()];
+        if let Some(gl) = &spec.workloads.gitlab {
+            let group = ObjectRef::GroupVariable {
+                group: gl.group.clone(),
+                key: spec.pipeline.variables.name(Arch::Amd64).into(),
+            };
+            if group != own {
+                t.push(group);
+            }
+        }
+        t
+    };
+    let needs_reroute = amd64_targets
+        .iter()
+        .filter_map(variable_api)
+        .any(|(forward, ..)| journal.get(&forward).is_some_and(Applied::created));
     match &tag {
         Some(tag) => {
             baseline_safety(state, spec, &mut out);
-            let var = spec.pipeline.variables.name(Arch::Amd64);
-            let own = tag_variable(spec, Arch::Amd64);
-            reroute(&mut out, variables_of(state, &own), own.clone(), tag, &mut reroutes);
-            if let Some(gl) = &spec.workloads.gitlab {
-                let group = ObjectRef::GroupVariable { group: gl.group.clone(), key: var.into() };
-                if group != own {
-                    reroute(&mut out, state.group_variables(&gl.group), group, tag, &mut reroutes);
+            for target in &amd64_targets {
+                let Some((forward, ..)) = variable_api(target) else { continue };
+                match journal.get(&forward) {
+                    Some(a) if a.created() => {
+                        reroute(&mut out, variables_of(state, target), target.clone(), tag, &mut reroutes)
+                    }
+                    Some(a) => restore_variable(&mut out, state, target, &forward, a, &mut reroutes),
+                    None => {}
                 }
             }
         }
-        None => out.finding(
+        None if needs_reroute => out.finding(
             FindingCode::RollbackNoRerouteTag,
             Status::Risk,
             None,
             "no tag of the baseline runner is known: set rollback.rerouteTag; until then jobs tagged for the amd64 runner stay pending once it is removed",
         ),
+        None => {
+            for target in &amd64_targets {
+                let Some((forward, ..)) = variable_api(target) else { continue };
+                if let Some(a) = journal.get(&forward).filter(|a| !a.created()) {
+                    restore_variable(&mut out, state, target, &forward, a, &mut reroutes);
+                }
+            }
+        }
+    }
+    let arm_target = tag_variable(spec, Arch::Arm64);
+    if let Some((forward, ..)) = variable_api(&arm_target)
+        && let Some(a) = journal.get(&forward).filter(|a| !a.created())
+    {
+        restore_variable(&mut out, state, &arm_target, &forward, a, &mut reroutes);
     }
 
-    // 2. Pause the arm64 runner, revert the pipeline's CI change.
+    // 2. Pause the arm64 runner archshift created; revert the pipeline's CI change.
     let mut quiesced: Vec<ChangeId> = reroutes.clone();
-    if let Some(runner) = state.runners.iter().find(|g| g.tag_list.contains(&r.tag(Arch::Arm64)))
+    if let Some(runner) = created_runner(state, spec, journal, Arch::Arm64)
         && !runner.paused
     {
         let id = ChangeId::rollback_step("pause", &ChangeId::runner(&r.tag(Arch::Arm64)));
@@ -94,26 +141,45 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
     let reverted = revert_ci(state, spec, journal, &reroutes, tag.as_deref(), &mut out);
     quiesced.extend(reverted.iter().cloned());
 
-    // 3. Releases, then runners, then Secrets, then unused project variables.
+    // 3. What archshift created goes (Releases, then runners, then Secrets); what it changed
+    //    gets its before-image back; what it did neither to is left alone.
     let namespace = runners::namespace(state, spec);
     let mut removed: Vec<ChangeId> = Vec::new();
     for &arch in spec.architectures() {
         let release = r.release_name(arch);
         let mut after_release = quiesced.clone();
-        if let Some(obj) = state.releases.iter().find(|o| kube_id(o).2 == release) {
-            let id = ChangeId::rollback(&ChangeId::release(&release));
-            out.changes.push(delete_kube(
+        let forward = ChangeId::release(&release);
+        if let (Some(obj), Some(applied)) =
+            (state.releases.iter().find(|o| kube_id(o).2 == release), journal.get(&forward))
+        {
+            let id = ChangeId::rollback(&forward);
+            let target = ObjectRef::kube(RELEASE, None, &release);
+            if applied.created() {
+                out.changes.push(delete_kube(
+                    id.clone(),
+                    target,
+                    obj,
+                    format!("delete Release {release} (Helm uninstalls the {arch} runner)"),
+                    &quiesced,
+                ));
+                after_release.push(id.clone());
+                removed.push(id);
+            } else if restore_kube(
+                &mut out,
                 id.clone(),
-                ObjectRef::kube(RELEASE, None, &release),
+                target,
                 obj,
-                format!("delete Release {release} (Helm uninstalls the {arch} runner)"),
+                applied,
+                format!("restore Release {release} as it was before archshift"),
                 &quiesced,
-            ));
-            after_release.push(id.clone());
-            removed.push(id);
+            ) {
+                after_release.push(id.clone());
+                removed.push(id);
+            }
         }
-        if let Some(runner) = state.runners.iter().find(|g| g.tag_list.contains(&r.tag(arch))) {
-            let id = ChangeId::rollback(&ChangeId::runner(&r.tag(arch)));
+        let forward = ChangeId::runner(&r.tag(arch));
+        if let Some(runner) = created_runner(state, spec, journal, arch) {
+            let id = ChangeId::rollback(&forward);
             out.changes.push(
                 Change::new(
                     id.clone(),
@@ -133,22 +199,36 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
                 .depends_on(after_release.clone()),
             );
             removed.push(id);
+        } else if let Some(runner) = adopted_runner(state, spec, journal, arch) {
+            restore_runner(&mut out, spec, journal, arch, runner, &after_release, &mut removed);
         }
         let secret = r.token_secret_name(arch);
-        if let Some(s) = state.secrets.iter().find(|s| s.name == secret && s.namespace == namespace) {
-            let id = ChangeId::rollback(&ChangeId::secret(&namespace, &secret));
-            let obj = json!({"metadata": {"resourceVersion": s.resource_version}});
-            out.changes.push(
-                delete_kube(
-                    id.clone(),
-                    ObjectRef::kube(SECRET, Some(&namespace), &secret),
-                    &obj,
-                    format!("delete Secret {namespace}/{secret} (the {arch} runner's token)"),
-                    &after_release,
-                )
-                .reversal(Reversal::Irreversible { reason: "its token is not kept anywhere, by design".into() }),
-            );
-            removed.push(id);
+        let forward = ChangeId::secret(&namespace, &secret);
+        if let (Some(s), Some(applied)) =
+            (state.secrets.iter().find(|s| s.name == secret && s.namespace == namespace), journal.get(&forward))
+        {
+            if applied.created() {
+                let id = ChangeId::rollback(&forward);
+                let obj = json!({"metadata": {"resourceVersion": s.resource_version}});
+                out.changes.push(
+                    delete_kube(
+                        id.clone(),
+                        ObjectRef::kube(SECRET, Some(&namespace), &secret),
+                        &obj,
+                        format!("delete Secret {namespace}/{secret} (the {arch} runner's token)"),
+                        &after_release,
+                    )
+                    .reversal(Reversal::Irreversible { reason: "its token is not kept anywhere, by design".into() }),
+                );
+                removed.push(id);
+            } else {
+                out.finding(
+                    FindingCode::RollbackLeftAlone,
+                    Status::Done,
+                    Some(ObjectRef::kube(SECRET, Some(&namespace), &secret)),
+                    "existed before archshift, which put a reset token in it; kept (the old token was invalidated by the reset and is not kept anywhere)",
+                );
+            }
         }
     }
     // The pipeline file is (or is about to be) back at its before-image: a resumed rollback
@@ -157,67 +237,259 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, journal: &Journal) -> P
         || state.ci_file.as_ref().is_some_and(|f| {
             spec.architectures().iter().all(|&a| !f.content.contains(&spec.pipeline.variables.reference(a)))
         });
-    if ci_back {
-        for &arch in spec.architectures() {
-            let key = spec.pipeline.variables.name(arch);
-            let forward = ChangeId::project_variable(&spec.pipeline.project, key);
-            let created = journal.get(&forward).is_some_and(|a| a.before.is_none());
-            if let Some(v) = state.project_variables.iter().find(|v| v.key == key && v.environment_scope == "*")
-                && created
-            {
-                // What the delete will find: the re-routed value, when step 1 changes it.
-                let mut v = v.clone();
-                if arch == Arch::Amd64
-                    && let Some(t) = &tag
-                    && v.value.is_some()
-                {
-                    v.value = Some(t.clone());
-                }
-                let id = ChangeId::rollback(&forward);
-                out.changes.push(
-                    Change::new(
-                        id.clone(),
-                        Phase::Rollback,
-                        ObjectRef::ProjectVariable { project: spec.pipeline.project.clone(), key: key.into() },
-                        Action::Delete,
-                        format!(
-                            "delete variable {key}: archshift created it and the reverted CI file no longer uses it"
-                        ),
-                        WriteMethod::GitLab {
-                            method: HttpMethod::Delete,
-                            path: format!(
-                                "/projects/{}/variables/{key}?filter[environment_scope]=*",
-                                encode_path(&spec.pipeline.project)
-                            ),
-                        },
-                    )
-                    .before(Document::Object(v.to_json()))
-                    .precondition(Precondition::VariableValue { value: v.value.clone(), protected: v.protected })
-                    .depends_on(reverted.clone())
-                    .verify(vec![Verification::ReadBack]),
-                );
-                removed.push(id);
+    let mut kept_variables: Vec<String> = Vec::new();
+    for &arch in spec.architectures() {
+        let mut targets = vec![tag_variable(spec, arch)];
+        if arch == Arch::Amd64 {
+            targets = amd64_targets.clone();
+        }
+        for target in targets {
+            let Some((forward, collection, key)) = variable_api(&target) else { continue };
+            if !journal.get(&forward).is_some_and(Applied::created) {
+                continue;
             }
+            let Some(v) = variables_of(state, &target).iter().find(|v| v.key == key && v.environment_scope == "*")
+            else {
+                continue;
+            };
+            if !ci_back || used_elsewhere(state, spec, &target, &key) {
+                if ci_back {
+                    kept_variables.push(format!("{target} (the pinned CI files still use it)"));
+                }
+                continue;
+            }
+            // What the delete will find: the re-routed value, when step 1 changes it.
+            let mut v = v.clone();
+            if arch == Arch::Amd64
+                && let Some(t) = &tag
+                && v.value.is_some()
+            {
+                v.value = Some(t.clone());
+            }
+            let id = ChangeId::rollback(&forward);
+            out.changes.push(
+                Change::new(
+                    id.clone(),
+                    Phase::Rollback,
+                    target.clone(),
+                    Action::Delete,
+                    format!("delete variable {key}: archshift created it and nothing uses it any more"),
+                    WriteMethod::GitLab {
+                        method: HttpMethod::Delete,
+                        path: format!("{collection}/{key}?filter[environment_scope]=*"),
+                    },
+                )
+                .before(Document::Object(v.to_json()))
+                .precondition(Precondition::VariableValue { value: v.value.clone(), protected: v.protected })
+                .depends_on(reverted.iter().chain(reroutes.iter()).cloned())
+                .verify(vec![Verification::ReadBack]),
+            );
+            removed.push(id);
         }
     }
 
-    // 4. Narrow the pool last.
+    // 4. Narrow the pool last, and only when archshift widened it.
     narrow_pool(state, spec, journal, &removed, &mut out);
 
     // 5. Pins stay.
-    let kept: Vec<&ChangeId> = journal.keys().filter(|id| is_pin(id, spec)).collect();
+    let mut kept: Vec<String> = journal.keys().filter(|id| is_pin(id, spec)).map(ToString::to_string).collect();
+    kept.extend(kept_variables);
     if !kept.is_empty() {
         out.finding(
             FindingCode::RollbackPinsKept,
             Status::Done,
             None,
-            format!("kept on purpose (harmless, and they protect a later re-widening): {}", join(kept.iter())),
+            format!("kept on purpose (harmless, and they protect a later re-widening): {}", kept.join(", ")),
         );
     }
     if out.changes.is_empty() && !out.has(FindingCode::RollbackNoRerouteTag) {
         out.finding(FindingCode::RollbackNothing, Status::Done, None, "nothing of archshift's is left to roll back");
     }
     out
+}
+
+/// The runner of `arch` archshift created, as observed now (by the id the journal recorded).
+fn created_runner<'a>(
+    state: &'a ObservedState,
+    spec: &MigrationPlan,
+    journal: &Journal,
+    arch: Arch,
+) -> Option<&'a GitLabRunner> {
+    let tag = spec.runners.tag(arch);
+    let applied = journal.get(&ChangeId::runner(&tag)).filter(|a| a.created())?;
+    match applied.runner_id {
+        Some(id) => state.runners.iter().find(|g| g.id == id),
+        None => state.runners.iter().find(|g| g.tag_list.contains(&tag)),
+    }
+}
+
+/// A runner of `arch` archshift did not create but retagged or reset the token of.
+fn adopted_runner<'a>(
+    state: &'a ObservedState,
+    spec: &MigrationPlan,
+    journal: &Journal,
+    arch: Arch,
+) -> Option<&'a GitLabRunner> {
+    let tag = spec.runners.tag(arch);
+    let touched = journal.get(&ChangeId::runner(&tag)).is_some_and(|a| !a.created())
+        || journal.contains_key(&ChangeId::runner_token(&tag));
+    if !touched {
+        return None;
+    }
+    state.runners.iter().find(|g| g.tag_list.contains(&tag) || g.description == tag)
+}
+
+/// An adopted runner is never deleted: its tags get their before-image back when archshift
+/// changed them, and its token reset is reported (the old token is gone for good).
+fn restore_runner(
+    out: &mut PhasePlan,
+    spec: &MigrationPlan,
+    journal: &Journal,
+    arch: Arch,
+    runner: &GitLabRunner,
+    after: &[ChangeId],
+    removed: &mut Vec<ChangeId>,
+) {
+    let tag = spec.runners.tag(arch);
+    let target = ObjectRef::GitLabRunner { tag: tag.clone(), id: Some(runner.id) };
+    let forward = ChangeId::runner(&tag);
+    if let Some(before) = journal.get(&forward).and_then(|a| a.before.as_ref()).and_then(Document::as_object) {
+        let id = ChangeId::rollback(&forward);
+        let mut now = serde_json::Map::new();
+        for key in before.as_object().into_iter().flat_map(|m| m.keys()) {
+            now.insert(
+                key.clone(),
+                match key.as_str() {
+                    "tag_list" => json!(runner.tag_list),
+                    "run_untagged" => json!(runner.run_untagged),
+                    "access_level" => json!(runner.access_level),
+                    "maximum_timeout" => json!(runner.maximum_timeout),
+                    _ => serde_json::Value::Null,
+                },
+            );
+        }
+        out.changes.push(
+            Change::new(
+                id.clone(),
+                Phase::Rollback,
+                target.clone(),
+                Action::Update,
+                format!(
+                    "give runner #{} its tags from before archshift back (it existed before; it is kept)",
+                    runner.id
+                ),
+                WriteMethod::GitLab { method: HttpMethod::Put, path: format!("/runners/{}", runner.id) },
+            )
+            .before(Document::Object(now.into()))
+            .after(Document::Object(before.clone()))
+            .precondition(Precondition::Exists)
+            .depends_on(after.iter().cloned()),
+        );
+        removed.push(id);
+    }
+    let reset = if journal.contains_key(&ChangeId::runner_token(&tag)) {
+        "; archshift reset its authentication token, and the old one cannot come back"
+    } else {
+        ""
+    };
+    out.finding(
+        FindingCode::RollbackLeftAlone,
+        Status::Done,
+        Some(target),
+        format!("runner #{} existed before archshift: kept, not deleted{reset}", runner.id),
+    );
+}
+
+/// A variable archshift changed, back to its before-image (value, protection, masking, raw,
+/// type); a before-image whose value was masked cannot be written back and is reported.
+fn restore_variable(
+    out: &mut PhasePlan,
+    state: &ObservedState,
+    target: &ObjectRef,
+    forward: &ChangeId,
+    applied: &Applied,
+    ids: &mut Vec<ChangeId>,
+) {
+    let Some((_, _, key)) = variable_api(target) else { return };
+    let Some(before) = applied.before.as_ref().and_then(Document::as_object).and_then(CiVariable::from_json) else {
+        return;
+    };
+    let Some(have) = variables_of(state, target).iter().find(|v| v.key == key && v.environment_scope == "*") else {
+        return;
+    };
+    if *have == before
+        || (have.value == before.value
+            && have.protected == before.protected
+            && have.masked == before.masked
+            && have.raw == before.raw
+            && have.variable_type == before.variable_type)
+    {
+        return;
+    }
+    if before.masked || before.value.is_none() {
+        out.finding(
+            FindingCode::RollbackCannotRestore,
+            Status::Risk,
+            Some(target.clone()),
+            format!("{key} was masked before archshift changed it: its old value was never kept; set it back by hand"),
+        );
+        return;
+    }
+    let id = ChangeId::rollback(forward);
+    let summary = format!("restore variable {key} as it was before archshift");
+    out.changes.push(variable_update(id.clone(), Phase::Rollback, target.clone(), summary, have, &before));
+    ids.push(id);
+}
+
+/// Whether a CI file rollback keeps (another project's pinned file) still uses `$KEY` of a
+/// group variable.
+fn used_elsewhere(state: &ObservedState, spec: &MigrationPlan, target: &ObjectRef, key: &str) -> bool {
+    let ObjectRef::GroupVariable { group, .. } = target else { return false };
+    let refs = [format!("${key}"), format!("${{{key}}}")];
+    let uses = |content: &str| refs.iter().any(|r| content.contains(r.as_str()));
+    state
+        .other_projects
+        .iter()
+        .filter(|p| p.path.starts_with(&format!("{group}/")) && p.path != spec.pipeline.project)
+        .filter_map(|p| p.file.as_ref())
+        .any(|f| uses(&f.content))
+}
+
+/// An update archshift made to a Kubernetes object, written back from the journal's images.
+/// `false` (and a finding) when it cannot be.
+fn restore_kube(
+    out: &mut PhasePlan,
+    id: ChangeId,
+    target: ObjectRef,
+    obj: &serde_json::Value,
+    applied: &Applied,
+    summary: String,
+    after: &[ChangeId],
+) -> bool {
+    let (Some(before), Some(wrote)) =
+        (applied.before.as_ref().and_then(Document::as_object), applied.after.as_ref().and_then(Document::as_object))
+    else {
+        out.finding(
+            FindingCode::RollbackCannotRestore,
+            Status::Risk,
+            Some(target),
+            "the journal has no before-image of it",
+        );
+        return false;
+    };
+    match super::patch::restore(obj, before, wrote) {
+        Ok(restored) if restored == *obj => false,
+        Ok(restored) => {
+            out.changes.push(
+                patch_change(id, Phase::Rollback, target, summary, obj, restored).depends_on(after.iter().cloned()),
+            );
+            true
+        }
+        Err(why) => {
+            out.finding(FindingCode::RollbackCannotRestore, Status::Risk, Some(target), why);
+            false
+        }
+    }
 }
 
 /// The pins rollback keeps: Argo, other projects' CI files, the baseline's job pods.
@@ -314,18 +586,28 @@ fn revert_ci(
         }
         return Vec::new();
     };
-    if file.content == before {
-        return Vec::new();
-    }
-    if file.content != wrote {
-        out.finding(
-            FindingCode::RollbackArm64JobsPending,
-            Status::Risk,
-            Some(target),
-            "changed since archshift wrote it: not reverted automatically (a revert would drop those changes); jobs tagged for arm64 stay pending until it is reverted by hand",
-        );
-        return Vec::new();
-    }
+    // Back at its before-image while the journal still counts the forward change as applied:
+    // a rollback stopped after the revert was written and before it was proven. It is planned
+    // again (it holds, so nothing is written) so this run gives the same proof.
+    let revert_to = if file.content == before || file.content == wrote {
+        before.clone()
+    } else {
+        // Others committed since: archshift's edits are taken out of the file as it is now, when
+        // they are still there and nothing of theirs touches them.
+        match diffy::merge(&wrote, &before, &file.content) {
+            Ok(merged) if crate::phases::patch::edits_hold(&before, &wrote, &file.content) => merged,
+            _ => {
+                out.finding(
+                    FindingCode::RollbackArm64JobsPending,
+                    Status::Risk,
+                    Some(target),
+                    "changed since archshift wrote it, where archshift's edits are: not reverted automatically (a revert would drop those changes); jobs tagged for arm64 stay pending until it is reverted by hand",
+                );
+                return Vec::new();
+            }
+        }
+    };
+    let moved = moved_jobs(&before, &wrote);
     let id = ChangeId::rollback(&forward);
     let title = format!("ci: revert per-architecture runner tags ({})", file.path);
     out.changes.push(
@@ -344,21 +626,31 @@ fn revert_ci(
             ),
         )
         .before(Document::Text(file.content.clone()))
-        .after(Document::Text(before))
+        .after(Document::Text(revert_to))
         .precondition(Precondition::LastCommit { last_commit_id: file.last_commit_id.clone() })
         .depends_on(after.iter().cloned())
         .verify(
             std::iter::once(Verification::CiFileOnBranch { branch: file.branch.clone() })
-                .chain(
-                    baseline_tag.map(|tag| Verification::BaselineTakesWork {
-                        branch: file.branch.clone(),
-                        tag: tag.to_string(),
-                    }),
-                )
+                .chain(baseline_tag.map(|tag| Verification::BaselineTakesWork {
+                    branch: file.branch.clone(),
+                    tag: tag.to_string(),
+                    jobs: moved.clone(),
+                }))
                 .collect(),
         ),
     );
     vec![id]
+}
+
+/// The jobs whose tags archshift's edit changed: the ones its revert moves back.
+fn moved_jobs(before: &str, wrote: &str) -> Vec<String> {
+    let (Ok(b), Ok(w)) = (crate::ciyaml::analyze(before), crate::ciyaml::analyze(wrote)) else { return Vec::new() };
+    w.jobs
+        .iter()
+        .filter(|j| !j.trigger)
+        .filter(|j| b.jobs.iter().find(|x| x.name == j.name).is_none_or(|x| x.tags != j.tags))
+        .map(|j| j.name.clone())
+        .collect()
 }
 
 fn delete_kube(
@@ -379,7 +671,8 @@ fn delete_kube(
         .verify(vec![Verification::ReadBack])
 }
 
-/// The pool back to what it allowed before: the journal's requirement list, else amd64 only.
+/// The pool back to what it allowed before, from the journal's before-image of archshift's
+/// widening; a pool archshift did not widen is left alone, byte for byte.
 fn narrow_pool(
     state: &ObservedState,
     spec: &MigrationPlan,
@@ -389,53 +682,41 @@ fn narrow_pool(
 ) {
     let name = &spec.node_pool.name;
     let Some(obj) = state.node_pools.iter().find(|o| kube_id(o).2 == name) else { return };
-    let Ok(view) = NodePoolView::from_object(obj) else { return };
-    if !super::nodepool::allowed_archs(&view.requirements).contains(&Arch::Arm64) {
-        return;
-    }
-    let forward = ChangeId::node_pool(name);
-    let before_reqs = journal
-        .get(&forward)
-        .and_then(|a| a.before.as_ref())
-        .and_then(Document::as_object)
-        .and_then(|b| b.pointer(NodePoolView::REQUIREMENTS).cloned());
-    let reqs = match before_reqs {
-        Some(r) => r,
-        None => {
-            // Not widened by archshift (or no journal): take arm64 out of the arch requirements.
-            let mut reqs = view.requirements.clone();
-            reqs.retain(|r| r.key != ARCH_LABEL);
-            reqs.push(Requirement {
-                key: ARCH_LABEL.into(),
-                operator: "In".into(),
-                values: vec![Arch::Amd64.to_string()],
-                min_values: None,
-            });
-            serde_json::to_value(reqs).unwrap_or_default()
-        }
-    };
-    let mut narrowed = obj.clone();
-    if let Some(slot) = narrowed.pointer_mut(NodePoolView::REQUIREMENTS) {
-        *slot = reqs;
-    }
-    let id = ChangeId::rollback(&forward);
     let target = ObjectRef::Kube {
         api_version: obj["apiVersion"].as_str().unwrap_or(NODE_POOL.api_version).to_string(),
         kind: NODE_POOL.kind.into(),
         namespace: None,
         name: name.clone(),
     };
+    let forward = ChangeId::node_pool(name);
+    let Some(applied) = journal.get(&forward) else {
+        let widened = NodePoolView::from_object(obj)
+            .is_ok_and(|v| super::nodepool::allowed_archs(&v.requirements).contains(&Arch::Arm64));
+        if widened {
+            out.finding(
+                FindingCode::RollbackLeftAlone,
+                Status::Done,
+                Some(target),
+                "allows arm64, but archshift did not widen it: left as it is",
+            );
+        }
+        return;
+    };
+    let id = ChangeId::rollback(&forward);
     let drained = Verification::ArchDrained { node_pool: name.clone(), architecture: Arch::Arm64 };
+    let before = out.changes.len();
+    let summary = format!("narrow NodePool {name} back to what it allowed before archshift");
+    if !restore_kube(out, id.clone(), target.clone(), obj, applied, summary, after) {
+        return;
+    }
+    if let Some(change) = out.changes.get_mut(before) {
+        change.waits_for = vec![drained];
+    }
     out.finding_for(
         FindingCode::RollbackWaitsForArm64Pods,
         Status::Pending,
-        Some(target.clone()),
+        Some(target),
         &id,
         "narrowed last, once no pod runs on its arm64 nodes: narrowing drifts them, evicting what runs there",
-    );
-    out.changes.push(
-        patch_change(id, Phase::Rollback, target, format!("narrow NodePool {name} back to amd64"), obj, narrowed)
-            .depends_on(after.iter().cloned())
-            .waits_for(vec![drained]),
     );
 }

@@ -7,7 +7,7 @@ use super::rollback::{Applied, Journal};
 use super::tests::render;
 use super::*;
 use crate::model::fixtures::{self, plan, start};
-use crate::model::{Arch, FindingCode, NodePoolView, Requirement, Verification, apply_change};
+use crate::model::{Action, Arch, FindingCode, NodePoolView, Requirement, Verification, apply_change};
 
 /// Applies the whole plan in dependency order, journaling each change as the engine will.
 fn migrate(state: &mut ObservedState, spec: &MigrationPlan) -> Journal {
@@ -15,7 +15,10 @@ fn migrate(state: &mut ObservedState, spec: &MigrationPlan) -> Journal {
     let plan = super::plan(state, spec, "");
     for c in plan.order().unwrap() {
         apply_change(state, c).unwrap_or_else(|e| panic!("{}: {e}", c.id));
-        journal.insert(c.id.clone(), Applied { before: c.before.clone(), after: c.after.clone() });
+        journal.insert(
+            c.id.clone(),
+            Applied { before: c.before.clone(), after: c.after.clone(), action: Some(c.action), runner_id: None },
+        );
     }
     // Controllers: the new runners come online.
     for r in state.runners.iter_mut() {
@@ -24,7 +27,9 @@ fn migrate(state: &mut ObservedState, spec: &MigrationPlan) -> Journal {
     journal
 }
 
-fn roll_back(state: &mut ObservedState, spec: &MigrationPlan, journal: &Journal) -> Vec<String> {
+/// Plans the rollback and applies it (simulated); each verified step's forward change leaves
+/// the journal, as the engine's `reverted` record takes it out.
+fn roll_back(state: &mut ObservedState, spec: &MigrationPlan, journal: &mut Journal) -> Vec<String> {
     let p = rollback::plan(state, spec, journal);
     let plan = Plan {
         format_version: crate::model::PLAN_FORMAT_VERSION,
@@ -36,6 +41,12 @@ fn roll_back(state: &mut ObservedState, spec: &MigrationPlan, journal: &Journal)
     let order: Vec<Change> = plan.order().expect("acyclic rollback").into_iter().cloned().collect();
     for c in &order {
         apply_change(state, c).unwrap_or_else(|e| panic!("{}: {e}", c.id));
+        if let Some(rest) = c.id.as_str().strip_prefix("rollback/")
+            && !rest.starts_with("pause/")
+            && !rest.starts_with("reroute/")
+        {
+            journal.remove(&ChangeId::from(rest));
+        }
     }
     order.iter().map(|c| c.id.to_string()).collect()
 }
@@ -49,10 +60,10 @@ fn rollback_after_a_full_migration_returns_to_the_start_except_the_pins() {
     let spec = plan();
     let start = start();
     let mut s = start.clone();
-    let journal = migrate(&mut s, &spec);
+    let mut journal = migrate(&mut s, &spec);
     assert!(nodepool::allowed_archs(&requirements(&s)).contains(&Arch::Arm64));
 
-    let order = roll_back(&mut s, &spec, &journal);
+    let order = roll_back(&mut s, &spec, &mut journal);
     assert_eq!(requirements(&s), requirements(&start), "NodePool requirements as before");
     let releases: Vec<&str> = s.releases.iter().map(|r| crate::model::kube_id(r).2).collect();
     assert_eq!(releases, ["gitlab-runner"], "only the baseline Release");
@@ -120,8 +131,8 @@ fn rollback_strands_nothing_reroute_first_quiesce_then_remove_narrow_last() {
 fn rollback_is_idempotent() {
     let spec = plan();
     let mut s = start();
-    let journal = migrate(&mut s, &spec);
-    roll_back(&mut s, &spec, &journal);
+    let mut journal = migrate(&mut s, &spec);
+    roll_back(&mut s, &spec, &mut journal);
     let again = rollback::plan(&s, &spec, &journal);
     assert!(again.changes.is_empty(), "{}", render(&again));
 }
@@ -136,10 +147,9 @@ fn without_a_before_image_the_ci_file_is_not_reverted_and_arm64_jobs_are_reporte
     let p = rollback::plan(&s, &spec, &journal);
     assert!(p.risks().any(|f| f.code == FindingCode::RollbackArm64JobsPending), "{}", render(&p));
     assert!(!p.changes.iter().any(|c| c.id.as_str().starts_with("rollback/cifile/")));
-    // Without the journal's requirement list, arm64 is taken out of the arch requirement.
-    let narrow = p.changes.iter().find(|c| c.id == "rollback/nodepool/spot-pool").unwrap();
-    let reqs = NodePoolView::from_object(narrow.after_object().unwrap()).unwrap();
-    assert_eq!(nodepool::allowed_archs(&reqs.requirements).into_iter().collect::<Vec<_>>(), [Arch::Amd64]);
+    // Without the journal's record of the widening, the pool is not archshift's to narrow.
+    assert!(!p.changes.iter().any(|c| c.id == "rollback/nodepool/spot-pool"), "{}", render(&p));
+    assert!(p.has(FindingCode::RollbackLeftAlone), "{}", render(&p));
 }
 
 #[test]
@@ -174,4 +184,45 @@ fn nothing_to_roll_back_on_the_start() {
     let p = rollback::plan(&start(), &plan(), &Journal::new());
     assert!(p.changes.is_empty(), "{}", render(&p));
     assert!(p.has(FindingCode::RollbackNothing));
+}
+
+#[test]
+fn what_archshift_did_not_write_is_never_undone() {
+    // A world where the pool already allows every architecture (no arch requirement), a
+    // CICD_TAG_AMD64 existed with another value and protected, and a runner tagged for arm64
+    // was made by hand: archshift adopts that runner (token reset) and overwrites the variable.
+    let spec = plan();
+    let mut s = start();
+    s.node_pools[0]["spec"]["template"]["spec"]["requirements"] =
+        json!([{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]);
+    let mut old = fixtures::variable("CICD_TAG_AMD64", "legacy-amd64");
+    old.protected = true;
+    s.project_variables.push(old.clone());
+    s.runners.push(fixtures::runner(9, &["sandbox-arm64"], "never_contacted"));
+    let pool_before = s.node_pools[0]["spec"].clone();
+    let mut journal = migrate(&mut s, &spec);
+    assert!(journal.contains_key(&ChangeId::runner_token("sandbox-arm64")), "adopted by a token reset");
+    let p = rollback::plan(&s, &spec, &journal);
+    let ids: Vec<&str> = p.changes.iter().map(|c| c.id.as_str()).collect();
+    assert!(!ids.iter().any(|id| id.starts_with("rollback/nodepool/")), "never widened by archshift: {ids:?}");
+    let runner_steps: Vec<&Change> = p.changes.iter().filter(|c| c.id == "rollback/runner/sandbox-arm64").collect();
+    assert!(runner_steps.iter().all(|c| c.action != Action::Delete), "a hand-made runner is never deleted: {ids:?}");
+    // archshift had retagged it (it ran untagged jobs): its tags from before come back.
+    if let Some(c) = runner_steps.first() {
+        assert_eq!(c.after_object().unwrap()["run_untagged"], json!(true), "{}", render(&p));
+    }
+    assert!(!ids.contains(&"rollback/pause/runner/sandbox-arm64"), "nor paused: {ids:?}");
+    let restore = p
+        .changes
+        .iter()
+        .find(|c| c.id == "rollback/variable/platform/kaniko-builder/CICD_TAG_AMD64")
+        .unwrap_or_else(|| panic!("the variable's before-image is written back: {}", render(&p)));
+    assert_eq!(restore.after_object().unwrap()["value"], json!("legacy-amd64"));
+    assert_eq!(restore.after_object().unwrap()["protected"], json!(true));
+    assert!(p.findings.iter().any(|f| f.code == FindingCode::RollbackLeftAlone && f.message.contains("runner #9")));
+    roll_back(&mut s, &spec, &mut journal);
+    assert_eq!(s.node_pools[0]["spec"], pool_before, "the pool is byte for byte as it was");
+    let var = s.project_variables.iter().find(|v| v.key == "CICD_TAG_AMD64").expect("kept, restored");
+    assert_eq!(var, &old);
+    assert!(s.runners.iter().any(|r| r.id == 9), "the hand-made runner stays");
 }

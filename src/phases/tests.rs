@@ -263,6 +263,16 @@ fn existing_runner_without_its_token_secret_gets_a_token_reset() {
             .iter()
             .any(|c| c.id == "secret/gitlab-runner/gitlab-runner-arm64-token" && c.action == Action::Create)
     );
+    // It never contacted GitLab: no manager uses the old token, so the reset stops nothing.
+    assert!(
+        p.findings.iter().any(|f| f.code == FindingCode::RunnerTokenReset && f.status == Status::Pending),
+        "{}",
+        render(&p)
+    );
+    // One that is online has a manager the reset stops: a risk.
+    let mut online = s.clone();
+    online.runners.last_mut().unwrap().status = "online".into();
+    let p = plan_phase(Phase::Runners, &online, &plan());
     assert!(p.risks().any(|f| f.code == FindingCode::RunnerTokenReset), "{}", render(&p));
 }
 

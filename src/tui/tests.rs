@@ -194,7 +194,12 @@ fn frames_at_80x24_and_160x48() {
         crate::model::apply_change(&mut migrated, c).unwrap();
         journal.insert(
             c.id.clone(),
-            crate::phases::rollback::Applied { before: c.before.clone(), after: c.after.clone() },
+            crate::phases::rollback::Applied {
+                before: c.before.clone(),
+                after: c.after.clone(),
+                action: Some(c.action),
+                runner_id: None,
+            },
         );
     }
     let mut rollback = plan();

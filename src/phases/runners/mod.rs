@@ -264,13 +264,20 @@ fn plan_arch(
         (carriers.as_slice(), secret, r.registration.style)
     {
         let reset = runner::reset_token(runner, &tag);
+        // A runner that never contacted GitLab has no manager using its token: resetting it
+        // stops nothing (the usual case after a creation whose token was lost).
+        let (status, effect) = if runner.status == "never_contacted" {
+            (Status::Pending, "it never contacted GitLab, so no manager uses the old one")
+        } else {
+            (Status::Risk, "a manager still using the old one stops")
+        };
         out.finding_for(
             FindingCode::RunnerTokenReset,
-            Status::Risk,
+            status,
             Some(reset.target.clone()),
             &reset.id,
             format!(
-                "runner #{} exists but Secret {namespace}/{secret_name} does not; GitLab shows a token only once, so its token is reset (a manager still using the old one stops)",
+                "runner #{} exists but Secret {namespace}/{secret_name} does not; GitLab shows a token only once, so its token is reset ({effect})",
                 runner.id
             ),
         );
