@@ -135,7 +135,7 @@ fn a_refused_baseline_blocks_what_depends_on_it_and_force_writes_only_what_is_in
         assert!(blocked.contains(&id.to_string()), "{id} not blocked: {blocked:?}");
     }
     let ci = phase("pipeline")["blocked"].as_array().unwrap()[0]["reason"].as_str().unwrap().to_string();
-    assert!(ci.contains("release/gitlab-runner-"), "the reason names the prerequisite: {ci}");
+    assert!(ci.starts_with("needs ") && ci.contains("which was refused"), "the reason names the prerequisite: {ci}");
 
     let journal = common::scratch("contract-refused").join("journal.jsonl");
     let ci_before = sb.pipeline_ci();
@@ -170,7 +170,15 @@ fn a_foreign_edit_to_an_untouched_field_is_kept_and_apply_finishes() {
     let out = sb.command(&["plan", "--plan", "plans/sandbox.yaml", "--out", saved.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     // After the plan, someone caps the pool's CPU (a field the widening does not touch).
-    let out = sb.kubectl(&["patch", "nodepools.karpenter.sh", "spot-pool", "--type", "merge", "-p", r#"{"spec":{"limits":{"cpu":"1000"}}}"#]);
+    let out = sb.kubectl(&[
+        "patch",
+        "nodepools.karpenter.sh",
+        "spot-pool",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"limits":{"cpu":"1000"}}}"#,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let journal = dir.join("journal.jsonl");
     let j = journal.to_str().unwrap();
@@ -253,4 +261,57 @@ fn rollback_gives_back_pre_existing_variables_and_never_deletes_a_hand_made_runn
     let runner = gl_json(&sb, &format!("/runners/{hand_made}"));
     assert_eq!(runner["id"], hand_made, "the hand-made runner is still there");
     assert_eq!(world(&sb), start, "the world is back, except the documented pins");
+}
+
+#[test]
+fn rollback_is_not_held_back_by_a_job_it_did_not_move_and_a_resumed_one_gives_the_same_proof() {
+    let sb = Sandbox::start("contract-proof", &[]);
+    // Someone's lint job, bound to a runner of another team that is not there: it stays
+    // pending in every pipeline, before archshift and after its revert.
+    let ci = sb.pipeline_ci() + "\nlint:\n  stage: build\n  tags: [other-team]\n  script: [make lint]\n";
+    gl_send(
+        &sb,
+        "PUT",
+        "/projects/platform%2Fkaniko-builder/repository/files/.gitlab-ci.yml",
+        json!({"branch": "main", "content": ci, "commit_message": "lint on the other team's runner"}),
+    );
+    let dir = common::scratch("contract-proof");
+    // A pipeline waited for whole would time out in 20 s: the proof must not wait for lint.
+    let plan = std::fs::read_to_string("plans/sandbox.yaml").unwrap() + "waits:\n  pipeline: 20\n";
+    let plan_file = common::write(&dir, "plan.yaml", &plan);
+    let (p, journal) = (plan_file.to_str().unwrap(), dir.join("journal.jsonl"));
+    let j = journal.to_str().unwrap();
+    let out = sb.command(&["apply", "--plan", p, "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+
+    // Killed once the revert is written, before its proof.
+    let mut child = sb
+        .command(&["rollback", "--plan", p, "--yes", "--format", "json", "--journal", j])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let revert = "rollback/cifile/platform/kaniko-builder/.gitlab-ci.yml";
+    let mut seen = false;
+    for line in std::io::BufRead::lines(stdout) {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "written" && event["id"] == revert {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the rollback ended before writing its revert");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = sb.command(&["rollback", "--plan", p, "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("the baseline runner takes the work"), "{stdout}");
+    let proofs: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with("proof:")).collect();
+    assert!(proofs.iter().any(|l| l.contains("on the baseline runner")), "{stdout}");
+    assert!(!proofs.iter().any(|l| l.contains("lint")), "lint was not moved by the revert: {stdout}");
+    assert_eq!(sb.runner_descriptions(), ["sandbox"], "the rollback finished: {stdout}");
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
 }

@@ -1257,16 +1257,21 @@ impl<C: Cluster, F: Forge> Engine<'_, C, F> {
                 let name = |j: &Value| j["name"].as_str().unwrap_or("?").to_string();
                 let is_moved = |j: &Value| moved.is_empty() || moved.contains(&name(j));
                 let mut lines = Vec::new();
+                let mut pending_others = Vec::new();
                 for job in jobs.iter().filter(|j| is_moved(j)) {
                     let Some(rid) = job["runner"]["id"].as_u64() else {
-                        if finished || job["status"] == "skipped" || job["status"] == "manual" {
-                            continue;
+                        // `pending` waits for a runner to take it: that is what is proven. A job
+                        // still `created` waits for earlier jobs (perhaps one bound to another
+                        // runner), says nothing about the baseline, and is reported instead.
+                        if job["status"] == "pending" && !finished {
+                            return Ok(Probe::Waiting(format!("job {} of pipeline #{pid} is pending", name(job))));
                         }
-                        return Ok(Probe::Waiting(format!(
-                            "job {} of pipeline #{pid} is {}",
+                        pending_others.push(format!(
+                            "{NOTE}job {} (moved by the revert) did not start: {} (it waits for other jobs)",
                             name(job),
                             job["status"].as_str().unwrap_or("?")
-                        )));
+                        ));
+                        continue;
                     };
                     let runner = self.forge.get(&format!("/runners/{rid}")).await?.unwrap_or(Value::Null);
                     let carries = runner["tag_list"].as_array().is_some_and(|t| t.iter().any(|x| x == tag));
@@ -1296,6 +1301,7 @@ impl<C: Cluster, F: Forge> Engine<'_, C, F> {
                         moved.join(", ")
                     )));
                 }
+                lines.extend(pending_others);
                 for job in jobs.iter().filter(|j| !is_moved(j)) {
                     if matches!(job["status"].as_str(), Some("failed" | "canceled")) {
                         lines.push(format!(

@@ -610,6 +610,22 @@ fn revert_ci(
     let moved = moved_jobs(&before, &wrote);
     let id = ChangeId::rollback(&forward);
     let title = format!("ci: revert per-architecture runner tags ({})", file.path);
+    // Its own branch: the forward change's may still exist (a person merged it and kept the
+    // branch), and the revert must not land on top of it.
+    let method = super::delivery_method(
+        &crate::spec::Delivery { branch: format!("{}-rollback", p.delivery.branch), ..p.delivery.clone() },
+        &file.branch,
+        &title,
+    );
+    // The target names the branch the commit goes to, as the forward change's does: the engine
+    // then reads the merge request's target branch beside it, and a revert already merged
+    // (a rollback stopped before its proof) holds instead of looking half done.
+    let target = match &method {
+        WriteMethod::GitLabCommit { branch, .. } => {
+            ObjectRef::CiFile { project: file.project.clone(), path: file.path.clone(), branch: branch.clone() }
+        }
+        _ => target,
+    };
     out.changes.push(
         Change::new(
             id.clone(),
@@ -617,13 +633,7 @@ fn revert_ci(
             target,
             Action::Update,
             format!("revert {}:{} to its content before archshift", file.project, file.path),
-            // Its own branch: the forward change's may still exist (a person merged it and
-            // kept the branch), and the revert must not land on top of it.
-            super::delivery_method(
-                &crate::spec::Delivery { branch: format!("{}-rollback", p.delivery.branch), ..p.delivery.clone() },
-                &file.branch,
-                &title,
-            ),
+            method,
         )
         .before(Document::Text(file.content.clone()))
         .after(Document::Text(revert_to))
