@@ -282,3 +282,43 @@ fn wrapping_keeps_short_lines_as_they_are_and_breaks_long_ones_within_the_width(
     assert!(rows.contains(&"  one".to_string()) && rows.contains(&"abcdefgh".to_string()), "{rows:?}");
     assert_eq!(crate::tui::app::wrap(&["a  b".into()], 8), ["a  b"], "a line that fits keeps its spacing");
 }
+
+#[test]
+fn a_step_a_risk_bears_on_asks_for_the_override_key_and_y_does_nothing() {
+    // A token reset of a runner with a manager online: a risk on that step.
+    let mut s = start();
+    s.runners.push(crate::model::fixtures::runner(8, &["sandbox-arm64"], "online"));
+    let p = crate::phases::plan(&s, &spec(), "plan text");
+    let mut a = App::new(Mode::Live, "archshift-sandbox", "http://127.0.0.1:8929", p);
+    let reset = "runner-token/sandbox-arm64";
+    assert_eq!(a.mark(&ChangeId::from(reset)), Mark::Risk);
+    select(&mut a, reset);
+    key(&mut a, KeyCode::Char('a'));
+    let Some(Overlay::Confirm(c)) = &a.overlay else { panic!("{:?}", a.overlay) };
+    assert!(c.override_risks);
+    assert!(c.lines.iter().any(|l| l.contains("risk runner.token-reset")), "{:?}", c.lines);
+    assert!(key_help(&a).starts_with("F: write through the risks"), "{}", key_help(&a));
+    assert!(key(&mut a, KeyCode::Char('y')).is_empty(), "y is not the override");
+    assert!(a.overlay.is_none() && a.busy.is_none());
+    key(&mut a, KeyCode::Char('a'));
+    let commands = key(&mut a, KeyCode::Char('F'));
+    assert_eq!(commands, [Command::Apply(Selection::Step(ChangeId::from(reset)), true)]);
+}
+
+#[test]
+fn blocked_steps_are_listed_marked_and_never_applied() {
+    let mut s = start();
+    s.node_pools.clear();
+    let p = crate::phases::plan(&s, &spec(), "plan text");
+    let mut a = App::new(Mode::Live, "archshift-sandbox", "http://127.0.0.1:8929", p);
+    let pool = ChangeId::from("nodepool/spot-pool");
+    assert_eq!(a.mark(&pool), Mark::Blocked);
+    select(&mut a, "nodepool/spot-pool");
+    a.refresh_detail();
+    assert!(a.detail().iter().any(|l| l.text.starts_with("BLOCKED: NodePool spot-pool is not in the cluster")));
+    assert!(key(&mut a, KeyCode::Char('a')).is_empty());
+    let Some(Overlay::Message(m)) = &a.overlay else { panic!("{:?}", a.overlay) };
+    assert!(m.contains("is blocked"), "{m}");
+    let shown = frame(&a, 80, 24);
+    assert!(shown.contains("⊘ nodepool/spot-pool"), "{shown}");
+}
