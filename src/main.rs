@@ -453,12 +453,30 @@ struct Live {
 
 /// TLS verification is on unless `--insecure-skip-tls-verify` turns it off; then every run
 /// says so.
-fn warn_insecure(kube: &archshift::live::kube::KubeReader) {
+fn warn_insecure(kube: &archshift::live::kube::KubeReader, gitlab_url: &str) {
     if kube.insecure() {
         eprintln!(
             "archshift: WARNING: --insecure-skip-tls-verify: neither the cluster's nor GitLab's certificate is checked; anyone on the path can read the tokens and change what archshift sends"
         );
     }
+    if let Some(host) = plain_http_host(gitlab_url) {
+        eprintln!(
+            "archshift: WARNING: GitLab at {gitlab_url} is plain http: the token goes to {host} in clear text; use https"
+        );
+    }
+}
+
+/// The host of a plain `http://` URL that leaves this machine (loopback is not warned about:
+/// the token does not cross a network).
+fn plain_http_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or("").to_string(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string(),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(host)
 }
 
 /// Reads the plan file and connects the read-only adapters (`--concurrency` bounds both).
@@ -487,7 +505,7 @@ fn connect_live(args: &LiveArgs) -> Result<Live> {
         )?;
         anyhow::Ok((kube, gl))
     })?;
-    warn_insecure(&kube);
+    warn_insecure(&kube, gitlab.url());
     Ok(Live { spec, text, kube, gitlab, context, runtime })
 }
 
@@ -619,7 +637,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = runtime.block_on(async {
         let mut prepared = session::prepare(&opts, &|_| {}).await?;
-        warn_insecure(prepared.kube.reader());
+        warn_insecure(prepared.kube.reader(), prepared.gitlab.reader().url());
         let (cluster, gitlab) = (
             prepared.plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone()),
             prepared.gitlab.reader().url().to_string(),
@@ -682,7 +700,7 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result: Result<u8, archshift::engine::session::SessionError> = runtime.block_on(async {
         let mut prepared = session::prepare_rollback(&opts, &|_| {}).await?;
-        warn_insecure(prepared.kube.reader());
+        warn_insecure(prepared.kube.reader(), prepared.gitlab.reader().url());
         let plan = prepared.plan.clone();
         if args.dry_run {
             print!("{}", archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()));
@@ -842,33 +860,59 @@ fn ci_tags(args: CiTagsArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Writes through a temporary file in the same directory, so a crash leaves the old file whole.
 /// Writes a file only its owner can read (0600), atomically: saved plans hold no secret, but
-/// they describe the cluster and GitLab closely.
+/// they describe the cluster and GitLab closely. An existing file of another mode ends 0600.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.archshift-tmp", file_name.to_string_lossy()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all().ok();
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    let mode = Some(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    #[cfg(not(unix))]
+    let mode = None;
+    replace_file(path, bytes, mode)
 }
 
+/// Writes through a temporary file in the same directory, so a crash leaves the old file whole;
+/// the file keeps its mode (a new one is 0600).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mode = std::fs::metadata(path).ok().map(|m| m.permissions());
+    replace_file(path, bytes, mode)
+}
+
+fn replace_file(path: &Path, bytes: &[u8], mode: Option<std::fs::Permissions>) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.archshift-tmp", file_name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(&tmp, meta.permissions()).ok();
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file().sync_all().ok();
+    if let Some(mode) = mode {
+        tmp.as_file().set_permissions(mode).with_context(|| format!("cannot set the mode of {}", path.display()))?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    tmp.persist(path).map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_http_is_warned_about_unless_it_stays_on_this_machine() {
+        assert_eq!(super::plain_http_host("http://gitlab.example.com/"), Some("gitlab.example.com".into()));
+        assert_eq!(super::plain_http_host("http://10.0.0.5:8080"), Some("10.0.0.5".into()));
+        assert_eq!(super::plain_http_host("http://127.0.0.1:8929"), None);
+        assert_eq!(super::plain_http_host("http://[::1]:80"), None);
+        assert_eq!(super::plain_http_host("http://localhost"), None);
+        assert_eq!(super::plain_http_host("https://gitlab.example.com"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_saved_plan_written_over_a_file_readable_by_others_ends_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("archshift-main-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plan.json");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::write_private(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -145,3 +145,48 @@ fn errors_say_what_to_do_and_never_show_the_token() {
     let e = rt.block_on(unreachable.version()).unwrap_err();
     assert!(e.to_string().starts_with("cannot reach GitLab at http://127.0.0.1:9: "), "{e}");
 }
+
+/// One HTTP exchange on `listener` (bounded: 5 s), answered with `reply`; the request's head.
+fn serve_once(listener: std::net::TcpListener, reply: String) -> std::thread::JoinHandle<Option<String>> {
+    use std::io::{Read, Write};
+    listener.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        listener.set_nonblocking(true).unwrap();
+        let (mut conn, _) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => return None,
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).unwrap_or(0);
+        let _ = conn.write_all(reply.as_bytes());
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
+    })
+}
+
+#[test]
+fn a_redirect_to_another_origin_never_carries_the_token() {
+    common::install_crypto();
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere = format!("http://127.0.0.1:{}/api/v4/user", b.local_addr().unwrap().port());
+    let url = format!("http://127.0.0.1:{}", a.local_addr().unwrap().port());
+    let moved =
+        format!("HTTP/1.1 302 Found\r\nLocation: {elsewhere}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let (first, second) = (serve_once(a, moved), serve_once(b, ok.to_string()));
+    let gl = GitLabReader::new(&url, Token::new("glpat-secret-value", "GITLAB_TOKEN"), fast()).unwrap();
+    let answer = runtime().block_on(gl.current_user());
+    assert!(answer.is_err(), "a redirect elsewhere is not followed: {answer:?}");
+    let asked = first.join().unwrap().expect("the configured origin was asked");
+    assert!(asked.to_lowercase().contains("private-token: glpat-secret-value"), "{asked}");
+    match second.join().unwrap() {
+        None => {}
+        Some(head) => assert!(!head.contains("glpat-secret-value"), "the token went elsewhere: {head}"),
+    }
+}

@@ -96,6 +96,13 @@ impl Journal {
             opts.mode(0o600);
         }
         let file = opts.open(path).map_err(io)?;
+        // The mode is enforced on every open, not only at creation: a journal left 0644 (copied,
+        // made by hand, an older version) is tightened before anything is read from it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
         // One run per journal: held until this process ends, however it ends (kill -9 too,
         // so no stale lock is left behind), and taken before anything is read or cut off.
         match file.try_lock() {
@@ -240,6 +247,17 @@ mod tests {
             use std::os::unix::fs::PermissionsExt as _;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_journal_readable_by_others_is_tightened_on_open() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = scratch();
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _j = Journal::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

@@ -150,6 +150,13 @@ struct Connected {
 async fn connect(opts: &Options) -> Result<Connected, SessionError> {
     let (spec_file, spec_text, saved) = match &opts.source {
         Source::Saved(path) => {
+            // Owner-only on every open, not only when `plan --out` wrote it (best effort: a
+            // plan someone else owns keeps its mode).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            }
             let text = read(path)?;
             let saved = SavedPlan::read(&path.display().to_string(), &text)?;
             (saved.spec_file.clone(), saved.spec.clone(), Some(saved))

@@ -103,6 +103,20 @@ impl Http {
             .timeout(opts.timeout)
             .user_agent(concat!("archshift/", env!("CARGO_PKG_VERSION")))
             .tls_danger_accept_invalid_certs(opts.insecure_skip_tls_verify)
+            // The token goes to the configured origin only. reqwest drops `Authorization` on a
+            // redirect to another host, but not GitLab's `PRIVATE-TOKEN`: a redirect elsewhere
+            // is not followed (its 3xx comes back as an error instead).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same_origin =
+                    attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
+                if attempt.previous().len() > 5 {
+                    attempt.error("more than 5 redirects")
+                } else if same_origin {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .build()
             .map_err(|e| GitLabError::Transport { url: url.clone(), cause: e.to_string() })?;
         Ok(Http {

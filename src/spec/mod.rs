@@ -507,6 +507,7 @@ pub struct SpecError {
 impl MigrationPlan {
     /// Parse and validate a plan. `file` is the name used in error messages.
     pub fn parse(text: &str, file: &str) -> Result<Self, SpecError> {
+        bounded(text).map_err(|(line, message)| SpecError { file: file.into(), line, column: 1, message })?;
         let plan: MigrationPlan = yaml_serde::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             SpecError { file: file.into(), line, column, message: tidy_serde_message(&e.to_string()) }
@@ -522,6 +523,41 @@ impl MigrationPlan {
     pub fn architectures(&self) -> &[Arch] {
         &self.node_pool.architectures
     }
+}
+
+/// A plan file is a few kilobytes: one past these bounds is hostile or a mistake, and is
+/// refused before the YAML parser sees it (a document nested 100,000 levels deep takes it
+/// seconds and deep recursion).
+const MAX_PLAN_BYTES: usize = 1 << 20;
+const MAX_NESTING: usize = 64;
+
+/// `Err((line, why))` for a plan too large or nested too deeply (flow brackets or indentation).
+fn bounded(text: &str) -> Result<(), (usize, String)> {
+    if text.len() > MAX_PLAN_BYTES {
+        return Err((1, format!("the plan file is {} bytes; a plan is at most {MAX_PLAN_BYTES}", text.len())));
+    }
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+        if indent > 2 * MAX_NESTING {
+            return Err((i + 1, format!("nested deeper than {MAX_NESTING} levels")));
+        }
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '#') => break,
+                (None, '\'' | '"') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '[' | '{') => depth += 1,
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_NESTING {
+                return Err((i + 1, format!("nested deeper than {MAX_NESTING} levels")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// serde messages name Rust types; say what the YAML should look like instead.

@@ -13,8 +13,50 @@ impl MigrationPlan {
         if self.kind != KIND {
             return err(&["kind"], format!("expected `{KIND}`, found `{}`", self.kind));
         }
+        // Names reach journal paths, URLs and object names: checked as the APIs check them.
+        if !self.metadata.name.is_empty() && !is_dns_subdomain(&self.metadata.name) {
+            return err(
+                &["metadata", "name"],
+                format!(
+                    "`{}` is not a valid name (lowercase RFC 1123 subdomain, as Kubernetes object names)",
+                    self.metadata.name
+                ),
+            );
+        }
         if self.node_pool.name.is_empty() {
             return err(&["nodePool", "name"], "must not be empty".into());
+        }
+        if !is_dns_subdomain(&self.node_pool.name) {
+            return err(
+                &["nodePool", "name"],
+                format!("`{}` is not a valid NodePool name (RFC 1123 subdomain)", self.node_pool.name),
+            );
+        }
+        for ns in &self.workloads.argo.namespaces {
+            if !is_dns_label(ns) {
+                return err(
+                    &["workloads", "argo", "namespaces"],
+                    format!("`{ns}` is not a valid namespace name (RFC 1123 label)"),
+                );
+            }
+        }
+        if !is_gitlab_path(&self.pipeline.project) {
+            return err(&["pipeline", "project"], format!("`{}` is not a GitLab project path", self.pipeline.project));
+        }
+        if let Some(path) = &self.runners.scope.path
+            && !is_gitlab_path(path)
+            && path.parse::<u64>().is_err()
+        {
+            return err(&["runners", "scope", "path"], format!("`{path}` is not a GitLab group or project path"));
+        }
+        if let Some(g) = &self.workloads.gitlab {
+            for (field, path) in
+                std::iter::once(("group", &g.group)).chain(g.exclude_projects.iter().map(|p| ("excludeProjects", p)))
+            {
+                if !path.trim().is_empty() && !is_gitlab_path(path) {
+                    return err(&["workloads", "gitlab", field], format!("`{path}` is not a GitLab path"));
+                }
+            }
         }
         if self.node_pool.architectures.is_empty() {
             return err(&["nodePool", "architectures"], "list at least one of amd64, arm64".into());
@@ -181,6 +223,23 @@ fn is_dns_label(s: &str) -> bool {
 fn is_dns_subdomain(s: &str) -> bool {
     // Leave room for the `-amd64` / `-token` suffixes the tool appends.
     s.len() <= 240 && s.split('.').all(is_dns_label)
+}
+
+/// A GitLab namespace or project path as GitLab's path rules allow it (`Gitlab::PathRegex`):
+/// segments of letters, digits, `_`, `-` and `.`, none of them `.` or `..`, none starting with
+/// `-` or ending in `.git` or `.atom`.
+fn is_gitlab_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && !seg.starts_with('-')
+                && !seg.ends_with(".git")
+                && !seg.ends_with(".atom")
+                && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
 }
 
 fn is_variable_key(s: &str) -> bool {

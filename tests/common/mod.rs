@@ -21,7 +21,7 @@ pub struct Sandbox {
     pub gitlab_token: String,
 }
 
-fn install_crypto() {
+pub fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
