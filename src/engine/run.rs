@@ -602,7 +602,10 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             .map(|id| (String::new(), Some(id)));
         let (tag, id) = match tag {
             Some(t) => t,
-            None => match from.as_str().strip_prefix("runner/") {
+            // A token reset whose token was lost (killed before its Secret, or the Secret's
+            // write failed) is done again the same way: the last token never reached a Secret.
+            None => match from.as_str().strip_prefix("runner/").or_else(|| from.as_str().strip_prefix("runner-token/"))
+            {
                 Some(tag) => (tag.to_string(), None),
                 None => return Err(other(&change.id, format!("no token from {from} in this run"))),
             },

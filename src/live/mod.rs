@@ -40,7 +40,6 @@ fn without_exec_details(message: &str) -> Option<String> {
     ))
 }
 
-
 /// Whether a transport error is a failed TLS verification: trying again cannot help.
 pub(crate) fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     // `io::Error::source` skips the error it wraps, and hyper wraps rustls's in two of them.

@@ -167,12 +167,10 @@ fn names_that_reach_paths_and_urls_are_checked_as_the_apis_check_them() {
 fn a_hostile_plan_is_refused_before_the_parser_sees_it() {
     let deep =
         format!("apiVersion: archshift/v1\nkind: MigrationPlan\nx: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-    let started = std::time::Instant::now();
     let err = parse(&deep).unwrap_err();
     assert!(err.to_string().contains("nested deeper than 64 levels"), "{err}");
     let big = "# padding\n".repeat(200_000);
     assert!(parse(&big).unwrap_err().to_string().contains("at most"), "a 2 MB plan is refused");
     let indented: String = (0..200).map(|i| format!("{}a{i}:\n", " ".repeat(i * 2))).collect();
     assert!(parse(&indented).unwrap_err().to_string().contains("nested deeper"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused at once");
 }
