@@ -560,8 +560,38 @@ fn plan(args: PlanCmdArgs) -> Result<u8> {
         if let Some((_, what)) = observation.unreadable.first() {
             bail!("not saving a plan built on an incomplete read: {what}");
         }
-        let saved =
-            archshift::engine::saved::SavedPlan::seal(&args.live.plan.display().to_string(), &text, plan.clone());
+        // The seal's key lives in the cluster beside the runners, made here the first time:
+        // the one write `plan` makes, so that only someone who can read it can seal a plan.
+        let at = archshift::engine::saved::SealRef::for_migration(
+            &archshift::phases::runners::namespace(&observation.state, &spec),
+            &spec.metadata.name,
+        );
+        let conn = &args.live.conn;
+        let context = conn.context.clone().or_else(|| spec.target.kube_context.clone());
+        let key = runtime
+            .block_on(async {
+                let writer = archshift::live::kube::KubeWriter::connect_with(
+                    conn.kubeconfig.as_deref(),
+                    context.as_deref(),
+                    conn.kube(),
+                )
+                .await?;
+                archshift::engine::session::seal_key(&writer, &at, true).await
+            })
+            .with_context(|| {
+                format!(
+                    "cannot seal the saved plan: its key is kept in Secret {}/{} (plan --out needs get and create on secrets there)",
+                    at.namespace, at.secret
+                )
+            })?
+            .context("no seal key")?;
+        let saved = archshift::engine::saved::SavedPlan::seal(
+            &args.live.plan.display().to_string(),
+            &text,
+            plan.clone(),
+            at,
+            &key,
+        );
         write_private(out, saved.to_json().as_bytes())?;
         eprintln!("archshift: saved the plan to {} (apply it with `archshift apply {}`)", out.display(), out.display());
     }

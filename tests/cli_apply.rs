@@ -131,6 +131,68 @@ fn plan_apply_audit_the_whole_migration_then_a_second_apply_writes_nothing() {
     }
 }
 
+/// A forger can edit a saved plan and seal it again, with any key but the one kept in the
+/// cluster; nor can they drop the endpoints to skip the check that it is replayed where it
+/// was made. Each is refused before anything is written.
+#[test]
+fn a_forged_or_endpointless_saved_plan_is_refused_with_nothing_written() {
+    use archshift::engine::saved::{SavedPlan, SealKey};
+    let sb = Sandbox::start("cli-apply-forged", &[]);
+    let saved = save(&sb, "cli-apply-forged");
+    let journal = saved.with_file_name("journal.jsonl");
+    let apply =
+        |file: &PathBuf| run(&sb, &["apply", file.to_str().unwrap(), "--yes", "--journal", journal.to_str().unwrap()]);
+
+    // The key is in the cluster, labelled as archshift's, and not in the file.
+    let secret = kubectl_json(&sb, &["get", "secret", "archshift-sandbox-seal", "-n", "gitlab-runner"]);
+    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "archshift");
+    let key_b64 = secret["data"]["hmac-sha256-key"].as_str().unwrap();
+    let file = std::fs::read_to_string(&saved).unwrap();
+    assert!(!file.contains(key_b64), "the seal key never reaches the saved plan");
+    assert!(file.contains("\"seal\": \"hmac-sha256:"), "{file}");
+
+    // Edited, then re-sealed with a key of the forger's own.
+    let original = SavedPlan::read("f", &file).unwrap();
+    let edited = SavedPlan::read("f", &file.replacen("sandbox-arm64", "sandbox-arm65", 1)).unwrap();
+    assert_ne!(edited, original);
+    let forged = SavedPlan::seal(
+        &edited.spec_file,
+        &edited.spec,
+        edited.plan,
+        edited.seal_key,
+        &SealKey::new(vec![9; 32]).unwrap(),
+    );
+    let forged_file = saved.with_file_name("forged.json");
+    std::fs::write(&forged_file, forged.to_json()).unwrap();
+    let before = sb.requests().len();
+    let out = apply(&forged_file);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the seal does not match"), "{}", text(&out.stderr));
+    assert!(sb.writes_since(before).is_empty(), "wrote after the refusal: {:?}", sb.writes_since(before));
+
+    // Endpoints removed: refused as read, never a skipped check.
+    let mut value: Value = serde_json::from_str(&file).unwrap();
+    value["plan"]["endpoints"] = serde_json::json!({});
+    let bare = saved.with_file_name("bare.json");
+    std::fs::write(&bare, value.to_string()).unwrap();
+    let out = apply(&bare);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("names no cluster"), "{}", text(&out.stderr));
+
+    // The key deleted: nothing can be checked, so nothing is replayed.
+    let out = sb.kubectl(&["delete", "secret", "archshift-sandbox-seal", "-n", "gitlab-runner"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = sb.requests().len();
+    let out = apply(&saved);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("seal key (Secret gitlab-runner/archshift-sandbox-seal) is not in this cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(sb.writes_since(before).is_empty());
+}
+
 #[test]
 fn stale_edited_and_foreign_saved_plans_are_refused_with_nothing_written() {
     let sb = Sandbox::start("cli-apply-stale", &[]);
@@ -157,7 +219,7 @@ fn stale_edited_and_foreign_saved_plans_are_refused_with_nothing_written() {
         .unwrap();
     let out = apply(&sb, &edited);
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("the digest does not match"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the seal does not match"), "{}", text(&out.stderr));
 
     // Replayed against another cluster and GitLab.
     let other = Sandbox::start("cli-apply-other", &[]);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::gate::Gate;
 use super::journal::{Journal, JournalError};
 use super::run::{Confirm, Engine, EngineError, Event, Outcome, Selection};
-use super::saved::{SavedError, SavedPlan};
+use super::saved::{SEAL_DATA_KEY, SavedError, SavedPlan, SealKey, SealRef};
 use crate::live::gitlab::{self, GitLabError, GitLabWriter};
 use crate::live::kube::{KubeError, KubeWriter};
 use crate::live::observe::{ObserveError, Progress, observe};
@@ -72,7 +72,9 @@ impl SessionError {
     pub fn exit_code(&self) -> u8 {
         match self {
             SessionError::Mismatch(_)
-            | SessionError::Saved(SavedError::Digest { .. })
+            | SessionError::Saved(
+                SavedError::Seal { .. } | SavedError::Incomplete { .. } | SavedError::Version { .. },
+            )
             | SessionError::Engine(EngineError::Stale { .. } | EngineError::Refused(_)) => 3,
             _ => 1,
         }
@@ -183,7 +185,21 @@ async fn connect(opts: &Options) -> Result<Connected, SessionError> {
         },
     )?;
     if let Some(saved) = &saved {
+        let file = match &opts.source {
+            Source::Saved(path) => path.display().to_string(),
+            Source::Spec(_) => spec_file.clone(),
+        };
+        // Where it was made first (reads only, and the clearest refusal for a plan replayed
+        // elsewhere), then whether its seal holds with the key kept there.
         check_endpoints(&saved.plan, &kube, &gitlab).await?;
+        let at = &saved.seal_key;
+        let key = seal_key(&kube, at, false).await?.ok_or_else(|| {
+            SessionError::Mismatch(format!(
+                "{file}: its seal key (Secret {}/{}) is not in this cluster, so it cannot be checked (made against another cluster, or the key was deleted: plan again)",
+                at.namespace, at.secret
+            ))
+        })?;
+        saved.verify(&file, &key)?;
     }
     let journal_path = opts.journal.clone().unwrap_or_else(|| default_journal(&opts.source, &spec));
     let journal = Journal::open(&journal_path)?;
@@ -241,6 +257,54 @@ pub async fn prepare_rollback(
     };
     let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, .. } = c;
     Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context })
+}
+
+/// The key saved plans of a migration are sealed with, from its Secret at `at`; with `create`
+/// (what `plan --out` asks) a fresh key is made when there is none, and a key another run
+/// made first is read back rather than overwritten.
+pub async fn seal_key(kube: &KubeWriter, at: &SealRef, create: bool) -> Result<Option<SealKey>, SessionError> {
+    let short = || {
+        SessionError::Setup(format!(
+            "Secret {}/{} holds no usable seal key ({SEAL_DATA_KEY} must be at least 32 bytes)",
+            at.namespace, at.secret
+        ))
+    };
+    if let Some(bytes) = kube.secret_bytes(&at.namespace, &at.secret, SEAL_DATA_KEY).await? {
+        return SealKey::new(bytes).map(Some).ok_or_else(short);
+    }
+    if !create {
+        return Ok(None);
+    }
+    let key = SealKey::generate()?;
+    if kube.create_secret_bytes(&at.namespace, &at.secret, SEAL_DATA_KEY, key.expose()).await? {
+        return Ok(Some(key));
+    }
+    let bytes = kube.secret_bytes(&at.namespace, &at.secret, SEAL_DATA_KEY).await?.ok_or_else(short)?;
+    SealKey::new(bytes).map(Some).ok_or_else(short)
+}
+
+/// Where the seal key of `spec`'s migration is kept: the runners' namespace (the baseline
+/// Release's, read now, when the plan names none).
+pub async fn seal_ref(kube: &KubeWriter, spec: &MigrationPlan) -> Result<SealRef, SessionError> {
+    let baseline = match spec.runners.namespace {
+        Some(_) => None,
+        None => kube.reader().get(crate::live::kube::RELEASE, None, &spec.runners.baseline_release).await?,
+    };
+    let namespace = crate::phases::runners::namespace_for(spec, baseline.as_ref());
+    Ok(SealRef::for_migration(&namespace, &spec.metadata.name))
+}
+
+/// The prepared plan, sealed with its migration's key (made when there is none yet and
+/// `may_make_key`).
+pub async fn seal(p: &Prepared, may_make_key: bool) -> Result<SavedPlan, SessionError> {
+    let at = seal_ref(&p.kube, &p.spec).await?;
+    let key = seal_key(&p.kube, &at, may_make_key).await?.ok_or_else(|| {
+        SessionError::Setup(format!(
+            "no seal key in Secret {}/{} yet, and a read-only session does not make one: `archshift plan --out FILE` does",
+            at.namespace, at.secret
+        ))
+    })?;
+    Ok(SavedPlan::seal(&p.spec_file, &p.spec_text, p.plan.clone(), at, &key))
 }
 
 /// Refuses a saved plan made against another cluster or GitLab (or other projects, groups).

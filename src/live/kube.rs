@@ -618,6 +618,47 @@ impl KubeWriter {
         }
     }
 
+    /// The bytes under `key` of Secret `namespace/name`, `None` when the Secret or the key is
+    /// missing. The one read of a Secret's value archshift makes: the saved plans' seal key,
+    /// which never leaves the process.
+    pub async fn secret_bytes(&self, namespace: &str, name: &str, key: &str) -> Result<Option<Vec<u8>>, KubeError> {
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.reader.client.clone(), namespace);
+        match self.reader.read(|| api.get(name)).await {
+            Ok(secret) => Ok(secret.data.and_then(|mut d| d.remove(key)).map(|b| b.0)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(self.reader.error(e, "get", "secrets")),
+        }
+    }
+
+    /// Creates Secret `namespace/name` holding `bytes` under `key`, labelled as archshift's;
+    /// `false` when it exists already (a 409: another run made it first), never overwritten.
+    pub async fn create_secret_bytes(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<bool, KubeError> {
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.reader.client.clone(), namespace);
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: Some([("app.kubernetes.io/managed-by".to_string(), "archshift".to_string())].into()),
+                ..Default::default()
+            },
+            data: Some([(key.to_string(), k8s_openapi::ByteString(bytes.to_vec()))].into()),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let params = kube::api::PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
+        match api.create(&params, &secret).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(self.reader.error(e, "create", "secrets")),
+        }
+    }
+
     /// Pods running on nodes of `pool` labelled with `arch` (what narrowing the pool evicts).
     pub async fn pods_on(&self, pool: &str, arch: &str) -> Result<usize, KubeError> {
         let selector = format!("{NODEPOOL_LABEL}={pool},kubernetes.io/arch={arch}");

@@ -592,3 +592,4 @@ pub fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests;
 mod validate;
+pub use validate::{is_dns_label, is_dns_subdomain};

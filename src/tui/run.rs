@@ -14,7 +14,6 @@ use crossterm::event::{self, Event as TermEvent, KeyEventKind};
 use super::app::{App, Command, Mode, Msg, update};
 use super::view::{self, Palette};
 use crate::engine::run::{Event, Outcome, Selection};
-use crate::engine::saved::SavedPlan;
 use crate::engine::session::{self, Prepared};
 use crate::model::{Change, Plan};
 use crate::vocab::Phase;
@@ -231,7 +230,7 @@ async fn worker(
                 }
                 Err(e) => Msg::Finished(Err(e.to_string())),
             },
-            Command::Save => Msg::Finished(save(&p, &save_dir).map_err(|e| format!("{e:#}"))),
+            Command::Save => Msg::Finished(save(&p, &save_dir, !read_only).await.map_err(|e| format!("{e:#}"))),
             Command::ShowJournal => Msg::Journal(journal_lines(&p)),
             Command::Cancel | Command::Quit => continue,
         };
@@ -252,11 +251,12 @@ fn stopped(selection: &Selection) -> String {
     )
 }
 
-fn save(p: &Prepared, dir: &Path) -> Result<String> {
+/// Saves the plan sealed; a read-only session seals only with a key that exists already.
+async fn save(p: &Prepared, dir: &Path, may_make_key: bool) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let path = dir.join(format!("{}-{stamp}.saved.json", p.spec.metadata.name));
-    let saved = SavedPlan::seal(&p.spec_file, &p.spec_text, p.plan.clone());
+    let saved = session::seal(p, may_make_key).await?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -74,11 +74,12 @@ pub fn plan(state: &ObservedState, spec: &MigrationPlan, gate: &mut WideningGate
 
 /// The namespace the runners are deployed to: the plan's, else the baseline's, else `gitlab-runner`.
 pub fn namespace(state: &ObservedState, spec: &MigrationPlan) -> String {
-    spec.runners
-        .namespace
-        .clone()
-        .or_else(|| baseline_namespace(find_release(state, &spec.runners.baseline_release)))
-        .unwrap_or_else(|| "gitlab-runner".into())
+    namespace_for(spec, find_release(state, &spec.runners.baseline_release))
+}
+
+/// [`namespace`], given the baseline Release as read (or `None`).
+pub fn namespace_for(spec: &MigrationPlan, baseline: Option<&Value>) -> String {
+    spec.runners.namespace.clone().or_else(|| baseline_namespace(baseline)).unwrap_or_else(|| "gitlab-runner".into())
 }
 
 fn baseline_namespace(baseline: Option<&Value>) -> Option<String> {
