@@ -595,3 +595,102 @@ fn a_runner_creation_whose_answer_is_lost_is_read_back_and_its_token_reset_in_th
     assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"], "no second runner");
     assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent", "written", "verified"]);
 }
+
+/// Each write killed after it was carried out and before its `written` record: the journal
+/// holds only its intent, with both images. Rollback counts it as possibly written, finds it
+/// done and undoes it; a resumed apply finds it done and still gives its proof.
+#[test]
+fn a_write_whose_written_record_was_lost_is_undone_by_rollback_and_proven_by_a_resumed_apply() {
+    // The pool: widened, its answer held back; then rollback instead of apply.
+    let sb = Sandbox::start(
+        "faults-intent-pool",
+        &["--fault", "k8s:late:ms=60000,skip=1,count=1,method=PATCH,path=/apis/karpenter.sh/v1/nodepools/spot-pool"],
+    );
+    let dir = common::scratch("faults-intent-pool");
+    let journal = dir.join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let run =
+        Running::start(&sb, &["apply", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j]);
+    sb.wait_for("spot-pool to be widened", 120, || (sb.pool_archs() == r#"["amd64","arm64"]"#).then_some(()));
+    run.kill();
+    assert_eq!(journal_events(&journal, "nodepool/spot-pool"), ["intent"]);
+    let out = sb.command(&["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#, "the widening only intended is narrowed back");
+    assert_eq!(sb.runner_descriptions(), ["sandbox"]);
+
+    // The pipeline's merge: carried out, its answer held back.
+    let merge = "gitlab:late:ms=60000,count=1,method=PUT,path=/api/v4/projects/platform%2Fkaniko-builder/merge_requests/*/merge";
+    for then in ["rollback", "apply"] {
+        let name = format!("faults-intent-ci-{then}");
+        let sb = Sandbox::start(&name, &["--fault", merge]);
+        let before = sb.pipeline_ci();
+        let journal = common::scratch(&name).join("journal.jsonl");
+        let j = journal.to_str().unwrap();
+        let run = Running::start(
+            &sb,
+            &["apply", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j],
+        );
+        sb.wait_for("the CI change to be merged", 120, || sb.pipeline_ci().contains("$CICD_TAG_ARM64").then_some(()));
+        run.kill();
+        assert_eq!(journal_events(&journal, "cifile/platform/kaniko-builder/.gitlab-ci.yml"), ["intent"]);
+        let out = sb.command(&[then, "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{then}: {stdout}\n{}", text(&out.stderr));
+        if then == "rollback" {
+            assert_eq!(sb.pipeline_ci(), before, "reverted from the intent's images");
+            assert_eq!(sb.runner_descriptions(), ["sandbox"]);
+            let vars = sb.gl("GET", "/projects/platform%2Fkaniko-builder/variables").send().unwrap().text().unwrap();
+            assert!(!vars.contains("CICD_TAG_ARM64"), "the variable goes once the file is back: {vars}");
+        } else {
+            assert!(stdout.contains("proof: build_arm64 on arm64: "), "the resumed run still proves it: {stdout}");
+        }
+    }
+}
+
+/// Killed right after the amd64 runner is created (its token only in the lost answer), then
+/// again right after the next run journals the token reset it planned, before the token
+/// reached its Secret: the third run makes a fresh token instead of wedging, and finishes.
+#[test]
+fn two_kills_in_a_row_at_the_runner_and_token_boundary_then_apply_finishes() {
+    let sb = Sandbox::start(
+        "faults-two-kills",
+        &[
+            "--fault",
+            "gitlab:late:ms=60000,count=1,method=POST,path=/api/v4/user/runners",
+            // The first Secret write (the token Secret's dry run) hangs.
+            "--fault",
+            "k8s:slow:ms=60000,count=1,method=POST,path=/api/v1/namespaces/gitlab-runner/secrets",
+        ],
+    );
+    let journal = common::scratch("faults-two-kills").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let args = ["apply", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j];
+    let run = Running::start(&sb, &args);
+    sb.wait_for("the amd64 runner to exist", 120, || {
+        sb.runner_descriptions().contains(&"sandbox-amd64".to_string()).then_some(())
+    });
+    run.kill();
+    assert_eq!(journal_events(&journal, "runner/sandbox-amd64"), ["intent"]);
+
+    let run = Running::start(&sb, &args);
+    sb.wait_for("the token reset to be journaled", 120, || {
+        let events = journal_events(&journal, "runner-token/sandbox-amd64");
+        events.iter().any(|e| e == "written" || e == "verified").then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    run.kill();
+    let secret = sb.kubectl(&["get", "secret", "gitlab-runner-amd64-token", "-n", "gitlab-runner"]);
+    assert!(!secret.status.success(), "the token never reached its Secret");
+
+    let out = sb
+        .command(&args[..args.len() - 4].iter().copied().chain(["--journal", j]).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(sb.runner_descriptions(), ["sandbox", "sandbox-amd64", "sandbox-arm64"], "one runner each");
+    let runners: Value = sb.gl("GET", "/groups/platform/runners?per_page=100").send().unwrap().json().unwrap();
+    let amd64 = runners.as_array().unwrap().iter().find(|r| r["description"] == "sandbox-amd64").unwrap();
+    let detail: Value = sb.gl("GET", &format!("/runners/{}", amd64["id"])).send().unwrap().json().unwrap();
+    assert_eq!(detail["status"], "online", "its manager registered with the fresh token: {detail}");
+}

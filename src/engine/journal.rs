@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Action, ChangeId, Document};
+use crate::model::{Action, Change, ChangeId, Document};
 use crate::phases::rollback::{Applied, Journal as AppliedMap};
 
 /// What happened to a step.
@@ -56,6 +56,11 @@ pub struct Record {
     pub runner_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// On an intent: the change itself, without its images (they are `before` and `after`),
+    /// so that a later run planned afresh, which no longer lists it (its target holds), can
+    /// still check and verify a write an earlier run made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Box<Change>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,12 +157,21 @@ impl Journal {
     }
 
     /// What rollback needs: every change written (and not since reverted), with its images,
-    /// latest first wins; plus the runner ids steps created.
+    /// latest first wins; plus the runner ids steps created. A change only intended (its
+    /// `written` record lost to a crash, or its write's answer lost) counts as possibly
+    /// written: rollback compares what is there with both images before it undoes anything.
     pub fn applied(&self) -> (AppliedMap, BTreeMap<ChangeId, u64>) {
         let mut applied = AppliedMap::new();
         let mut runners = BTreeMap::new();
         for r in &self.records {
             match r.event {
+                Event::Intent if !applied.contains_key(&r.change) => {
+                    let runner_id = runners.get(&r.change).copied();
+                    applied.insert(
+                        r.change.clone(),
+                        Applied { before: r.before.clone(), after: r.after.clone(), action: r.action, runner_id },
+                    );
+                }
                 Event::Written => {
                     let runner_id = r.runner_id.or_else(|| runners.get(&r.change).copied());
                     applied.insert(
@@ -176,6 +190,37 @@ impl Journal {
             }
         }
         (applied, runners)
+    }
+}
+
+impl Journal {
+    /// The changes an earlier run intended or wrote and never verified (nor reverted), as
+    /// their intent recorded them, oldest first: possibly written, so checked again.
+    pub fn unverified(&self) -> Vec<Change> {
+        let mut last: BTreeMap<&ChangeId, (Event, Option<&Record>)> = BTreeMap::new();
+        let mut order: Vec<&ChangeId> = Vec::new();
+        for r in &self.records {
+            let entry = last.entry(&r.change).or_insert_with(|| {
+                order.push(&r.change);
+                (r.event, None)
+            });
+            entry.0 = r.event;
+            if r.event == Event::Intent && r.step.is_some() {
+                entry.1 = Some(r);
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|id| match last.get(id) {
+                Some((Event::Intent | Event::Written | Event::Failed, Some(intent))) => {
+                    let mut change = (**intent.step.as_ref()?).clone();
+                    change.before.clone_from(&intent.before);
+                    change.after.clone_from(&intent.after);
+                    Some(change)
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -222,6 +267,7 @@ mod tests {
             action: None,
             runner_id: None,
             message: None,
+            step: None,
         }
     }
 
@@ -312,5 +358,70 @@ mod tests {
         let (applied, runners) = j.applied();
         assert_eq!(applied.keys().map(ChangeId::as_str).collect::<Vec<_>>(), ["runner/x"]);
         assert_eq!(runners.get(&ChangeId::from("runner/x")), Some(&7));
+    }
+
+    #[test]
+    fn a_write_only_intended_counts_as_possibly_written_with_its_images() {
+        let path = scratch();
+        let mut j = Journal::open(&path).unwrap();
+        let intended = |change, before: &str| Record {
+            before: Some(Document::Text(before.into())),
+            after: Some(Document::Text("after".into())),
+            action: Some(Action::Update),
+            ..rec(change, Event::Intent)
+        };
+        // Killed between the write and its record; a second run's write failed.
+        j.append(intended("nodepool/p", "original")).unwrap();
+        j.append(intended("variable/v", "original")).unwrap();
+        j.append(Record { message: Some("500".into()), ..rec("variable/v", Event::Failed) }).unwrap();
+        // Written in one run, intended again (from archshift's own after-image) in another.
+        j.append(intended("cifile/c", "original")).unwrap();
+        j.append(Record {
+            before: Some(Document::Text("original".into())),
+            after: Some(Document::Text("after".into())),
+            ..rec("cifile/c", Event::Written)
+        })
+        .unwrap();
+        j.append(intended("cifile/c", "after")).unwrap();
+        let (applied, _) = j.applied();
+        assert_eq!(applied.keys().map(ChangeId::as_str).collect::<Vec<_>>(), ["cifile/c", "nodepool/p", "variable/v"]);
+        for id in ["nodepool/p", "variable/v", "cifile/c"] {
+            let a = &applied[&ChangeId::from(id)];
+            assert_eq!(a.before, Some(Document::Text("original".into())), "{id}: the world before archshift");
+            assert_eq!(a.after, Some(Document::Text("after".into())), "{id}");
+        }
+    }
+
+    #[test]
+    fn unverified_lists_intended_or_written_changes_never_verified_with_their_intent_images() {
+        let path = scratch();
+        let mut j = Journal::open(&path).unwrap();
+        let step = |id: &str| {
+            let target = crate::model::ObjectRef::GitLabRunner { tag: "t".into(), id: None };
+            let method = crate::model::WriteMethod::KubeDelete;
+            Box::new(Change::new(ChangeId::from(id), crate::vocab::Phase::Runners, target, Action::Update, "s", method))
+        };
+        let intent = |id: &str| Record {
+            before: Some(Document::Text("b".into())),
+            after: Some(Document::Text("a".into())),
+            step: Some(step(id)),
+            ..rec(id, Event::Intent)
+        };
+        j.append(intent("done")).unwrap();
+        j.append(rec("done", Event::Written)).unwrap();
+        j.append(rec("done", Event::Verified)).unwrap();
+        j.append(intent("killed")).unwrap();
+        j.append(intent("written")).unwrap();
+        j.append(rec("written", Event::Written)).unwrap();
+        j.append(intent("undone")).unwrap();
+        j.append(rec("undone", Event::Reverted)).unwrap();
+        j.append(rec("old-format", Event::Written)).unwrap();
+        let ids: Vec<String> = j.unverified().iter().map(|c| c.id.to_string()).collect();
+        assert_eq!(ids, ["killed", "written"]);
+        let killed = &j.unverified()[0];
+        assert_eq!(
+            (killed.before.clone(), killed.after.clone()),
+            (Some(Document::Text("b".into())), Some(Document::Text("a".into())))
+        );
     }
 }

@@ -279,10 +279,14 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
             change: change.id.clone(),
             event,
             before: if images { journaled(change, change.before.as_ref()) } else { None },
-            after: if event == journal::Event::Written { journaled(change, change.after.as_ref()) } else { None },
+            // The intent carries the after-image too: a write carried out whose `written`
+            // record was lost (a kill between the two) is undone from it.
+            after: if images { journaled(change, change.after.as_ref()) } else { None },
             action: images.then_some(change.action),
             runner_id,
             message,
+            step: (event == journal::Event::Intent)
+                .then(|| Box::new(Change { before: None, after: None, ..change.clone() })),
         })
     }
 
@@ -359,6 +363,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         }
 
         let mut outcome = Outcome::default();
+        self.verify_earlier_writes(plan, selection, &mut outcome).await?;
         let mut confirmed: BTreeSet<Phase> = BTreeSet::new();
         let mut announced: Option<Phase> = None;
         for change in &selected {
@@ -441,6 +446,48 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         Ok(Some(format!("{id}: the dry run passed")))
     }
 
+    /// Writes an earlier run intended or made and never verified, which this plan no longer
+    /// lists (planned afresh, it found them in place): each is checked first, before
+    /// anything else is written, and verified when it holds, so that a run killed between a
+    /// write and its proof cannot end in a later run's "nothing to do" without that proof.
+    /// One that does not hold is left to the plan, which did not ask for it.
+    async fn verify_earlier_writes(
+        &mut self,
+        plan: &Plan,
+        selection: &Selection,
+        outcome: &mut Outcome,
+    ) -> Result<(), EngineError> {
+        let phases: BTreeSet<Phase> = plan.phases.iter().map(|p| p.phase).collect();
+        let earlier: Vec<Change> = self
+            .journal
+            .unverified()
+            .into_iter()
+            .filter(|c| plan.change(&c.id).is_none() && phases.contains(&c.phase))
+            .filter(|c| match selection {
+                Selection::All => true,
+                Selection::Phase(p) => c.phase == *p,
+                Selection::Step(id) => c.id == *id,
+            })
+            .collect();
+        for change in &earlier {
+            let (cur, base) = self.current(change).await?;
+            if check::holds(change, &cur, base.as_ref()) != Holds::Yes {
+                (self.emit)(&Event::Notice {
+                    message: format!(
+                        "{}: an earlier run intended it and it is not in place now; this plan does not ask for it",
+                        change.id
+                    ),
+                });
+                continue;
+            }
+            (self.emit)(&Event::Step { id: change.id.to_string(), summary: change.summary.clone() });
+            (self.emit)(&Event::Holds { id: change.id.to_string() });
+            outcome.already.push(change.id.to_string());
+            self.verify(plan, change, outcome).await?;
+        }
+        Ok(())
+    }
+
     fn journaled_as_written(&self, plan: &Plan, change: &Change) -> bool {
         self.journal
             .last(&plan.spec_digest, &change.id)
@@ -473,6 +520,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 action: None,
                 runner_id: None,
                 message: Some(format!("undone by {}", change.id)),
+                step: None,
             })?;
         }
         Ok(())
