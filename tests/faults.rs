@@ -694,3 +694,45 @@ fn two_kills_in_a_row_at_the_runner_and_token_boundary_then_apply_finishes() {
     let detail: Value = sb.gl("GET", &format!("/runners/{}", amd64["id"])).send().unwrap().json().unwrap();
     assert_eq!(detail["status"], "online", "its manager registered with the fresh token: {detail}");
 }
+
+/// Reads change nothing, so a Kubernetes 500 or 503 on a read and a GitLab connection dropped
+/// before its answer are tried again: the audit reads the same world as without them. A 409
+/// on a delete (a controller's write moved the resourceVersion between the read and the
+/// delete) is read again, checked again and retried.
+#[test]
+fn transient_read_failures_are_tried_again_and_a_409_on_a_delete_is_rechecked_and_retried() {
+    let clean = Sandbox::start("faults-reads-clean", &[]);
+    let audit =
+        |sb: &Sandbox| sb.command(&["audit", "--plan", "plans/sandbox.yaml", "--format", "json"]).output().unwrap();
+    let expected = audit(&clean);
+    let sb = Sandbox::start(
+        "faults-reads",
+        &[
+            "--fault",
+            "k8s:500:count=2,method=GET,path=/apis/karpenter.sh/v1/nodepools*",
+            "--fault",
+            "k8s:503:count=1,method=GET,path=/apis/helm.crossplane.io/v1beta1/releases*",
+            "--fault",
+            "gitlab:drop:count=2,method=GET,path=/api/v4/groups/*",
+            "--fault",
+            "k8s:conflict:count=2,method=DELETE,path=/apis/helm.crossplane.io/v1beta1/releases/gitlab-runner-arm64",
+        ],
+    );
+    let out = audit(&sb);
+    assert_eq!(out.status.code(), expected.status.code(), "{}", text(&out.stderr));
+    let summary = |o: &std::process::Output| serde_json::from_slice::<Value>(&o.stdout).unwrap()["summary"].clone();
+    assert_eq!(summary(&out), summary(&expected));
+    let struck = sb.requests().iter().filter(|r| !r["fault"].is_null()).count();
+    assert_eq!(struck, 5, "every read fault struck and was survived");
+
+    let journal = applied(&sb, "faults-reads");
+    let out = sb
+        .command(&["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--journal", journal.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let release = sb.kubectl(&["get", "releases.helm.crossplane.io", "gitlab-runner-arm64"]);
+    assert!(!release.status.success(), "deleted after the 409s");
+    let conflicts = sb.requests().iter().filter(|r| r["fault"] == "conflict").count();
+    assert_eq!(conflicts, 2);
+}

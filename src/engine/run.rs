@@ -677,6 +677,39 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         Ok(token)
     }
 
+    /// DELETE guarded by the uid and the resourceVersion read just before: a controller's
+    /// status update since the check moves resourceVersion, and the same uid and generation
+    /// mean nobody changed what was checked. A 409 (the resourceVersion moved again between
+    /// that read and the delete, as provider-helm's status updates do) is read again,
+    /// checked again and retried, a few times, before it counts as a conflict.
+    async fn delete_fresh(&self, t: KubeRef<'_>, cur: &Current, dry_run: bool) -> Result<(), PortError> {
+        const ATTEMPTS: u64 = 4;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(fresh) = self.cluster.get(t).await? else { return Ok(()) };
+            let checked = match cur {
+                Current::Object(v) => v,
+                _ => &fresh,
+            };
+            let meta = |v: &Value, k: &str| v["metadata"][k].clone();
+            if meta(&fresh, "uid") != meta(checked, "uid") || meta(&fresh, "generation") != meta(checked, "generation")
+            {
+                return Err(PortError {
+                    kind: FailKind::Conflict,
+                    message: "it was replaced or its spec changed since it was checked".into(),
+                });
+            }
+            let (uid, rv) = (fresh["metadata"]["uid"].as_str(), fresh["metadata"]["resourceVersion"].as_str());
+            match self.cluster.delete(t, uid, rv, dry_run).await {
+                Err(e) if e.kind == FailKind::Conflict && attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     async fn dry_run(&mut self, change: &Change, cur: &Current) -> Result<(), EngineError> {
         let id = &change.id;
         let result = match (&change.method, kube_ref(&change.target)) {
@@ -700,11 +733,7 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 .await
                 .map(|_| "the patch applies and its tests pass".to_string()),
             (WriteMethod::KubeDelete, Some(t)) => {
-                let (uid, rv) = match cur {
-                    Current::Object(v) => (v["metadata"]["uid"].as_str(), v["metadata"]["resourceVersion"].as_str()),
-                    _ => (None, None),
-                };
-                self.cluster.delete(t, uid, rv, true).await.map(|()| "the delete is allowed".to_string())
+                self.delete_fresh(t, cur, true).await.map(|()| "the delete is allowed".to_string())
             }
             (WriteMethod::GitLabCommit { .. }, _) => {
                 let ObjectRef::CiFile { project, .. } = &change.target else {
@@ -791,31 +820,11 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
                 Err(e) => Err(conflict(e)),
             },
-            (WriteMethod::KubeDelete, Some(t)) => {
-                // Read again just before: a controller's status update since the check moves
-                // resourceVersion; the same uid and generation mean nobody changed what we
-                // checked, and the fresh resourceVersion still guards the last moment.
-                let Some(fresh) = self.cluster.get(t).await.map_err(|e| other(id, e))? else { return Ok(None) };
-                let checked = match cur {
-                    Current::Object(v) => v,
-                    _ => &fresh,
-                };
-                let meta = |v: &Value, k: &str| v["metadata"][k].clone();
-                if meta(&fresh, "uid") != meta(checked, "uid")
-                    || meta(&fresh, "generation") != meta(checked, "generation")
-                {
-                    return Err(conflict(PortError {
-                        kind: FailKind::Conflict,
-                        message: "it was replaced or its spec changed since it was checked".into(),
-                    }));
-                }
-                let (uid, rv) = (fresh["metadata"]["uid"].as_str(), fresh["metadata"]["resourceVersion"].as_str());
-                match self.cluster.delete(t, uid, rv, false).await {
-                    Ok(()) => Ok(None),
-                    Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
-                    Err(e) => Err(conflict(e)),
-                }
-            }
+            (WriteMethod::KubeDelete, Some(t)) => match self.delete_fresh(t, cur, false).await {
+                Ok(()) => Ok(None),
+                Err(e) if e.kind == FailKind::Ambiguous => self.read_back(change, e).await,
+                Err(e) => Err(conflict(e)),
+            },
             (WriteMethod::GitLab { method, path }, _) => {
                 let method = method.to_string();
                 let body = match change.after_object() {

@@ -149,8 +149,8 @@ impl Http {
                     Ok(resp) => {
                         let status = resp.status();
                         let headers = resp.headers().clone();
-                        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
-                        Ok((status, headers, bytes))
+                        // A body cut off mid-way is a dropped connection like any other.
+                        resp.bytes().await.map(|bytes| (status, headers, bytes))
                     }
                     Err(e) => Err(e),
                 }
@@ -159,13 +159,15 @@ impl Http {
             // A POST that timed out or got a 5xx may have been carried out: repeating it could
             // create a second runner. Only a 429 (refused before any work) or a connection that
             // never opened is retried; the engine reads back to learn what happened otherwise.
+            // A GET changes nothing: any transport failure of one (a connection dropped before
+            // or during its answer) is tried again.
             let repeatable = method != Method::POST || path.ends_with("/ci/lint");
             let (status, headers, bytes) = match outcome {
                 Ok(x) => x,
                 Err(e)
                     if retries_left
                         && !super::tls_refused(&e)
-                        && (e.is_connect() || (e.is_timeout() && repeatable)) =>
+                        && (e.is_connect() || (e.is_timeout() && repeatable) || method == Method::GET) =>
                 {
                     maybe_done |= e.is_timeout();
                     tokio::time::sleep(self.backoff(attempt)).await;

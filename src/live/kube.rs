@@ -227,8 +227,16 @@ impl KubeReader {
             let permit = self.permit().await;
             let result = call().await;
             drop(permit);
+            // A read changes nothing, so any transient failure is worth another try: a dropped
+            // connection, or the API server's own 429 (its max-in-flight filter), 500 (an
+            // internal error such as an etcd hiccup), 502, 503 and 504 (a timed-out request),
+            // as k8s.io/apiserver's filters and client-go's `IsRetryableError` treat them.
+            let transient = |e: &kube::Error| match e {
+                kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+                other => !super::tls_refused(other),
+            };
             match result {
-                Err(e) if attempt < READ_RETRIES && !matches!(e, kube::Error::Api(_)) && !super::tls_refused(&e) => {
+                Err(e) if attempt < READ_RETRIES && transient(&e) => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                 }
@@ -240,9 +248,7 @@ impl KubeReader {
     /// The API server URL and the `kube-system` namespace's uid (unique per cluster).
     pub async fn identity(&self) -> Result<ClusterIdentity, KubeError> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
-        let permit = self.permit().await;
-        let ns = api.get("kube-system").await.map_err(|e| self.error(e, "get", "namespaces"))?;
-        drop(permit);
+        let ns = self.read(|| api.get("kube-system")).await.map_err(|e| self.error(e, "get", "namespaces"))?;
         Ok(ClusterIdentity { server: self.server.clone(), kube_system_uid: ns.metadata.uid.unwrap_or_default() })
     }
 
