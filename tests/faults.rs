@@ -736,3 +736,32 @@ fn transient_read_failures_are_tried_again_and_a_409_on_a_delete_is_rechecked_an
     let conflicts = sb.requests().iter().filter(|r| r["fault"] == "conflict").count();
     assert_eq!(conflicts, 2);
 }
+
+/// A CI file far larger than GitLab takes as CI configuration, in another project of the
+/// group: not read (memory stays bounded), reported as a risk naming the file, and the rest
+/// of the audit goes on.
+#[test]
+fn an_oversized_ci_file_in_the_group_is_reported_not_read() {
+    let sb = Sandbox::start("faults-huge-ci", &[]);
+    let huge = format!(
+        "pages:\n  script:\n{}",
+        "    - echo 0123456789012345678901234567890123456789012345678901234567\n".repeat(80_000)
+    );
+    assert!(huge.len() > 5_000_000);
+    let r = sb
+        .gl("PUT", "/projects/platform%2Fdocs/repository/files/.gitlab-ci.yml")
+        .json(&serde_json::json!({"branch": "main", "content": huge, "commit_message": "generated"}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let out = sb.archshift("audit", &sb.gitlab_token, &["--format", "json", "--quiet"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let findings: Vec<&Value> =
+        report["phases"].as_array().unwrap().iter().flat_map(|p| p["findings"].as_array().unwrap()).collect();
+    let huge_file =
+        findings.iter().find(|f| f["message"].as_str().unwrap_or("").contains("platform/docs:.gitlab-ci.yml"));
+    let f = huge_file.unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!((f["code"].as_str(), f["status"].as_str()), (Some("gitlab.unreadable"), Some("risk")), "{f}");
+    assert!(f["message"].as_str().unwrap().contains("larger than archshift reads"), "{f}");
+    assert!(report["phases"].as_array().unwrap().len() >= 4, "the rest of the audit ran");
+}

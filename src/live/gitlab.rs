@@ -74,7 +74,18 @@ pub enum GitLabError {
     Transport { url: String, cause: String },
     #[error("unexpected answer from GitLab to {path}: {cause}")]
     Decode { path: String, cause: String },
+    #[error("{path} is larger than archshift reads ({limit} bytes): {what}")]
+    TooLarge { path: String, limit: usize, what: String },
 }
+
+/// The most of one answer archshift reads: a page of 100 projects or runners is far below it,
+/// and it bounds what a hostile or broken server can make it hold.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The largest CI file archshift reads. GitLab refuses CI configuration whose parsed form is
+/// over `max_yaml_size_bytes` (2 MB by default since GitLab 17.3, `ApplicationSetting`;
+/// `Gitlab::Config::Loader::Yaml` checks it), so a larger file can hardly be a working one.
+pub const MAX_CI_FILE_BYTES: usize = 4 << 20;
 
 /// Path segments as GitLab wants them: `group/project` becomes `group%2Fproject`.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -150,7 +161,17 @@ impl Http {
                         let status = resp.status();
                         let headers = resp.headers().clone();
                         // A body cut off mid-way is a dropped connection like any other.
-                        resp.bytes().await.map(|bytes| (status, headers, bytes))
+                        match read_at_most(resp, MAX_ANSWER_BYTES).await {
+                            Ok(Some(bytes)) => Ok((status, headers, bytes)),
+                            Ok(None) => {
+                                return Err(GitLabError::TooLarge {
+                                    path: path_only(path),
+                                    limit: MAX_ANSWER_BYTES,
+                                    what: "the answer was not read".into(),
+                                });
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 }
@@ -290,6 +311,22 @@ impl Http {
         }
         Ok(out)
     }
+}
+
+/// The body of `resp`, chunk by chunk, `None` as soon as it (or its announced length) is
+/// over `limit`: nothing larger is ever held.
+async fn read_at_most(mut resp: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// `Retry-After` in seconds (GitLab's rate limiter) or as an HTTP date.
@@ -488,6 +525,16 @@ impl GitLabReader {
             Err(e) => return Err(e),
         };
         let raw = v["content"].as_str().unwrap_or_default();
+        let size = v["size"].as_u64().map_or(raw.len() / 4 * 3, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        if size > MAX_CI_FILE_BYTES {
+            return Err(GitLabError::TooLarge {
+                path: format!("{project}:{path}"),
+                limit: MAX_CI_FILE_BYTES,
+                what: format!(
+                    "it is {size} bytes, more than GitLab takes as CI configuration by default; check its jobs by hand"
+                ),
+            });
+        }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw.replace(['\n', '\r'], ""))
             .map_err(|e| decode(&api, &format!("file content is not base64: {e}")))?;

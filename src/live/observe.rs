@@ -376,13 +376,18 @@ async fn other_projects(
         tasks.spawn(async move {
             let file = match gl.ci_file(&project, &path, &branch).await {
                 Ok(f) => f,
+                Err(e @ GitLabError::TooLarge { .. }) => return (i, Ok(Err(e.to_string()))),
                 Err(e) => return (i, Err(e)),
             };
             let includes = match &file {
                 Some(f) => local_includes_of(&gl, &project, &branch, &f.content).await,
                 None => Ok(None),
             };
-            (i, includes.map(|inc| (file, inc)))
+            match includes {
+                Ok(inc) => (i, Ok(Ok((file, inc)))),
+                Err(e @ GitLabError::TooLarge { .. }) => (i, Ok(Err(e.to_string()))),
+                Err(e) => (i, Err(e)),
+            }
         });
     }
     let mut files: Vec<Option<CiRead>> = vec![None; total];
@@ -392,7 +397,12 @@ async fn other_projects(
             url: gl.url().to_string(),
             cause: format!("a read task failed: {e}"),
         })?;
-        files[i] = Some(read?);
+        match read? {
+            Ok(read) => files[i] = Some(read),
+            // Too large to read: reported, and the project left out like one whose CI
+            // configuration lives elsewhere.
+            Err(why) => unreadable.lock().unwrap_or_else(|e| e.into_inner()).push((Phase::Workloads, why)),
+        }
         done += 1;
         progress(Progress::Files { done, total });
     }
