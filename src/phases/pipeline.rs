@@ -154,27 +154,46 @@ pub(crate) fn variable_api(target: &ObjectRef) -> Option<(ChangeId, String, Stri
 }
 
 /// Whether the `arch` runner will take jobs retagged onto it: not when it is paused, or
-/// offline although its Release reports Ready (its manager cannot reach GitLab). A runner
-/// this plan creates is waited for by the changes that depend on it.
-pub(super) fn runner_takes_jobs(state: &ObservedState, spec: &MigrationPlan, arch: Arch) -> Result<(), String> {
+/// offline although its Release has reported Ready for longer than `waits.runnerOnline` (its
+/// manager cannot reach GitLab). A runner this plan creates is waited for by the changes
+/// that depend on it; one that exists already and whose Release became Ready within that
+/// time is still starting (a run stopped right after creating it, say): `Ok(Some(wait))`, the
+/// wait the changes retagging jobs onto it must pass before they write.
+pub(super) fn runner_takes_jobs(
+    state: &ObservedState,
+    spec: &MigrationPlan,
+    arch: Arch,
+) -> Result<Option<Verification>, String> {
     let tag = spec.runners.tag(arch);
-    let Some(runner) = state.runners.iter().find(|r| r.tag_list.contains(&tag)) else { return Ok(()) };
+    let Some(runner) = state.runners.iter().find(|r| r.tag_list.contains(&tag)) else { return Ok(None) };
     if runner.paused {
         return Err(format!("runner #{} ({tag}) is paused and would leave them pending", runner.id));
     }
     let release = spec.runners.release_name(arch);
-    let ready = state
-        .releases
-        .iter()
-        .find(|o| crate::model::kube_id(o).2 == release)
-        .is_some_and(|o| crate::model::ReleaseView::from_object(o).ready.is_some_and(|(ok, _)| ok));
-    if !runner.is_online() && ready {
-        return Err(format!(
-            "runner #{} ({tag}) is {} although Release {release} is Ready: its manager does not reach GitLab",
-            runner.id, runner.status
-        ));
+    let release_obj = state.releases.iter().find(|o| crate::model::kube_id(o).2 == release);
+    let ready = release_obj.is_some_and(|o| crate::model::ReleaseView::from_object(o).ready.is_some_and(|(ok, _)| ok));
+    if runner.is_online() || !ready {
+        return Ok(None);
     }
-    Ok(())
+    let ready_for = release_obj.and_then(|o| ready_since(o, state.observed_at.as_deref()?));
+    if ready_for.is_some_and(|secs| secs < spec.waits.runner_online as i64) {
+        return Ok(Some(Verification::RunnerOnline { tag_list: vec![tag], architecture: arch }));
+    }
+    Err(format!(
+        "runner #{} ({tag}) is {} although Release {release} is Ready{}: its manager does not reach GitLab",
+        runner.id,
+        runner.status,
+        ready_for.map(|s| format!(" (for {s} s, longer than waits.runnerOnline)")).unwrap_or_default()
+    ))
+}
+
+/// Seconds from the Release's Ready condition's `lastTransitionTime` to `now` (both RFC 3339).
+fn ready_since(release: &serde_json::Value, now: &str) -> Option<i64> {
+    let conditions = release["status"]["conditions"].as_array()?;
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    let since = chrono::DateTime::parse_from_rfc3339(ready["lastTransitionTime"].as_str()?).ok()?;
+    let now = chrono::DateTime::parse_from_rfc3339(now).ok()?;
+    Some((now - since).num_seconds())
 }
 
 /// A project or group path as one URL path segment (`platform/ci` -> `platform%2Fci`).
@@ -281,15 +300,19 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
             }
         }
     }
+    let mut starting: Vec<Verification> = Vec::new();
     for &arch in spec.architectures() {
-        if let Err(why) = runner_takes_jobs(state, spec, arch) {
-            out.finding(
-                FindingCode::RunnerPaused,
-                Status::Risk,
-                Some(ObjectRef::GitLabRunner { tag: spec.runners.tag(arch), id: None }),
-                format!("the build jobs are not retagged: {why}"),
-            );
-            return;
+        match runner_takes_jobs(state, spec, arch) {
+            Ok(wait) => starting.extend(wait),
+            Err(why) => {
+                out.finding(
+                    FindingCode::RunnerPaused,
+                    Status::Risk,
+                    Some(ObjectRef::GitLabRunner { tag: spec.runners.tag(arch), id: None }),
+                    format!("the build jobs are not retagged: {why}"),
+                );
+                return;
+            }
         }
     }
     let Some(id) = ci_file_change(out, file, &retag, &p.delivery) else { return };
@@ -307,5 +330,6 @@ fn plan_ci_file(state: &ObservedState, spec: &MigrationPlan, out: &mut PhasePlan
     if let Some(change) = out.changes.iter_mut().find(|c| c.id == id) {
         *change = change.clone().depends_on(needs);
         change.verify.push(Verification::PipelineProof { jobs: builds });
+        change.waits_for.extend(starting);
     }
 }

@@ -596,3 +596,38 @@ fn an_offline_runner_behind_a_ready_release_stops_the_retag() {
     }
     assert!(phase(&s, &spec, Phase::Pipeline).changes.iter().any(|c| c.id.as_str().starts_with("cifile/")));
 }
+
+#[test]
+fn a_runner_whose_release_became_ready_moments_ago_is_starting_and_waited_for_not_a_risk() {
+    let spec = plan();
+    let mut s = start();
+    for c in super::plan(&s.clone(), &spec, "").order().unwrap() {
+        if c.phase == Phase::Runners {
+            apply_change(&mut s, c).unwrap();
+        }
+    }
+    s.observed_at = Some("2026-12-05T12:10:00Z".into());
+    let ready_at = |s: &mut crate::model::ObservedState, at: &str| {
+        for r in s.releases.iter_mut() {
+            r["status"] = json!({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": at}]});
+        }
+    };
+    // Ready 30 s ago, within waits.runnerOnline (600 s): a run stopped right after creating it.
+    ready_at(&mut s, "2026-12-05T12:09:30Z");
+    let p = phase(&s, &spec, Phase::Pipeline);
+    assert!(!p.risks().any(|f| f.code == FindingCode::RunnerPaused), "{}", render(&p));
+    let ci = p.changes.iter().find(|c| c.id.as_str().starts_with("cifile/")).expect("the retag is planned");
+    assert!(
+        ci.waits_for.iter().any(|w| matches!(w, Verification::RunnerOnline { architecture: Arch::Arm64, .. })),
+        "and waits for the runner before it writes: {:?}",
+        ci.waits_for
+    );
+    // Ready for an hour and still never contacted: its manager does not reach GitLab.
+    ready_at(&mut s, "2026-12-05T11:10:00Z");
+    let p = phase(&s, &spec, Phase::Pipeline);
+    assert!(
+        p.risks().any(|f| f.code == FindingCode::RunnerPaused && f.message.contains("for 3600 s")),
+        "{}",
+        render(&p)
+    );
+}

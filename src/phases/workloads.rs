@@ -271,15 +271,18 @@ fn plan_projects(
     let var = spec.pipeline.variables.name(Arch::Amd64);
     let reference = spec.pipeline.variables.reference(Arch::Amd64);
     // Retag only onto a runner that will take the jobs.
-    if let Err(why) = runner_takes_jobs(state, spec, Arch::Amd64) {
-        out.finding(
-            FindingCode::RunnerPaused,
-            Status::Risk,
-            Some(ObjectRef::GitLabRunner { tag: spec.runners.tag(Arch::Amd64), id: None }),
-            format!("the group's projects are not retagged: {why}"),
-        );
-        return;
-    }
+    let starting = match runner_takes_jobs(state, spec, Arch::Amd64) {
+        Ok(wait) => wait,
+        Err(why) => {
+            out.finding(
+                FindingCode::RunnerPaused,
+                Status::Risk,
+                Some(ObjectRef::GitLabRunner { tag: spec.runners.tag(Arch::Amd64), id: None }),
+                format!("the group's projects are not retagged: {why}"),
+            );
+            return;
+        }
+    };
     // Jobs retagged to the amd64 runner need the variable and a runner that takes them.
     let needs = [
         ChangeId::group_variable(&gl.group, var),
@@ -345,6 +348,7 @@ fn plan_projects(
                 if let Some(id) = ci_file_change(out, file, &retag, &gl.delivery) {
                     if let Some(change) = out.changes.iter_mut().find(|c| c.id == id) {
                         *change = change.clone().depends_on(needs.clone());
+                        change.waits_for.extend(starting.clone());
                     }
                     gate.pins.push(id);
                 }
