@@ -765,3 +765,45 @@ fn an_oversized_ci_file_in_the_group_is_reported_not_read() {
     assert!(f["message"].as_str().unwrap().contains("larger than archshift reads"), "{f}");
     assert!(report["phases"].as_array().unwrap().len() >= 4, "the rest of the audit ran");
 }
+
+/// Killed in the middle of its CI revert (the revert branch pushed and its merge request
+/// opened, the merge not yet carried out): the next rollback finds its own branch holding
+/// exactly the revert, merges it and ends in the amd64-only world, instead of refusing the
+/// branch as someone else's.
+#[test]
+fn a_rollback_killed_during_its_ci_revert_resumes_from_its_own_branch() {
+    // The first merge (apply's) goes through; the second (rollback's) hangs before it is done.
+    let merge = "gitlab:slow:ms=60000,skip=1,count=1,method=PUT,path=/api/v4/projects/platform%2Fkaniko-builder/merge_requests/*/merge";
+    let sb = Sandbox::start("faults-revert-kill", &["--fault", merge]);
+    let before = sb.pipeline_ci();
+    let journal = common::scratch("faults-revert-kill").join("journal.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = apply(&sb, "plans/sandbox.yaml", &journal);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(sb.pipeline_ci(), before);
+
+    let run =
+        Running::start(&sb, &["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--format", "json", "--journal", j]);
+    let open_revert = || {
+        let mrs: Value = sb
+            .gl("GET", "/projects/platform%2Fkaniko-builder/merge_requests?state=opened")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        mrs.as_array().unwrap().iter().find(|m| m["source_branch"].as_str().unwrap_or("").contains("rollback")).cloned()
+    };
+    let mr = sb.wait_for("the revert's merge request", 120, open_revert);
+    // The merge is asked for right after; it hangs in the sandbox (logged only once answered).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    run.kill();
+    assert_ne!(sb.pipeline_ci(), before, "the merge was not carried out before the kill");
+    assert!(open_revert().is_some(), "the revert's merge request is still open: {mr}");
+
+    let out = sb.command(&["rollback", "--plan", "plans/sandbox.yaml", "--yes", "--journal", j]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(sb.pipeline_ci(), before, "the CI file is byte for byte what it was");
+    assert!(open_revert().is_none(), "no revert merge request left open");
+    assert_eq!(sb.runner_descriptions(), ["sandbox"]);
+    assert_eq!(sb.pool_archs(), r#"["amd64"]"#);
+}
