@@ -133,3 +133,79 @@ pub(super) fn normalize_secret(obj: &mut Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A Lease's times are `metav1.MicroTime`, decoded with exactly the layout RFC3339Micro
+/// (`2006-01-02T15:04:05.000000Z07:00`, apimachinery `pkg/apis/meta/v1/micro_time.go`;
+/// Go's `time.Parse` wants exactly as many fractional digits as the layout has): anything
+/// else fails to decode, a 400 before validation.
+pub(super) fn decode_lease(obj: &Value) -> Result<(), String> {
+    #[allow(clippy::expect_used, reason = "a constant pattern")]
+    static MICRO: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$").expect("valid")
+    });
+    for field in ["acquireTime", "renewTime"] {
+        match &obj["spec"][field] {
+            Value::Null => {}
+            Value::String(t) if MICRO.is_match(t) => {}
+            other => {
+                return Err(format!(
+                    "Lease in version \"v1\" cannot be handled as a Lease: parsing time {other} as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the API server's own validation refuses in the built-in kinds archshift writes:
+/// a Secret's data over 1 MiB in total (`ValidateSecret`, kubernetes
+/// `pkg/apis/core/validation/validation.go`, `MaxSecretSize`); a Lease's duration that is
+/// not positive, or negative transitions (`ValidateLeaseSpec`,
+/// `pkg/apis/coordination/validation/validation.go`).
+pub(super) fn validate_builtin(kind: &str, obj: &Value) -> Vec<schema::Cause> {
+    let mut causes = Vec::new();
+    match kind {
+        "Secret" => {
+            const MAX_SECRET_SIZE: usize = 1024 * 1024;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let total: usize = obj["data"]
+                .as_object()
+                .map(|d| {
+                    d.iter()
+                        .map(|(k, v)| k.len() + engine.decode(v.as_str().unwrap_or("")).map_or(0, |b| b.len()))
+                        .sum()
+                })
+                .unwrap_or(0);
+            if total > MAX_SECRET_SIZE {
+                causes.push(schema::Cause {
+                    reason: "FieldValueTooLong",
+                    field: "data".into(),
+                    detail: format!("Too long: may not be more than {MAX_SECRET_SIZE} bytes"),
+                });
+            }
+        }
+        "Lease" => {
+            let spec = &obj["spec"];
+            if let Some(d) = spec["leaseDurationSeconds"].as_i64()
+                && d <= 0
+            {
+                causes.push(schema::Cause {
+                    reason: "FieldValueInvalid",
+                    field: "spec.leaseDurationSeconds".into(),
+                    detail: format!("Invalid value: {d}: must be greater than 0"),
+                });
+            }
+            if let Some(t) = spec["leaseTransitions"].as_i64()
+                && t < 0
+            {
+                causes.push(schema::Cause {
+                    reason: "FieldValueInvalid",
+                    field: "spec.leaseTransitions".into(),
+                    detail: format!("Invalid value: {t}: must be greater than or equal to 0"),
+                });
+            }
+        }
+        _ => {}
+    }
+    causes
+}

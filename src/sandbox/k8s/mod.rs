@@ -8,7 +8,10 @@ pub mod path;
 mod read;
 mod write;
 
-use meta::{check_type, keep_deletion_state, normalize_secret, strip_server_fields, unchanged, validate_metadata};
+use meta::{
+    check_type, decode_lease, keep_deletion_state, normalize_secret, strip_server_fields, unchanged, validate_builtin,
+    validate_metadata,
+};
 use read::selectors;
 use write::decode_body;
 pub mod proto;

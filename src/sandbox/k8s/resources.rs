@@ -114,6 +114,8 @@ impl Registry {
             builtin("apps", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], &ALL_VERBS),
             builtin("batch", "jobs", "job", "Job", true, &[], &ALL_VERBS),
             builtin("batch", "cronjobs", "cronjob", "CronJob", true, &["cj"], &ALL_VERBS),
+            // What leader election and archshift's one-run-at-a-time Lease use.
+            builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[], &ALL_VERBS),
             builtin(
                 "authorization.k8s.io",
                 "selfsubjectaccessreviews",

@@ -67,8 +67,17 @@ impl KubeState {
         {
             return Err(status::bad_request(&e));
         }
+        if !res.custom
+            && res.kind == "Lease"
+            && let Err(e) = decode_lease(&obj)
+        {
+            return Err(status::bad_request(&e));
+        }
         keep_deletion_state(old, &mut obj);
         let mut causes = validate_metadata(&obj).err().unwrap_or_default();
+        if !res.custom {
+            causes.extend(validate_builtin(&res.kind, &obj));
+        }
         if let Some(o) = old.filter(|o| o["metadata"]["deletionTimestamp"].is_string()) {
             let had: Vec<&Value> =
                 o["metadata"]["finalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
