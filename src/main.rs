@@ -48,6 +48,9 @@ enum Command {
     Apply(ApplyArgs),
     /// Go back to the amd64-only baseline runner, undoing what the journal says archshift wrote
     Rollback(RollbackArgs),
+    /// The migration's history (its journal, in the cluster or a --journal file), read only
+    #[command(subcommand)]
+    Journal(JournalCmd),
     /// Run the simulated Kubernetes and GitLab APIs on loopback
     Sandbox(SandboxArgs),
     /// Check a plan file and print it with every default filled in
@@ -92,6 +95,27 @@ struct TuiArgs {
     /// Look, never write: the write keys do nothing and are not shown
     #[arg(long)]
     read_only: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum JournalCmd {
+    /// Print every record of the migration's history, oldest first (nothing is written)
+    Show(JournalShowArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["saved", "plan"])))]
+struct JournalShowArgs {
+    /// A saved plan of the migration
+    saved: Option<PathBuf>,
+    /// A plan file of the migration
+    #[arg(long, short = 'p')]
+    plan: Option<PathBuf>,
+    /// text, or json: the records as they are stored, one per line
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -167,8 +191,8 @@ struct ApplyArgs {
 /// Where apply and rollback connect and journal.
 #[derive(Args)]
 struct EngineArgs {
-    /// The journal (default: next to the saved plan as SAVED.journal.jsonl, or
-    /// .archshift/NAME.journal.jsonl for --plan)
+    /// Keep the journal in this local file instead of the migration's history in the
+    /// cluster (Secrets in the runners' namespace, shared by every machine and directory)
     #[arg(long)]
     journal: Option<PathBuf>,
     #[command(flatten)]
@@ -198,6 +222,7 @@ impl EngineArgs {
             gitlab: None,
             timeout: std::time::Duration::from_secs(self.conn.timeout.max(1)),
             insecure_skip_tls_verify: self.conn.insecure_skip_tls_verify,
+            read_only: false,
         })
     }
 }
@@ -232,7 +257,8 @@ fn terminal_confirm(
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["saved", "plan"])))]
 struct RollbackArgs {
-    /// The saved plan that was applied (its journal is next to it)
+    /// The saved plan that was applied (any saved plan or plan file of the migration reads
+    /// the same history)
     saved: Option<PathBuf>,
     /// The plan file that was applied with `apply --plan`
     #[arg(long, short = 'p')]
@@ -409,6 +435,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Plan(args) => plan(args),
         Command::Apply(args) => apply(args),
         Command::Rollback(args) => rollback(args),
+        Command::Journal(JournalCmd::Show(args)) => journal_show(args),
         Command::Sandbox(args) => sandbox(args),
         Command::Bench(args) => bench(args),
     }
@@ -674,7 +701,9 @@ fn apply(args: ApplyArgs) -> Result<u8> {
         );
         let context = prepared.context.clone().unwrap_or_else(|| "current".into());
         let mut confirm = terminal_confirm(args.yes, "Apply", cluster, context, gitlab);
-        session::apply(&mut prepared, opts.phase, args.force, &emit, &mut confirm).await
+        let outcome = session::apply(&mut prepared, opts.phase, args.force, &emit, &mut confirm).await;
+        session::finish(&mut prepared).await;
+        outcome
     });
     match result {
         Ok(outcome) => {
@@ -721,68 +750,21 @@ fn event_printer(json: bool) -> impl Fn(&archshift::engine::run::Event) + Sync {
 /// Exit 0 done (or nothing to undo), 2 `--dry-run` with work to do, 3 refused, 1 error.
 fn rollback(args: RollbackArgs) -> Result<u8> {
     use archshift::engine::session;
-    use archshift::model::Status;
     if !args.yes && !args.dry_run && !std::io::stdin().is_terminal() {
         bail!("refusing to roll back without --yes: standard input is not a terminal to confirm on");
     }
-    let opts = args.engine.options(args.saved.as_ref(), args.plan.as_ref(), None)?;
+    let opts = archshift::engine::session::Options {
+        read_only: args.dry_run,
+        ..args.engine.options(args.saved.as_ref(), args.plan.as_ref(), None)?
+    };
     let emit = event_printer(args.format == "json");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result: Result<u8, archshift::engine::session::SessionError> = runtime.block_on(async {
         let mut prepared = session::prepare_rollback(&opts, &|_| {}).await?;
         warn_insecure(prepared.kube.reader(), prepared.gitlab.reader().url());
-        let plan = prepared.plan.clone();
-        if args.dry_run {
-            print!("{}", archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()));
-            return Ok(if plan.changes().next().is_some() { EXIT_PENDING } else { 0 });
-        }
-        let risks: Vec<String> = plan
-            .findings()
-            .filter(|f| f.status == Status::Risk)
-            .map(|f| format!("  {}: {}", f.code, f.message))
-            .collect();
-        if !risks.is_empty() && !args.force {
-            eprintln!(
-                "archshift: refusing to roll back (nothing was written); these need a person, or --force:\n{}",
-                risks.join("\n")
-            );
-            return Ok(3);
-        }
-        if plan.changes().next().is_none() {
-            println!("Nothing to roll back: nothing of archshift's is left.");
-            return Ok(0);
-        }
-        let cluster = plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone());
-        let gitlab = prepared.gitlab.reader().url().to_string();
-        let context = prepared.context.clone().unwrap_or_else(|| "current".into());
-        let mut confirm = terminal_confirm(args.yes, "Roll back", cluster, context, gitlab);
-        let outcome = session::apply(&mut prepared, None, args.force, &emit, &mut confirm).await?;
-        // No success line without its proof: this run's, or the one a stopped run proved and
-        // journaled before it stopped.
-        let mut proofs = outcome.proofs.clone();
-        if proofs.is_empty() {
-            proofs = journaled_rollback_proof(&prepared);
-        }
-        if args.format != "json" {
-            if proofs.is_empty() {
-                println!(
-                    "Rolled back: {} change(s) written; archshift did not change the pipeline's CI file, so there was no revert to prove.",
-                    outcome.written.len()
-                );
-            } else {
-                println!(
-                    "Rolled back: {} change(s) written; the baseline runner takes the work.",
-                    outcome.written.len()
-                );
-            }
-            for proof in &proofs {
-                println!("  proof: {proof}");
-            }
-            for note in &outcome.notes {
-                println!("  finding: {note}");
-            }
-        }
-        Ok(0)
+        let result = rollback_prepared(&args, &mut prepared, &emit).await;
+        session::finish(&mut prepared).await;
+        result
     });
     match result {
         Ok(code) => Ok(code),
@@ -791,6 +773,95 @@ fn rollback(args: RollbackArgs) -> Result<u8> {
             Ok(e.exit_code())
         }
     }
+}
+
+/// The rollback once prepared: shown (`--dry-run`), refused on a risk, or confirmed and run.
+async fn rollback_prepared(
+    args: &RollbackArgs,
+    prepared: &mut archshift::engine::session::Prepared,
+    emit: &(dyn Fn(&archshift::engine::run::Event) + Sync),
+) -> Result<u8, archshift::engine::session::SessionError> {
+    use archshift::engine::session;
+    use archshift::model::Status;
+    let plan = prepared.plan.clone();
+    if args.dry_run {
+        eprintln!("archshift: {}", session::history_line(prepared));
+        print!("{}", archshift::audit::render::plan_text(&plan, std::io::stdout().is_terminal()));
+        return Ok(if plan.changes().next().is_some() { EXIT_PENDING } else { 0 });
+    }
+    let risks: Vec<String> =
+        plan.findings().filter(|f| f.status == Status::Risk).map(|f| format!("  {}: {}", f.code, f.message)).collect();
+    if !risks.is_empty() && !args.force {
+        eprintln!(
+            "archshift: refusing to roll back (nothing was written); these need a person, or --force:\n{}",
+            risks.join("\n")
+        );
+        return Ok(3);
+    }
+    if plan.changes().next().is_none() {
+        println!("Nothing to roll back: nothing of archshift's is left.");
+        return Ok(0);
+    }
+    let cluster = plan.endpoints.cluster.as_ref().map_or("?".to_string(), |c| c.server.clone());
+    let gitlab = prepared.gitlab.reader().url().to_string();
+    let context = prepared.context.clone().unwrap_or_else(|| "current".into());
+    let mut confirm = terminal_confirm(args.yes, "Roll back", cluster, context, gitlab);
+    let outcome = session::apply(prepared, None, args.force, emit, &mut confirm).await?;
+    // No success line without its proof: this run's, or the one a stopped run proved and
+    // journaled before it stopped.
+    let mut proofs = outcome.proofs.clone();
+    if proofs.is_empty() {
+        proofs = journaled_rollback_proof(prepared);
+    }
+    if args.format != "json" {
+        if proofs.is_empty() {
+            println!(
+                "Rolled back: {} change(s) written; archshift did not change the pipeline's CI file, so there was no revert to prove.",
+                outcome.written.len()
+            );
+        } else {
+            println!("Rolled back: {} change(s) written; the baseline runner takes the work.", outcome.written.len());
+        }
+        for proof in &proofs {
+            println!("  proof: {proof}");
+        }
+        for note in &outcome.notes {
+            println!("  finding: {note}");
+        }
+    }
+    Ok(0)
+}
+
+/// `archshift journal show`: the history's records, read only (no Lease, nothing created).
+fn journal_show(args: JournalShowArgs) -> Result<u8> {
+    use archshift::engine::session;
+    let opts =
+        session::Options { read_only: true, ..args.engine.options(args.saved.as_ref(), args.plan.as_ref(), None)? };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let journal = match runtime.block_on(session::history(&opts)) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("archshift: {e}");
+            return Ok(e.exit_code());
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.format == "json" {
+        for r in journal.records() {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        return Ok(0);
+    }
+    writeln!(out, "{} ({} record(s), oldest first)", journal.location(), journal.records().len())?;
+    for r in journal.records() {
+        let event = serde_json::to_value(r.event)?;
+        let message = r.message.as_deref().map(|m| format!(": {}", m.lines().next().unwrap_or(""))).unwrap_or_default();
+        writeln!(out, "{:>5} {} {:<9} {}{message}", r.seq, r.time, event.as_str().unwrap_or("?"), r.change)?;
+    }
+    if let Some(torn) = &journal.torn {
+        writeln!(out, "torn last record (a crash mid-write; cut off by the next run that writes): {torn}")?;
+    }
+    Ok(0)
 }
 
 /// The proof the journal keeps of the last verified revert of a CI file, line by line.

@@ -4,6 +4,7 @@
 
 use super::report::{
     AccessCheck, AccessScope, PreflightCheck, Report, needed_gitlab_access, needed_permissions, role_name,
+    state_permissions,
 };
 use crate::live::gitlab::{CurrentUser, GitLabError, GitLabReader};
 use crate::live::kube::{KubeError, KubeReader};
@@ -25,20 +26,25 @@ pub async fn run(
         gl.current_user().await.map_err(ObserveError::from)
     })?;
     let plan = crate::phases::plan(&observation.state, spec, spec_text);
-    let (preflight, access) = preflight_as(&plan, kube, gl, &me).await?;
+    let baseline =
+        observation.state.releases.iter().find(|r| r["metadata"]["name"] == spec.runners.baseline_release.as_str());
+    let namespace = crate::phases::runners::namespace_for(spec, baseline);
+    let (preflight, access) = preflight_as(&plan, kube, gl, &me, Some(&namespace)).await?;
     Ok(Report::new(&plan, &observation.not_served, &observation.unreadable, preflight, access))
 }
 
 /// The preflight of `plan`: every Kubernetes write asked as `kubectl auth can-i` asks it, and
 /// the token's role on every group and project it writes to. Apply asks it before its first
-/// write, so a denied write stops the run before anything is written.
+/// write, so a denied write stops the run before anything is written. With `state_namespace`,
+/// also what keeping the migration's history and Lease there needs.
 pub async fn preflight(
     plan: &Plan,
     kube: &KubeReader,
     gl: &GitLabReader,
+    state_namespace: Option<&str>,
 ) -> Result<(Vec<PreflightCheck>, Vec<AccessCheck>), ObserveError> {
     let me = gl.current_user().await?;
-    preflight_as(plan, kube, gl, &me).await
+    preflight_as(plan, kube, gl, &me, state_namespace).await
 }
 
 async fn preflight_as(
@@ -46,10 +52,13 @@ async fn preflight_as(
     kube: &KubeReader,
     gl: &GitLabReader,
     me: &CurrentUser,
+    state_namespace: Option<&str>,
 ) -> Result<(Vec<PreflightCheck>, Vec<AccessCheck>), ObserveError> {
+    let mut needs = needed_permissions(plan);
+    needs.extend(state_namespace.map(state_permissions).unwrap_or_default());
     let can_i = async {
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, need) in needed_permissions(plan).into_iter().enumerate() {
+        for (i, need) in needs.into_iter().enumerate() {
             let kube = kube.clone();
             tasks.spawn(async move {
                 let access = kube.can_i_on(need.verb, &need.group, &need.resource, need.namespace.as_deref()).await;

@@ -172,6 +172,25 @@ pub fn needed_permissions(plan: &Plan) -> Vec<Permission> {
     out
 }
 
+/// What keeping the migration's state needs in the runners' namespace: its history's
+/// Secrets read, listed, created and updated, its Lease read, created and updated.
+pub fn state_permissions(namespace: &str) -> Vec<Permission> {
+    let need = |verb, group: &str, resource: &str| Permission {
+        verb,
+        group: group.into(),
+        resource: resource.into(),
+        namespace: Some(namespace.into()),
+    };
+    let mut out = Vec::new();
+    for verb in ["get", "list", "create", "update"] {
+        out.push(need(verb, "", "secrets"));
+    }
+    for verb in ["get", "create", "update"] {
+        out.push(need(verb, "coordination.k8s.io", "leases"));
+    }
+    out
+}
+
 /// The Kubernetes permission one change's write needs, if it writes to Kubernetes.
 pub fn permission_for(c: &crate::model::Change) -> Option<Permission> {
     let crate::model::ObjectRef::Kube { api_version, kind, namespace, .. } = &c.target else { return None };

@@ -10,10 +10,14 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::ports::StateObjects;
+use super::state::{ClusterStore, HistoryRef, Lease, StateError};
 use crate::model::{Action, Change, ChangeId, Document};
 use crate::phases::rollback::{Applied, Journal as AppliedMap};
 
@@ -75,13 +79,31 @@ pub enum JournalError {
         "the journal {path} is in use by another archshift run (an apply, a rollback or the TUI); nothing was written. Let it finish or stop it first: two runs at once could each create a runner"
     )]
     Busy { path: String },
+    /// The migration's history or Lease in the cluster.
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the journal {path} was opened read-only (a dry run); it takes no records")]
+    ReadOnly { path: String },
 }
 
-/// An open journal: its records so far, and the file new ones are appended to.
+/// Where the records go.
+enum Store {
+    /// A local file, locked for the run (`--journal FILE`).
+    File(File),
+    /// The migration's history in the cluster; `keep` is where a torn tail starts, cut
+    /// before the first append.
+    Cluster { store: ClusterStore, keep: Option<usize>, bytes: Vec<u8> },
+    /// Read for a dry run: never written, never created.
+    ReadOnly,
+}
+
+/// An open journal: its records so far, and where new ones are appended.
 pub struct Journal {
-    path: PathBuf,
-    file: File,
+    location: String,
+    store: Store,
     records: Vec<Record>,
+    /// The run's Lease on the migration: every append first checks it is still held.
+    lease: Option<Lease>,
     /// The torn last line found on opening (cut off), for the operator to see.
     pub torn: Option<String>,
 }
@@ -127,26 +149,94 @@ impl Journal {
             file.set_len(keep as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        Ok(Journal { path: path.to_path_buf(), file, records, torn })
+        Ok(Journal { location: path.display().to_string(), store: Store::File(file), records, lease: None, torn })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Reads the journal at `path` for a dry run: nothing is created, locked or cut off; a
+    /// missing file is an empty journal.
+    pub fn read_only(path: &Path) -> Result<Journal, JournalError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(JournalError::Io { path: path.display().to_string(), cause: e.to_string() }),
+        };
+        let location = path.display().to_string();
+        let (records, torn, _) =
+            parse(&bytes).map_err(|(line, cause)| JournalError::Corrupt { path: location.clone(), line, cause })?;
+        Ok(Journal { location, store: Store::ReadOnly, records, lease: None, torn })
+    }
+
+    /// Opens the migration's history in the cluster; `writable` for a run that may write
+    /// (a dry run reads it only). Nothing is created before the first record.
+    pub async fn in_cluster(
+        objects: std::sync::Arc<dyn StateObjects>,
+        at: HistoryRef,
+        writable: bool,
+    ) -> Result<Journal, JournalError> {
+        let location = at.describe();
+        let (store, bytes) = ClusterStore::load(objects, at).await?;
+        let (records, torn, keep) =
+            parse(&bytes).map_err(|(line, cause)| JournalError::Corrupt { path: location.clone(), line, cause })?;
+        let store = if writable {
+            Store::Cluster { store, keep: (keep < bytes.len()).then_some(keep), bytes }
+        } else {
+            Store::ReadOnly
+        };
+        Ok(Journal { location, store, records, lease: None, torn })
+    }
+
+    /// Binds the run's Lease: from now on every record first checks it is still held.
+    pub fn hold(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
+    /// Releases the Lease, if any (the run is over).
+    pub async fn close(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+    }
+
+    /// Where the records are: a file's path, or the history's Secrets.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether the records live in the cluster (else in a local file).
+    pub fn is_local(&self) -> bool {
+        matches!(self.store, Store::File(_))
     }
 
     pub fn records(&self) -> &[Record] {
         &self.records
     }
 
-    /// Appends one record and fsyncs it before returning: the next write waits for it.
-    pub fn append(&mut self, mut rec: Record) -> Result<(), JournalError> {
+    /// Appends one record, durably (fsynced, or stored by the API server) before returning:
+    /// the next write waits for it. Refused once the run's Lease is lost.
+    pub async fn append(&mut self, mut rec: Record) -> Result<(), JournalError> {
+        if let Some(lease) = &self.lease {
+            lease.check()?;
+        }
         rec.seq = self.records.last().map_or(1, |r| r.seq + 1);
         let mut line = serde_json::to_string(&rec)
-            .map_err(|e| JournalError::Io { path: self.path.display().to_string(), cause: e.to_string() })?;
+            .map_err(|e| JournalError::Io { path: self.location.clone(), cause: e.to_string() })?;
         line.push('\n');
-        let io = |e: std::io::Error| JournalError::Io { path: self.path.display().to_string(), cause: e.to_string() };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        match &mut self.store {
+            Store::File(file) => {
+                let io = |e: std::io::Error| JournalError::Io { path: self.location.clone(), cause: e.to_string() };
+                file.write_all(line.as_bytes()).map_err(io)?;
+                file.sync_data().map_err(io)?;
+            }
+            Store::Cluster { store, keep, bytes } => {
+                if let Some(k) = *keep {
+                    store.truncate(k, bytes).await?;
+                    *keep = None;
+                    bytes.clear();
+                }
+                store.append(line.as_bytes()).await?;
+            }
+            Store::ReadOnly => return Err(JournalError::ReadOnly { path: self.location.clone() }),
+        }
         self.records.push(rec);
         Ok(())
     }
@@ -277,12 +367,12 @@ mod tests {
         dir.join("j.jsonl")
     }
 
-    #[test]
-    fn records_survive_reopening_in_order_with_sequence_numbers() {
+    #[tokio::test]
+    async fn records_survive_reopening_in_order_with_sequence_numbers() {
         let path = scratch();
         let mut j = Journal::open(&path).unwrap();
-        j.append(rec("a", Event::Intent)).unwrap();
-        j.append(rec("a", Event::Written)).unwrap();
+        j.append(rec("a", Event::Intent)).await.unwrap();
+        j.append(rec("a", Event::Written)).await.unwrap();
         drop(j);
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.records().iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
@@ -306,11 +396,11 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
-    #[test]
-    fn one_run_at_a_time_holds_a_journal() {
+    #[tokio::test]
+    async fn one_run_at_a_time_holds_a_journal() {
         let path = scratch();
         let mut first = Journal::open(&path).unwrap();
-        first.append(rec("a", Event::Intent)).unwrap();
+        first.append(rec("a", Event::Intent)).await.unwrap();
         let second = Journal::open(&path);
         assert!(matches!(&second, Err(JournalError::Busy { .. })), "{:?}", second.err());
         assert!(second.err().unwrap().to_string().contains("in use by another archshift run"));
@@ -319,11 +409,11 @@ mod tests {
         assert_eq!(again.records().len(), 1, "the refused open changed nothing");
     }
 
-    #[test]
-    fn a_torn_last_line_is_reported_and_cut_off_so_appends_stay_readable() {
+    #[tokio::test]
+    async fn a_torn_last_line_is_reported_and_cut_off_so_appends_stay_readable() {
         let path = scratch();
         let mut j = Journal::open(&path).unwrap();
-        j.append(rec("a", Event::Written)).unwrap();
+        j.append(rec("a", Event::Written)).await.unwrap();
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"seq":2,"time":"2026-11-28T00:00:01Z","plan":"sha256:p","change":"b","ev"#).unwrap();
@@ -331,7 +421,7 @@ mod tests {
         let mut j = Journal::open(&path).unwrap();
         assert!(j.torn.as_deref().is_some_and(|t| t.starts_with("line 2: {\"seq\":2")), "{:?}", j.torn);
         assert_eq!(j.records().len(), 1);
-        j.append(rec("b", Event::Intent)).unwrap();
+        j.append(rec("b", Event::Intent)).await.unwrap();
         drop(j);
         let j = Journal::open(&path).unwrap();
         assert!(j.torn.is_none());
@@ -348,20 +438,20 @@ mod tests {
         assert!(e.to_string().contains("corrupt at line 1"), "{e}");
     }
 
-    #[test]
-    fn applied_lists_what_was_written_and_not_reverted() {
+    #[tokio::test]
+    async fn applied_lists_what_was_written_and_not_reverted() {
         let path = scratch();
         let mut j = Journal::open(&path).unwrap();
-        j.append(Record { runner_id: Some(7), ..rec("runner/x", Event::Written) }).unwrap();
-        j.append(rec("a", Event::Written)).unwrap();
-        j.append(rec("a", Event::Reverted)).unwrap();
+        j.append(Record { runner_id: Some(7), ..rec("runner/x", Event::Written) }).await.unwrap();
+        j.append(rec("a", Event::Written)).await.unwrap();
+        j.append(rec("a", Event::Reverted)).await.unwrap();
         let (applied, runners) = j.applied();
         assert_eq!(applied.keys().map(ChangeId::as_str).collect::<Vec<_>>(), ["runner/x"]);
         assert_eq!(runners.get(&ChangeId::from("runner/x")), Some(&7));
     }
 
-    #[test]
-    fn a_write_only_intended_counts_as_possibly_written_with_its_images() {
+    #[tokio::test]
+    async fn a_write_only_intended_counts_as_possibly_written_with_its_images() {
         let path = scratch();
         let mut j = Journal::open(&path).unwrap();
         let intended = |change, before: &str| Record {
@@ -371,18 +461,19 @@ mod tests {
             ..rec(change, Event::Intent)
         };
         // Killed between the write and its record; a second run's write failed.
-        j.append(intended("nodepool/p", "original")).unwrap();
-        j.append(intended("variable/v", "original")).unwrap();
-        j.append(Record { message: Some("500".into()), ..rec("variable/v", Event::Failed) }).unwrap();
+        j.append(intended("nodepool/p", "original")).await.unwrap();
+        j.append(intended("variable/v", "original")).await.unwrap();
+        j.append(Record { message: Some("500".into()), ..rec("variable/v", Event::Failed) }).await.unwrap();
         // Written in one run, intended again (from archshift's own after-image) in another.
-        j.append(intended("cifile/c", "original")).unwrap();
+        j.append(intended("cifile/c", "original")).await.unwrap();
         j.append(Record {
             before: Some(Document::Text("original".into())),
             after: Some(Document::Text("after".into())),
             ..rec("cifile/c", Event::Written)
         })
+        .await
         .unwrap();
-        j.append(intended("cifile/c", "after")).unwrap();
+        j.append(intended("cifile/c", "after")).await.unwrap();
         let (applied, _) = j.applied();
         assert_eq!(applied.keys().map(ChangeId::as_str).collect::<Vec<_>>(), ["cifile/c", "nodepool/p", "variable/v"]);
         for id in ["nodepool/p", "variable/v", "cifile/c"] {
@@ -392,8 +483,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unverified_lists_intended_or_written_changes_never_verified_with_their_intent_images() {
+    #[tokio::test]
+    async fn unverified_lists_intended_or_written_changes_never_verified_with_their_intent_images() {
         let path = scratch();
         let mut j = Journal::open(&path).unwrap();
         let step = |id: &str| {
@@ -407,15 +498,15 @@ mod tests {
             step: Some(step(id)),
             ..rec(id, Event::Intent)
         };
-        j.append(intent("done")).unwrap();
-        j.append(rec("done", Event::Written)).unwrap();
-        j.append(rec("done", Event::Verified)).unwrap();
-        j.append(intent("killed")).unwrap();
-        j.append(intent("written")).unwrap();
-        j.append(rec("written", Event::Written)).unwrap();
-        j.append(intent("undone")).unwrap();
-        j.append(rec("undone", Event::Reverted)).unwrap();
-        j.append(rec("old-format", Event::Written)).unwrap();
+        j.append(intent("done")).await.unwrap();
+        j.append(rec("done", Event::Written)).await.unwrap();
+        j.append(rec("done", Event::Verified)).await.unwrap();
+        j.append(intent("killed")).await.unwrap();
+        j.append(intent("written")).await.unwrap();
+        j.append(rec("written", Event::Written)).await.unwrap();
+        j.append(intent("undone")).await.unwrap();
+        j.append(rec("undone", Event::Reverted)).await.unwrap();
+        j.append(rec("old-format", Event::Written)).await.unwrap();
         let ids: Vec<String> = j.unverified().iter().map(|c| c.id.to_string()).collect();
         assert_eq!(ids, ["killed", "written"]);
         let killed = &j.unverified()[0];

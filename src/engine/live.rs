@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::ports::{Cluster, FailKind, Forge, KubeRef, PortError, PortResult};
+use super::ports::{BoxFuture, Cluster, FailKind, Forge, KubeRef, PortError, PortResult, StateKind, StateObjects};
 use crate::live::gitlab::{GitLabError, GitLabWriter};
 use crate::live::kube::{KubeError, KubeWriter, Target};
 
@@ -72,5 +72,59 @@ impl Forge for GitLabWriter {
     }
     async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> PortResult<Value> {
         GitLabWriter::send(self, method, path, body).await.map_err(gitlab_err)
+    }
+}
+
+fn state_target<'a>(kind: StateKind, namespace: &'a str, name: &'a str) -> Target<'a> {
+    let (api_version, kind) = match kind {
+        StateKind::Secret => ("v1", "Secret"),
+        StateKind::Lease => ("coordination.k8s.io/v1", "Lease"),
+    };
+    Target { api_version, kind, namespace: Some(namespace), name }
+}
+
+/// A state write's failure: a 409 (someone wrote since), or on a replace a 404 (someone
+/// deleted it), is a conflict; a 422 is an object the server refuses, not someone else's
+/// write; a lost answer is ambiguous, as for every write.
+fn state_err(e: KubeError, replace: bool) -> PortError {
+    let kind = match &e {
+        KubeError::Api { code: 409, .. } => FailKind::Conflict,
+        KubeError::Api { code: 404, .. } if replace => FailKind::Conflict,
+        KubeError::Transport { .. } | KubeError::Api { code: 500..=599, .. } => FailKind::Ambiguous,
+        _ => FailKind::Other,
+    };
+    PortError { kind, message: e.to_string() }
+}
+
+impl StateObjects for KubeWriter {
+    fn get<'a>(
+        &'a self,
+        kind: StateKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, PortResult<Option<Value>>> {
+        Box::pin(async move { self.own_get(&state_target(kind, namespace, name)).await.map_err(kube_err) })
+    }
+    fn list<'a>(
+        &'a self,
+        kind: StateKind,
+        namespace: &'a str,
+        selector: &'a str,
+    ) -> BoxFuture<'a, PortResult<Vec<Value>>> {
+        Box::pin(async move { self.own_list(&state_target(kind, namespace, ""), selector).await.map_err(kube_err) })
+    }
+    fn create<'a>(&'a self, kind: StateKind, namespace: &'a str, body: &'a Value) -> BoxFuture<'a, PortResult<Value>> {
+        Box::pin(async move {
+            let name = body["metadata"]["name"].as_str().unwrap_or_default();
+            KubeWriter::create(self, &state_target(kind, namespace, name), body, false)
+                .await
+                .map_err(|e| state_err(e, false))
+        })
+    }
+    fn replace<'a>(&'a self, kind: StateKind, namespace: &'a str, body: &'a Value) -> BoxFuture<'a, PortResult<Value>> {
+        Box::pin(async move {
+            let name = body["metadata"]["name"].as_str().unwrap_or_default();
+            self.own_replace(&state_target(kind, namespace, name), body).await.map_err(|e| state_err(e, true))
+        })
     }
 }

@@ -10,5 +10,6 @@ pub mod ports;
 pub mod run;
 pub mod saved;
 pub mod session;
+pub mod state;
 #[cfg(test)]
 mod tests;

@@ -82,3 +82,50 @@ pub trait Forge: Sync {
     /// `POST`, `PUT` or `DELETE` with a JSON body.
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> impl Future<Output = PortResult<Value>> + Send;
 }
+
+/// A boxed future, so that [`StateObjects`] can be shared as a trait object (the Lease's
+/// renewal runs on its own task).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The two kinds of object a migration's state is kept in, in the runners' namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// `v1` Secrets: the journal, compressed, split across objects.
+    Secret,
+    /// `coordination.k8s.io/v1` Leases: which run holds the migration.
+    Lease,
+}
+
+impl StateKind {
+    /// As RBAC and error messages name the resource.
+    pub fn resource(self) -> &'static str {
+        match self {
+            StateKind::Secret => "secrets",
+            StateKind::Lease => "leases.coordination.k8s.io",
+        }
+    }
+}
+
+/// The objects a migration's state lives in, raw as the API server serves them (a Secret's
+/// `data` base64, not blanked: these are archshift's own), each write guarded by
+/// `metadata.resourceVersion`.
+pub trait StateObjects: Send + Sync {
+    fn get<'a>(
+        &'a self,
+        kind: StateKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, PortResult<Option<Value>>>;
+    /// Every object of `kind` in `namespace` matching the label selector.
+    fn list<'a>(
+        &'a self,
+        kind: StateKind,
+        namespace: &'a str,
+        selector: &'a str,
+    ) -> BoxFuture<'a, PortResult<Vec<Value>>>;
+    /// Creates; `Conflict` when it exists already.
+    fn create<'a>(&'a self, kind: StateKind, namespace: &'a str, body: &'a Value) -> BoxFuture<'a, PortResult<Value>>;
+    /// Replaces (PUT) the object named in `body`, guarded by its `metadata.resourceVersion`;
+    /// `Conflict` when someone wrote it since (or deleted it).
+    fn replace<'a>(&'a self, kind: StateKind, namespace: &'a str, body: &'a Value) -> BoxFuture<'a, PortResult<Value>>;
+}

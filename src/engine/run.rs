@@ -253,17 +253,17 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         Engine { cluster, forge, spec, journal, emit, confirm, settings, tokens: BTreeMap::new() }
     }
 
-    fn record(
+    async fn record(
         &mut self,
         plan: &Plan,
         change: &Change,
         event: journal::Event,
         message: Option<String>,
     ) -> Result<(), JournalError> {
-        self.record_with(plan, change, event, message, None)
+        self.record_with(plan, change, event, message, None).await
     }
 
-    fn record_with(
+    async fn record_with(
         &mut self,
         plan: &Plan,
         change: &Change,
@@ -272,22 +272,24 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         runner_id: Option<u64>,
     ) -> Result<(), JournalError> {
         let images = matches!(event, journal::Event::Intent | journal::Event::Written);
-        self.journal.append(Record {
-            seq: 0,
-            time: now(),
-            plan: plan.spec_digest.clone(),
-            change: change.id.clone(),
-            event,
-            before: if images { journaled(change, change.before.as_ref()) } else { None },
-            // The intent carries the after-image too: a write carried out whose `written`
-            // record was lost (a kill between the two) is undone from it.
-            after: if images { journaled(change, change.after.as_ref()) } else { None },
-            action: images.then_some(change.action),
-            runner_id,
-            message,
-            step: (event == journal::Event::Intent)
-                .then(|| Box::new(Change { before: None, after: None, ..change.clone() })),
-        })
+        self.journal
+            .append(Record {
+                seq: 0,
+                time: now(),
+                plan: plan.spec_digest.clone(),
+                change: change.id.clone(),
+                event,
+                before: if images { journaled(change, change.before.as_ref()) } else { None },
+                // The intent carries the after-image too: a write carried out whose `written`
+                // record was lost (a kill between the two) is undone from it.
+                after: if images { journaled(change, change.after.as_ref()) } else { None },
+                action: images.then_some(change.action),
+                runner_id,
+                message,
+                step: (event == journal::Event::Intent)
+                    .then(|| Box::new(Change { before: None, after: None, ..change.clone() })),
+            })
+            .await
     }
 
     /// Applies `plan` (only `phase`'s changes when given) in dependency order.
@@ -412,17 +414,17 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
                 (self.emit)(&Event::Notice { message: note.clone() });
             } else {
                 self.dry_run(change, &cur).await?;
-                self.record(plan, change, journal::Event::Intent, None)?;
+                self.record(plan, change, journal::Event::Intent, None).await?;
             }
             let runner_id = match self.write(change, &cur, base.as_ref(), &holds).await {
                 Ok(id) => id,
                 Err(e) => {
-                    self.record(plan, change, journal::Event::Failed, Some(e.to_string()))?;
+                    self.record(plan, change, journal::Event::Failed, Some(e.to_string())).await?;
                     (self.emit)(&Event::Failed { id: change.id.to_string(), error: e.to_string() });
                     return Err(e);
                 }
             };
-            self.record_with(plan, change, journal::Event::Written, None, runner_id)?;
+            self.record_with(plan, change, journal::Event::Written, None, runner_id).await?;
             (self.emit)(&Event::Written { id: change.id.to_string() });
             outcome.written.push(change.id.to_string());
             self.verify(plan, change, &mut outcome).await?;
@@ -499,29 +501,31 @@ impl<'a, C: Cluster, F: Forge> Engine<'a, C, F> {
         let proven = outcome.proofs.len();
         for v in &change.verify {
             if let Err(e) = self.check(change, v, outcome).await {
-                self.record(plan, change, journal::Event::Failed, Some(e.to_string()))?;
+                self.record(plan, change, journal::Event::Failed, Some(e.to_string())).await?;
                 (self.emit)(&Event::Failed { id: change.id.to_string(), error: e.to_string() });
                 return Err(e);
             }
         }
         // The proof is kept with the step: a later run that finds it done shows the same one.
         let proofs = outcome.proofs[proven..].join("\n");
-        self.record(plan, change, journal::Event::Verified, (!proofs.is_empty()).then_some(proofs))?;
+        self.record(plan, change, journal::Event::Verified, (!proofs.is_empty()).then_some(proofs)).await?;
         // A rollback step that undid a forward change: that change is no longer applied.
         if let Some(forward) = reverted_forward(&change.id) {
-            self.journal.append(Record {
-                seq: 0,
-                time: now(),
-                plan: plan.spec_digest.clone(),
-                change: forward,
-                event: journal::Event::Reverted,
-                before: None,
-                after: None,
-                action: None,
-                runner_id: None,
-                message: Some(format!("undone by {}", change.id)),
-                step: None,
-            })?;
+            self.journal
+                .append(Record {
+                    seq: 0,
+                    time: now(),
+                    plan: plan.spec_digest.clone(),
+                    change: forward,
+                    event: journal::Event::Reverted,
+                    before: None,
+                    after: None,
+                    action: None,
+                    runner_id: None,
+                    message: Some(format!("undone by {}", change.id)),
+                    step: None,
+                })
+                .await?;
         }
         Ok(())
     }

@@ -3,11 +3,14 @@
 //! journal, and run the engine. The caller supplies how to confirm and how to show events.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::gate::Gate;
 use super::journal::{Journal, JournalError};
+use super::ports::StateObjects;
 use super::run::{Confirm, Engine, EngineError, Event, Outcome, Selection};
 use super::saved::{SEAL_DATA_KEY, SavedError, SavedPlan, SealKey, SealRef};
+use super::state::{HistoryRef, Lease};
 use crate::live::gitlab::{self, GitLabError, GitLabWriter};
 use crate::live::kube::{KubeError, KubeWriter};
 use crate::live::observe::{ObserveError, Progress, observe};
@@ -40,6 +43,9 @@ pub struct Options {
     pub timeout: std::time::Duration,
     /// Accept certificates that do not verify, on both systems (`--insecure-skip-tls-verify`).
     pub insecure_skip_tls_verify: bool,
+    /// A run that writes nothing (a dry run, the read-only TUI): it reads the migration's
+    /// history, takes no Lease and creates nothing, neither in the cluster nor on disk.
+    pub read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,9 @@ pub enum SessionError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The history read holds nothing of a migration that is in place: it lives elsewhere.
+    #[error("{0}")]
+    NoHistory(String),
 }
 
 impl SessionError {
@@ -112,8 +121,10 @@ pub fn gitlab_endpoint(spec: &MigrationPlan) -> Result<(String, Token), SessionE
     Ok((url, token))
 }
 
-/// The journal's default place: next to a saved plan, or `.archshift/NAME.journal.jsonl`.
-pub fn default_journal(source: &Source, spec: &MigrationPlan) -> PathBuf {
+/// Where archshift before 0.2 kept a journal by default: next to a saved plan, or
+/// `.archshift/NAME.journal.jsonl` under the directory it ran in. Such a file, if it holds
+/// records, is the migration's history until it is given with `--journal`.
+pub fn legacy_journal(source: &Source, spec: &MigrationPlan) -> PathBuf {
     match source {
         Source::Saved(path) => {
             let mut p = path.as_os_str().to_owned();
@@ -122,6 +133,63 @@ pub fn default_journal(source: &Source, spec: &MigrationPlan) -> PathBuf {
         }
         Source::Spec(_) => Path::new(".archshift").join(format!("{}.journal.jsonl", spec.metadata.name)),
     }
+}
+
+/// Where the migration's history lives in the cluster: the runners' namespace (the
+/// baseline Release's, read now, when the plan names none), keyed by the plan's name and
+/// the GitLab URL.
+pub async fn history_ref(
+    kube: &KubeWriter,
+    spec: &MigrationPlan,
+    gitlab_url: &str,
+) -> Result<HistoryRef, SessionError> {
+    let namespace = runners_namespace(kube, spec).await?;
+    Ok(HistoryRef::new(&namespace, &spec.metadata.name, gitlab_url))
+}
+
+async fn runners_namespace(kube: &KubeWriter, spec: &MigrationPlan) -> Result<String, SessionError> {
+    let baseline = match spec.runners.namespace {
+        Some(_) => None,
+        None => kube.reader().get(crate::live::kube::RELEASE, None, &spec.runners.baseline_release).await?,
+    };
+    Ok(crate::phases::runners::namespace_for(spec, baseline.as_ref()))
+}
+
+/// Opens the journal the run uses: the file given with `--journal`, or the migration's
+/// history in the cluster; a run that may write first takes the migration's Lease (with a
+/// local file too: the Lease is what keeps two machines apart).
+async fn open_journal(
+    opts: &Options,
+    spec: &MigrationPlan,
+    kube: &KubeWriter,
+    history: HistoryRef,
+) -> Result<Journal, SessionError> {
+    let objects: Arc<dyn StateObjects> = Arc::new(kube.clone());
+    let mut journal = match &opts.journal {
+        Some(path) if opts.read_only => Journal::read_only(path)?,
+        Some(path) => Journal::open(path)?,
+        None => Journal::in_cluster(objects.clone(), history.clone(), !opts.read_only).await?,
+    };
+    if opts.journal.is_none() && journal.records().is_empty() {
+        let legacy = legacy_journal(&opts.source, spec);
+        if std::fs::metadata(&legacy).is_ok_and(|m| m.len() > 0) {
+            return Err(SessionError::NoHistory(format!(
+                "the migration's history {} is empty, but {} holds a journal an earlier archshift kept there; nothing was written. Continue with it: --journal {}",
+                journal.location(),
+                legacy.display(),
+                legacy.display()
+            )));
+        }
+    }
+    if !opts.read_only {
+        let lease = Lease::take(objects.clone(), &history).await.map_err(JournalError::from)?;
+        // Read again under the Lease: what a run that held it until just now appended counts.
+        if opts.journal.is_none() {
+            journal = Journal::in_cluster(objects, history, true).await?;
+        }
+        journal.hold(lease);
+    }
+    Ok(journal)
 }
 
 /// Everything an apply or rollback needs, connected and checked.
@@ -135,6 +203,8 @@ pub struct Prepared {
     pub gitlab: GitLabWriter,
     pub journal: Journal,
     pub context: Option<String>,
+    /// Where the migration's history and Lease live (the runners' namespace).
+    pub state_namespace: String,
 }
 
 /// The plan file, the write handles and the journal.
@@ -147,6 +217,7 @@ struct Connected {
     gitlab: GitLabWriter,
     journal: Journal,
     context: Option<String>,
+    state_namespace: String,
 }
 
 async fn connect(opts: &Options) -> Result<Connected, SessionError> {
@@ -201,9 +272,36 @@ async fn connect(opts: &Options) -> Result<Connected, SessionError> {
         })?;
         saved.verify(&file, &key)?;
     }
-    let journal_path = opts.journal.clone().unwrap_or_else(|| default_journal(&opts.source, &spec));
-    let journal = Journal::open(&journal_path)?;
-    Ok(Connected { spec, spec_text, spec_file, saved, kube, gitlab, journal, context })
+    let history = history_ref(&kube, &spec, gitlab.reader().url()).await?;
+    let state_namespace = history.namespace.clone();
+    let journal = open_journal(opts, &spec, &kube, history).await?;
+    Ok(Connected { spec, spec_text, spec_file, saved, kube, gitlab, journal, context, state_namespace })
+}
+
+/// The migration's history alone, read only (`archshift journal show`): the plan is read
+/// for its name and runners' namespace, nothing is observed, checked or written.
+pub async fn history(opts: &Options) -> Result<Journal, SessionError> {
+    let (spec_file, spec_text) = match &opts.source {
+        Source::Saved(path) => {
+            let saved = SavedPlan::read(&path.display().to_string(), &read(path)?)?;
+            (saved.spec_file.clone(), saved.spec.clone())
+        }
+        Source::Spec(path) => (path.display().to_string(), read(path)?),
+    };
+    let spec = MigrationPlan::parse(&spec_text, &spec_file)?;
+    let (url, token) = match &opts.gitlab {
+        Some(given) => given.clone(),
+        None => gitlab_endpoint(&spec)?,
+    };
+    let context = opts.context.clone().or_else(|| spec.target.kube_context.clone());
+    let how =
+        crate::live::kube::Connect { timeout: opts.timeout, insecure_skip_tls_verify: opts.insecure_skip_tls_verify };
+    let kube = KubeWriter::connect_with(opts.kubeconfig.as_deref(), context.as_deref(), how).await?;
+    // Only for the URL as the other commands normalise it: nothing is sent to GitLab.
+    let gitlab = GitLabWriter::new(&url, token, gitlab::Options::default())?;
+    let history = history_ref(&kube, &spec, gitlab.reader().url()).await?;
+    let read_only = Options { read_only: true, ..opts.clone() };
+    open_journal(&read_only, &spec, &kube, history).await
 }
 
 /// Observes both systems through the write handles' read side; refuses to go on from a read
@@ -234,8 +332,8 @@ pub async fn prepare(opts: &Options, progress: &(dyn Fn(Progress) + Send + Sync)
             crate::phases::plan(&state, &c.spec, &c.spec_text)
         }
     };
-    let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, .. } = c;
-    Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context })
+    let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, state_namespace, .. } = c;
+    Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context, state_namespace })
 }
 
 /// Like [`prepare`], for a rollback: observes now and plans the way back from what the
@@ -246,6 +344,17 @@ pub async fn prepare_rollback(
 ) -> Result<Prepared, SessionError> {
     let c = connect(opts).await?;
     let state = observe_for(&c, progress).await?;
+    if c.journal.records().is_empty() {
+        let traces = crate::phases::rollback::traces(&state, &c.spec);
+        if !traces.is_empty() {
+            return Err(SessionError::NoHistory(format!(
+                "the migration history {} holds no records, yet {} of migration {} are in place: it was applied with its journal elsewhere; nothing was written. Give that journal with --journal FILE (an apply with --journal keeps it only there)",
+                c.journal.location(),
+                traces.join(", "),
+                c.spec.metadata.name
+            )));
+        }
+    }
     let (applied, _) = c.journal.applied();
     let phase = crate::phases::rollback::plan(&state, &c.spec, &applied);
     let plan = Plan {
@@ -255,8 +364,8 @@ pub async fn prepare_rollback(
         endpoints: state.endpoints.clone(),
         phases: vec![phase],
     };
-    let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, .. } = c;
-    Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context })
+    let Connected { spec, spec_text, spec_file, kube, gitlab, journal, context, state_namespace, .. } = c;
+    Ok(Prepared { spec, spec_text, spec_file, plan, kube, gitlab, journal, context, state_namespace })
 }
 
 /// The key saved plans of a migration are sealed with, from its Secret at `at`; with `create`
@@ -286,11 +395,7 @@ pub async fn seal_key(kube: &KubeWriter, at: &SealRef, create: bool) -> Result<O
 /// Where the seal key of `spec`'s migration is kept: the runners' namespace (the baseline
 /// Release's, read now, when the plan names none).
 pub async fn seal_ref(kube: &KubeWriter, spec: &MigrationPlan) -> Result<SealRef, SessionError> {
-    let baseline = match spec.runners.namespace {
-        Some(_) => None,
-        None => kube.reader().get(crate::live::kube::RELEASE, None, &spec.runners.baseline_release).await?,
-    };
-    let namespace = crate::phases::runners::namespace_for(spec, baseline.as_ref());
+    let namespace = runners_namespace(kube, spec).await?;
     Ok(SealRef::for_migration(&namespace, &spec.metadata.name))
 }
 
@@ -343,6 +448,37 @@ async fn check_endpoints(plan: &Plan, kube: &KubeWriter, gitlab: &GitLabWriter) 
     Ok(())
 }
 
+/// Which history the run reads and writes, and how much it holds.
+pub fn history_line(p: &Prepared) -> String {
+    let n = p.journal.records().len();
+    let plans: std::collections::BTreeSet<&str> = p.journal.records().iter().map(|r| r.plan.as_str()).collect();
+    format!(
+        "history: {} ({n} record(s){})",
+        p.journal.location(),
+        if plans.len() > 1 { format!(" from {} plans", plans.len()) } else { String::new() }
+    )
+}
+
+/// Ends the session: the migration's Lease is given up, so the next run need not wait.
+pub async fn finish(p: &mut Prepared) {
+    p.journal.close().await;
+}
+
+/// What every run into the engine says first, whichever way it came in (the CLI's apply and
+/// rollback, the TUI's): which history it writes and how much it holds, and a torn record
+/// found on opening (once: the first append cuts it off).
+fn announce(p: &mut Prepared, emit: &(dyn Fn(&Event) + Sync)) {
+    emit(&Event::Notice { message: history_line(p) });
+    if let Some(torn) = p.journal.torn.take() {
+        emit(&Event::Notice {
+            message: format!(
+                "the journal {} ended in a torn record (a crash mid-write), cut off: {torn}; its step is re-checked",
+                p.journal.location()
+            ),
+        });
+    }
+}
+
 /// Applies the prepared plan.
 pub async fn apply(
     p: &mut Prepared,
@@ -351,14 +487,6 @@ pub async fn apply(
     emit: &(dyn Fn(&Event) + Sync),
     confirm: &mut Confirm<'_>,
 ) -> Result<Outcome, SessionError> {
-    if let Some(torn) = &p.journal.torn {
-        emit(&Event::Notice {
-            message: format!(
-                "the journal {} ended in a torn line (a crash mid-write), cut off: {torn}; its step is re-checked",
-                p.journal.path().display()
-            ),
-        });
-    }
     let selection = match phase {
         Some(p) => Selection::Phase(p),
         None => Selection::All,
@@ -387,7 +515,8 @@ pub async fn stops(p: &Prepared, plan: &Plan, selection: &Selection) -> Result<V
 
 /// The gate of `plan`: its risks and blocked changes, and the preflight's denials now.
 pub async fn gate_for(p: &Prepared, plan: &Plan) -> Result<Gate, SessionError> {
-    let (preflight, access) = crate::audit::live::preflight(plan, p.kube.reader(), p.gitlab.reader()).await?;
+    let (preflight, access) =
+        crate::audit::live::preflight(plan, p.kube.reader(), p.gitlab.reader(), Some(&p.state_namespace)).await?;
     Ok(Gate::new(plan, &preflight, &access))
 }
 
@@ -402,6 +531,7 @@ async fn apply_gated(
     emit: &(dyn Fn(&Event) + Sync),
     confirm: &mut Confirm<'_>,
 ) -> Result<Outcome, SessionError> {
+    announce(p, emit);
     let stops = stops(p, plan, selection).await?;
     for line in &stops {
         emit(&Event::Risk { message: line.clone(), forced: force });
@@ -455,6 +585,7 @@ pub async fn apply_plan(
     emit: &(dyn Fn(&Event) + Sync),
     confirm: &mut Confirm<'_>,
 ) -> Result<Outcome, SessionError> {
+    announce(p, emit);
     let mut engine = Engine::new(&p.kube, &p.gitlab, &p.spec, &mut p.journal, emit, confirm);
     Ok(engine.apply(plan, None).await?)
 }

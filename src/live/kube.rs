@@ -484,6 +484,7 @@ fn controller_of(obj: &Value) -> Option<(String, String)> {
 /// Every write can be a server-side dry run (`dryRun=All`), and each carries its guard: a
 /// create fails on an existing object, a JSON patch on a failed `test`, a server-side apply on
 /// another field manager's field, a delete on a changed uid or resourceVersion.
+#[derive(Clone)]
 pub struct KubeWriter {
     reader: KubeReader,
 }
@@ -663,6 +664,39 @@ impl KubeWriter {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(self.reader.error(e, "create", "secrets")),
         }
+    }
+
+    /// An object of archshift's own state (its journal's Secrets, its Lease), raw: a Secret's
+    /// `data` stays as served, since these hold nothing but archshift's records.
+    pub async fn own_get(&self, t: &Target<'_>) -> Result<Option<Value>, KubeError> {
+        let api = self.api(t);
+        match self.reader.read(|| api.get(t.name)).await {
+            Ok(obj) => Ok(Some(Self::json(t, &obj)?)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(self.reader.error(e, "get", &t.display())),
+        }
+    }
+
+    /// archshift's own state objects of `t`'s kind in `t`'s namespace matching `labels`, raw.
+    pub async fn own_list(&self, t: &Target<'_>, labels: &str) -> Result<Vec<Value>, KubeError> {
+        let api = self.api(t);
+        let lp = ListParams::default().labels(labels);
+        let page = self.reader.read(|| api.list(&lp)).await.map_err(|e| self.reader.error(e, "list", &t.display()))?;
+        page.items.iter().map(|o| Self::json(t, o)).collect()
+    }
+
+    /// PUT `body` over the object it names, guarded by its `metadata.resourceVersion` (a 409
+    /// when someone wrote it since).
+    pub async fn own_replace(&self, t: &Target<'_>, body: &Value) -> Result<Value, KubeError> {
+        let obj: DynamicObject = serde_json::from_value(body.clone())
+            .map_err(|e| KubeError::Decode { resource: t.display(), cause: e.to_string() })?;
+        let params = kube::api::PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
+        let out = self
+            .api(t)
+            .replace(t.name, &params, &obj)
+            .await
+            .map_err(|e| self.reader.error(e, "update", &t.display()))?;
+        Self::json(t, &out)
     }
 
     /// Pods running on nodes of `pool` labelled with `arch` (what narrowing the pool evicts).

@@ -730,3 +730,23 @@ fn narrow_pool(
         "narrowed last, once no pod runs on its arm64 nodes: narrowing drifts them, evicting what runs there",
     );
 }
+
+/// What of `spec`'s migration is in place now, whoever made it: the arm64 runner in GitLab,
+/// its Release, the arm64 tag variable. A rollback with no history of its own while any of
+/// these is there would plan from observation alone: the history is elsewhere.
+pub fn traces(state: &ObservedState, spec: &MigrationPlan) -> Vec<String> {
+    let tag = spec.runners.tag(Arch::Arm64);
+    let release = spec.runners.release_name(Arch::Arm64);
+    let variable = spec.pipeline.variables.name(Arch::Arm64);
+    let mut out = Vec::new();
+    if let Some(r) = state.runners.iter().find(|r| r.tag_list.contains(&tag)) {
+        out.push(format!("runner #{} tagged {tag}", r.id));
+    }
+    if state.releases.iter().any(|r| r["metadata"]["name"] == release.as_str()) {
+        out.push(format!("Release {release}"));
+    }
+    if state.project_variables.iter().any(|v| v.key == variable) {
+        out.push(format!("variable {variable}"));
+    }
+    out
+}

@@ -31,7 +31,9 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     need_terminal()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     eprintln!("archshift: reading the cluster and GitLab…");
-    let prepared = runtime.block_on(session::prepare(&opts.session, &|_| {}))?;
+    // The read-only TUI takes no Lease and creates nothing: it only reads the history.
+    let session_opts = session::Options { read_only: opts.read_only, ..opts.session.clone() };
+    let prepared = runtime.block_on(session::prepare(&session_opts, &|_| {}))?;
     let mode = match (&opts.session.source, opts.read_only) {
         (_, true) => Mode::ReadOnly,
         (session::Source::Saved(_), false) => Mode::Replay,
@@ -61,12 +63,14 @@ pub fn demo(sandbox_dir: Option<PathBuf>) -> Result<()> {
         source: session::Source::Spec(plan_file),
         kubeconfig: Some(dir.join("kubeconfig")),
         context: None,
-        journal: Some(dir.join("demo.journal.jsonl")),
+        // The demo keeps its history in the sandbox's cluster, as a real migration does.
+        journal: None,
         phase: None,
         concurrency: 8,
         gitlab: Some((var("GITLAB_URL"), crate::live::secret::Token::new(var("GITLAB_TOKEN"), "the sandbox"))),
         timeout: Duration::from_secs(30),
         insecure_skip_tls_verify: false,
+        read_only: false,
     };
     let prepared = runtime.block_on(session::prepare(&opts, &|_| {}))?;
     let result = session_loop(&runtime, prepared, Mode::Live, PathBuf::from("plans"));
@@ -89,7 +93,7 @@ fn session_loop(runtime: &tokio::runtime::Runtime, prepared: Prepared, mode: Mod
     let (msg_tx, msg_rx) = std::sync::mpsc::channel::<Msg>();
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
     let cancel = Arc::new(tokio::sync::Notify::new());
-    runtime.spawn(worker(prepared, cmd_rx, msg_tx.clone(), cancel.clone(), mode, save_dir));
+    let worker = runtime.spawn(worker(prepared, cmd_rx, msg_tx.clone(), cancel.clone(), mode, save_dir));
     let terminate_tx = msg_tx.clone();
     runtime.spawn(async move {
         #[cfg(unix)]
@@ -105,6 +109,11 @@ fn session_loop(runtime: &tokio::runtime::Runtime, prepared: Prepared, mode: Mod
     let mut terminal = ratatui::init();
     let result = ui_loop(&mut terminal, &mut app, &msg_rx, &cmd_tx, &cancel, palette);
     ratatui::restore();
+    // The worker ends once it has no more commands, and gives up the migration's Lease on
+    // its way out; a worker still waiting is stopped, and the Lease then expires by itself.
+    drop(cmd_tx);
+    cancel.notify_waiters();
+    let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(3), worker).await });
     result
 }
 
@@ -235,9 +244,10 @@ async fn worker(
             Command::Cancel | Command::Quit => continue,
         };
         if tx.send(msg).is_err() {
-            return;
+            break;
         }
     }
+    session::finish(&mut p).await;
 }
 
 fn stopped(selection: &Selection) -> String {
@@ -273,9 +283,9 @@ async fn save(p: &Prepared, dir: &Path, may_make_key: bool) -> Result<String> {
 fn journal_lines(p: &Prepared) -> Vec<String> {
     let records = p.journal.records();
     if records.is_empty() {
-        return vec![format!("{}: nothing written yet", p.journal.path().display())];
+        return vec![format!("{}: nothing written yet", p.journal.location())];
     }
-    let mut lines = vec![format!("{} ({} records, newest last)", p.journal.path().display(), records.len())];
+    let mut lines = vec![format!("{} ({} records, newest last)", p.journal.location(), records.len())];
     lines.extend(records.iter().rev().take(200).rev().map(|r| {
         let event = serde_json::to_value(r.event).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         format!(

@@ -114,15 +114,45 @@ impl Sandbox {
     }
 
     /// Requests the sandbox logged from index `from` on that may have stored something:
-    /// everything but reads, SelfSubjectAccessReviews and CI lint.
+    /// everything but reads, SelfSubjectAccessReviews, CI lint and the migration's Lease
+    /// (taken and given up by every run that may write; `tests/state.rs` checks it).
     pub fn writes_since(&self, from: usize) -> Vec<Value> {
         self.requests()[from..]
             .iter()
             .filter(|r| r["method"] != "GET")
+            .filter(|r| !r["path"].as_str().is_some_and(|p| p.starts_with("/apis/coordination.k8s.io/v1/")))
             .filter(|r| r["path"] != "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
             .filter(|r| !r["path"].as_str().is_some_and(|p| p.ends_with("/ci/lint")))
             .cloned()
             .collect()
+    }
+
+    /// The migration's history in the cluster, read with kubectl: the names of its Secrets
+    /// (in order) and the journal they hold, decompressed and joined.
+    pub fn history(&self) -> (Vec<String>, String) {
+        use std::io::Read as _;
+        let out = self.kubectl(&[
+            "get",
+            "secrets",
+            "-n",
+            "gitlab-runner",
+            "-l",
+            "app.kubernetes.io/managed-by=archshift",
+            "-o",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut pieces: Vec<&Value> =
+            list["items"].as_array().unwrap().iter().filter(|s| s["type"] == "archshift.io/journal.v1").collect();
+        pieces.sort_by_key(|s| s["metadata"]["name"].as_str().unwrap().to_string());
+        let mut journal = String::new();
+        for s in &pieces {
+            let b64 = s["data"]["journal.jsonl.gz"].as_str().unwrap();
+            let gz = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+            flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut journal).unwrap();
+        }
+        (pieces.iter().map(|s| s["metadata"]["name"].as_str().unwrap().to_string()).collect(), journal)
     }
 
     /// spot-pool's architecture values, read with kubectl, as kubectl prints them:
