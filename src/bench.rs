@@ -122,7 +122,8 @@ fn ci_rewrite_ms() -> f64 {
 
 /// One TUI frame (160x48, TestBackend) showing a 10,000-line diff, scrolled to its middle.
 fn frame_ms() -> f64 {
-    use crate::tui::app::{App, Mode, Msg, update};
+    use crate::tui::app::{App, Mode, Msg};
+    use crate::tui::update::update;
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     let spec_text = include_str!("../plans/sandbox.yaml");
     let Ok(spec) = crate::spec::MigrationPlan::parse(spec_text, "plans/sandbox.yaml") else { return f64::NAN };

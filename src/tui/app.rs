@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::KeyEvent;
 
 use crate::diff::{DiffOptions, LineKind, change_diff};
-use crate::engine::run::{Event, Selection, reverted_forward};
+use crate::engine::run::{Event, Selection};
 use crate::model::{Change, ChangeId, Plan, Status};
 use crate::vocab::Phase;
 
@@ -242,7 +242,7 @@ impl App {
     }
 
     /// Takes a (new) plan: its steps in apply order, risky ones marked.
-    fn set_plan(&mut self, plan: Plan) {
+    pub(super) fn set_plan(&mut self, plan: Plan) {
         // Listed by phase, in apply order within each (the engine applies across phases in
         // dependency order; the confirmation dialog shows that order).
         let mut order: Vec<Change> = match plan.order() {
@@ -339,27 +339,27 @@ impl App {
         self.detail_for = Some((c.id.clone(), self.generation));
     }
 
-    fn note(&mut self, id: &ChangeId, kind: DetailKind, text: String) {
+    pub(super) fn note(&mut self, id: &ChangeId, kind: DetailKind, text: String) {
         self.results.entry(id.clone()).or_default().push((kind, text));
         self.generation += 1;
     }
 
-    fn max_scroll(&self) -> usize {
+    pub(super) fn max_scroll(&self) -> usize {
         self.detail.len().saturating_sub(self.detail_height.max(1))
     }
 
-    fn select(&mut self, index: usize) {
+    pub(super) fn select(&mut self, index: usize) {
         let n = self.visible().len();
         self.selected = if n == 0 { 0 } else { index.min(n - 1) };
         self.scroll = 0;
         self.refresh_detail();
     }
 
-    fn may_write(&self) -> bool {
+    pub(super) fn may_write(&self) -> bool {
         self.mode != Mode::ReadOnly && self.busy.is_none()
     }
 
-    fn where_to(&self) -> Vec<String> {
+    pub(super) fn where_to(&self) -> Vec<String> {
         vec![format!("cluster: {} (context {})", self.cluster, self.context), format!("GitLab:  {}", self.gitlab)]
     }
 }
@@ -413,479 +413,6 @@ pub fn detail_lines(c: &Change, plan: &Plan, results: &[(DetailKind, String)]) -
         }
     }
     out
-}
-
-/// A dialog's title and lines, before wrapping.
-pub fn overlay_text(app: &App, overlay: &Overlay) -> (String, Vec<String>) {
-    match overlay {
-        Overlay::Help => (" Keys ".into(), help_lines(app.mode).into_iter().map(str::to_string).collect()),
-        Overlay::Confirm(c) => {
-            let mut lines = c.lines.clone();
-            lines.push(String::new());
-            lines.push(if c.override_risks {
-                "Press F to write through these risks (as --force); any other key cancels (↑↓ scroll).".into()
-            } else {
-                "Press y to go ahead; any other key cancels (↑↓ scroll).".into()
-            });
-            (format!(" {} ", c.title), lines)
-        }
-        Overlay::QuitWhileRunning => (
-            " Quit? ".into(),
-            vec![
-                "A step is running.".into(),
-                "y: stop waiting and quit (what was written stays, and is in the journal)".into(),
-                "any other key: stay".into(),
-            ],
-        ),
-        Overlay::Journal(lines) => (" Journal ".into(), lines.clone()),
-        Overlay::Message(m) => (" Message ".into(), m.lines().map(str::to_string).collect()),
-    }
-}
-
-/// A dialog's rows at its width: each line wrapped at spaces (a word longer than the width
-/// is cut), so scrolling and drawing count the same rows.
-pub fn overlay_rows(app: &App, overlay: &Overlay) -> Vec<String> {
-    wrap(&overlay_text(app, overlay).1, app.overlay_width)
-}
-
-pub fn wrap(lines: &[String], width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut out = Vec::new();
-    for line in lines {
-        if line.chars().count() <= width {
-            out.push(line.clone());
-            continue;
-        }
-        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
-        let mut row = String::new();
-        let mut row_len = 0;
-        for word in line.split(' ').filter(|w| !w.is_empty()) {
-            let mut word: Vec<char> = word.chars().collect();
-            let gap = usize::from(row_len > 0);
-            if row_len > 0 && row_len + gap + word.len() > width {
-                out.push(std::mem::take(&mut row));
-                row_len = 0;
-            }
-            if row_len == 0 && !indent.is_empty() && indent.len() * 2 < width {
-                row.push_str(&indent);
-                row_len = indent.chars().count();
-            } else if row_len > 0 {
-                row.push(' ');
-                row_len += 1;
-            }
-            while row_len + word.len() > width {
-                let take = width - row_len;
-                row.extend(word.drain(..take));
-                out.push(std::mem::take(&mut row));
-                row_len = 0;
-            }
-            row_len += word.len();
-            row.extend(word);
-        }
-        out.push(row);
-    }
-    out
-}
-
-/// The keys that work now, for the bottom bar.
-pub fn key_help(app: &App) -> &'static str {
-    match (&app.overlay, app.mode, app.focus) {
-        (Some(Overlay::QuitWhileRunning), _, _) => "y: stop the wait and quit   any other key: stay",
-        (Some(o), _, _) => {
-            let scrolls = overlay_rows(app, o).len() > app.overlay_rows;
-            match (o, scrolls) {
-                (Overlay::Confirm(c), false) if c.override_risks => "F: write through the risks   any other key: no",
-                (Overlay::Confirm(c), true) if c.override_risks => {
-                    "F: write through the risks  ↑↓ PgUp/PgDn scroll  any other key: no"
-                }
-                (Overlay::Confirm(_), false) => "y: yes, go ahead   any other key: no",
-                (Overlay::Confirm(_), true) => "y: yes, go ahead  ↑↓ PgUp/PgDn scroll  any other key: no",
-                (_, false) => "any key: close",
-                (_, true) => "↑↓ PgUp/PgDn scroll  any other key: close",
-            }
-        }
-        _ if app.filtering => "type to filter   Enter: keep   Esc: clear",
-        (None, Mode::ReadOnly, _) => {
-            "↑↓/jk move  Enter diff  PgUp/PgDn g/G scroll  / filter  r re-observe  s save  l journal  ? help  q quit"
-        }
-        (None, _, Focus::Steps) => {
-            "↑↓/jk move  Enter diff  / filter  d dry-run  a apply  A phase  r re-observe  s save  R rollback  l journal  ? help  q quit"
-        }
-        (None, _, Focus::Detail) => {
-            "↑↓/jk PgUp/PgDn g/G scroll  Tab steps  d dry-run  a apply  A phase  ? help  q quit"
-        }
-    }
-}
-
-/// The help overlay's text.
-pub fn help_lines(mode: Mode) -> Vec<&'static str> {
-    let mut lines = vec![
-        "↑↓ j k      move (scroll the diff when it has focus)",
-        "Enter Tab   focus the diff / the steps",
-        "PgUp PgDn   scroll the diff a page;  g G  top, bottom",
-        "/           filter the steps by id or summary",
-        "r           observe again and re-plan",
-        "s           save the plan under plans/ (apply FILE)",
-        "l           the journal: what was written, verified",
-        "?           this help;  q  quit (asks while running)",
-    ];
-    if mode == Mode::ReadOnly {
-        lines.push("read-only: nothing here writes to the cluster or GitLab");
-    } else {
-        lines.splice(
-            4..4,
-            [
-                "d           server-side dry run of the step",
-                "a           apply the step and what it waits for (y)",
-                "A           apply the step's whole phase (y)",
-                "R           roll back to the amd64-only runner (y)",
-                "Esc         stop a verification wait (journal kept)",
-            ],
-        );
-    }
-    lines
-}
-
-/// Applies one message to the state; returns the work to start.
-pub fn update(app: &mut App, msg: Msg) -> Vec<Command> {
-    let commands = match msg {
-        Msg::Key(key) => on_key(app, key),
-        Msg::Engine(event) => {
-            on_event(app, event);
-            vec![]
-        }
-        Msg::Finished(result) => {
-            app.busy = None;
-            match result {
-                Ok(summary) => app.last_event = summary,
-                Err(e) => {
-                    app.last_event = format!("failed: {}", e.lines().next().unwrap_or(""));
-                    app.overlay = Some(Overlay::Message(e));
-                }
-            }
-            vec![]
-        }
-        Msg::Observed(plan) => {
-            app.busy = None;
-            let n = plan.changes().count();
-            app.set_plan(plan);
-            app.last_event = format!("re-observed: {n} change(s) pending");
-            vec![]
-        }
-        Msg::RollbackPlan(plan) => {
-            app.busy = None;
-            let changes: Vec<String> = plan.changes().map(|c| format!("{} {}", c.id, c.summary)).collect();
-            if changes.is_empty() {
-                app.overlay = Some(Overlay::Message("nothing of archshift's is left to roll back".into()));
-            } else {
-                let mut lines = vec!["These steps will run, in this order:".to_string()];
-                if let Ok(order) = plan.order() {
-                    lines.extend(order.iter().map(|c| format!("  {}", c.id)));
-                }
-                for f in plan.findings().filter(|f| f.status == Status::Risk) {
-                    lines.push(format!("risk {}: {}", f.code, f.message));
-                }
-                lines.extend(app.where_to());
-                app.overlay = Some(Overlay::Confirm(Confirm {
-                    title: format!("Roll back {} change(s) to the amd64-only runner?", changes.len()),
-                    lines,
-                    on_yes: Command::Rollback,
-                    override_risks: false,
-                }));
-            }
-            vec![]
-        }
-        Msg::Journal(lines) => {
-            app.busy = None;
-            app.overlay = Some(Overlay::Journal(lines));
-            vec![]
-        }
-        Msg::Tick => {
-            app.spinner = app.spinner.wrapping_add(1);
-            vec![]
-        }
-        Msg::Resize { detail_height, overlay_width, overlay_rows } => {
-            app.detail_height = detail_height.max(1);
-            app.overlay_width = overlay_width.max(10);
-            app.overlay_rows = overlay_rows.max(1);
-            vec![]
-        }
-        Msg::Terminate => {
-            app.quit = true;
-            vec![Command::Cancel, Command::Quit]
-        }
-    };
-    app.refresh_detail();
-    // Read-only by construction of the state machine: no write leaves it.
-    if app.mode == Mode::ReadOnly {
-        return commands.into_iter().filter(|c| !c.writes()).collect();
-    }
-    commands
-}
-
-fn on_event(app: &mut App, event: Event) {
-    let id = |s: &str| ChangeId::from(s);
-    match &event {
-        Event::Phase { phase } => app.last_event = format!("Phase {} {}", phase.number(), phase.title()),
-        Event::Step { id: s, summary } => {
-            app.marks.insert(id(s), Mark::Running);
-            app.last_event = format!("running {s}: {summary}");
-        }
-        Event::Holds { id: s } => {
-            app.marks.insert(id(s), Mark::Done);
-            app.note(&id(s), DetailKind::Result, "already in place: nothing written".into());
-        }
-        Event::DryRun { id: s, result } => app.note(&id(s), DetailKind::Result, format!("dry run: {result}")),
-        Event::Written { id: s } => app.note(&id(s), DetailKind::Result, "written".into()),
-        Event::Waiting { id: _, what, elapsed_s, timeout_s } => {
-            app.busy = Some(Busy { what: what.clone(), elapsed_s: *elapsed_s, timeout_s: *timeout_s, waiting: true });
-        }
-        Event::Verified { id: s, what } => {
-            let cid = id(s);
-            if let Some(forward) = reverted_forward(&cid) {
-                app.marks.insert(forward, Mark::RolledBack);
-            }
-            app.marks.insert(cid.clone(), Mark::Done);
-            app.note(&cid, DetailKind::Result, format!("verified: {what}"));
-            if let Some(b) = &mut app.busy {
-                b.waiting = false;
-            }
-        }
-        Event::Failed { id: s, error } => {
-            app.marks.insert(id(s), Mark::Failed);
-            app.note(&id(s), DetailKind::Failure, format!("FAILED: {error}"));
-        }
-        Event::Notice { message } => app.last_event = message.clone(),
-        Event::Risk { message, .. } => app.last_event = message.clone(),
-    }
-    if !matches!(
-        event,
-        Event::Waiting { .. } | Event::Notice { .. } | Event::Risk { .. } | Event::Phase { .. } | Event::Step { .. }
-    ) {
-        app.last_event = event.to_string().trim().to_string();
-    }
-}
-
-fn on_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
-    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-        return on_key(app, KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
-    }
-    if let Some(overlay) = app.overlay.take() {
-        // A dialog longer than the screen scrolls; every other key answers it.
-        let rows = overlay_rows(app, &overlay).len();
-        let page = app.overlay_rows.max(1);
-        let last = rows.saturating_sub(page);
-        let scrolled = match key.code {
-            KeyCode::Down | KeyCode::Char('j') => Some(app.overlay_scroll + 1),
-            KeyCode::Up | KeyCode::Char('k') => Some(app.overlay_scroll.saturating_sub(1)),
-            KeyCode::PageDown => Some(app.overlay_scroll + page),
-            KeyCode::PageUp => Some(app.overlay_scroll.saturating_sub(page)),
-            KeyCode::End | KeyCode::Char('G') => Some(last),
-            KeyCode::Home | KeyCode::Char('g') => Some(0),
-            _ => None,
-        };
-        if let Some(to) = scrolled.filter(|_| !matches!(overlay, Overlay::QuitWhileRunning)) {
-            app.overlay_scroll = to.min(last);
-            app.overlay = Some(overlay);
-            return vec![];
-        }
-        app.overlay_scroll = 0;
-        return match overlay {
-            Overlay::Confirm(c) if key.code == KeyCode::Char(if c.override_risks { 'F' } else { 'y' }) => {
-                app.busy = Some(Busy { what: c.title.clone(), elapsed_s: 0, timeout_s: 0, waiting: false });
-                app.last_event = format!("started: {}", c.title);
-                vec![c.on_yes]
-            }
-            Overlay::Confirm(c) => {
-                app.last_event = format!("not done: {}", c.title);
-                vec![]
-            }
-            Overlay::QuitWhileRunning if key.code == KeyCode::Char('y') => {
-                app.quit = true;
-                vec![Command::Cancel, Command::Quit]
-            }
-            _ => vec![],
-        };
-    }
-    if app.filtering {
-        match key.code {
-            KeyCode::Esc => {
-                app.filter.clear();
-                app.filtering = false;
-            }
-            KeyCode::Enter => app.filtering = false,
-            KeyCode::Backspace => {
-                app.filter.pop();
-            }
-            KeyCode::Char(ch) => app.filter.push(ch),
-            _ => {}
-        }
-        app.select(0);
-        return vec![];
-    }
-    let page = app.detail_height.max(1);
-    match (key.code, app.focus) {
-        (KeyCode::Char('q'), _) => {
-            if app.busy.is_some() {
-                app.overlay = Some(Overlay::QuitWhileRunning);
-                vec![]
-            } else {
-                app.quit = true;
-                vec![Command::Quit]
-            }
-        }
-        (KeyCode::Char('?'), _) => {
-            app.overlay = Some(Overlay::Help);
-            vec![]
-        }
-        (KeyCode::Esc, _) => {
-            if app.busy.as_ref().is_some_and(|b| b.waiting) {
-                app.last_event = "stopping the wait; the journal keeps what was written".into();
-                vec![Command::Cancel]
-            } else {
-                app.focus = Focus::Steps;
-                vec![]
-            }
-        }
-        (KeyCode::Enter | KeyCode::Tab, Focus::Steps) => {
-            app.focus = Focus::Detail;
-            vec![]
-        }
-        (KeyCode::Enter | KeyCode::Tab, Focus::Detail) => {
-            app.focus = Focus::Steps;
-            vec![]
-        }
-        (KeyCode::Down | KeyCode::Char('j'), Focus::Steps) => {
-            app.select(app.selected + 1);
-            vec![]
-        }
-        (KeyCode::Up | KeyCode::Char('k'), Focus::Steps) => {
-            app.select(app.selected.saturating_sub(1));
-            vec![]
-        }
-        (KeyCode::Char('g'), Focus::Steps) | (KeyCode::Home, Focus::Steps) => {
-            app.select(0);
-            vec![]
-        }
-        (KeyCode::Char('G'), Focus::Steps) | (KeyCode::End, Focus::Steps) => {
-            app.select(usize::MAX);
-            vec![]
-        }
-        (KeyCode::Down | KeyCode::Char('j'), Focus::Detail) => {
-            app.scroll = (app.scroll + 1).min(app.max_scroll());
-            vec![]
-        }
-        (KeyCode::Up | KeyCode::Char('k'), Focus::Detail) => {
-            app.scroll = app.scroll.saturating_sub(1);
-            vec![]
-        }
-        (KeyCode::PageDown, _) => {
-            app.scroll = (app.scroll + page).min(app.max_scroll());
-            vec![]
-        }
-        (KeyCode::PageUp, _) => {
-            app.scroll = app.scroll.saturating_sub(page);
-            vec![]
-        }
-        (KeyCode::Char('g') | KeyCode::Home, Focus::Detail) => {
-            app.scroll = 0;
-            vec![]
-        }
-        (KeyCode::Char('G') | KeyCode::End, Focus::Detail) => {
-            app.scroll = app.max_scroll();
-            vec![]
-        }
-        (KeyCode::Char('/'), _) => {
-            app.filtering = true;
-            vec![]
-        }
-        (KeyCode::Char('r'), _) if app.busy.is_none() => {
-            app.busy = Some(Busy {
-                what: "observing the cluster and GitLab".into(),
-                elapsed_s: 0,
-                timeout_s: 0,
-                waiting: false,
-            });
-            vec![Command::Observe]
-        }
-        (KeyCode::Char('s'), _) => vec![Command::Save],
-        (KeyCode::Char('l'), _) => vec![Command::ShowJournal],
-        (KeyCode::Char('d'), _) if app.may_write() => match app.selected_step() {
-            Some(c) => {
-                let id = c.id.clone();
-                app.busy = Some(Busy { what: format!("dry run of {id}"), elapsed_s: 0, timeout_s: 0, waiting: false });
-                vec![Command::DryRun(id)]
-            }
-            None => vec![],
-        },
-        (KeyCode::Char('a'), _) if app.may_write() => {
-            let Some(c) = app.selected_step().cloned() else { return vec![] };
-            if let Some(why) = app.blocked.get(&c.id) {
-                app.overlay =
-                    Some(Overlay::Message(format!("{} is blocked, so nothing of it is applied:\n{why}", c.id)));
-                return vec![];
-            }
-            let deps = crate::engine::run::with_dependencies(&app.plan, &c.id);
-            let mut lines: Vec<String> = apply_order(app)
-                .into_iter()
-                .filter(|s| deps.contains(&s.id) && app.mark(&s.id) != Mark::Done)
-                .map(|s| format!("  {}", s.id))
-                .collect();
-            if lines.is_empty() {
-                app.last_event = format!("{} is already in place", c.id);
-                return vec![];
-            }
-            lines.insert(0, format!("target: {}", c.target));
-            lines.insert(1, "These steps will run, in this order (what it waits for first):".into());
-            lines.extend(app.where_to());
-            app.overlay = Some(gated(app, format!("Apply {}?", c.id), lines, Selection::Step(c.id.clone())));
-            vec![]
-        }
-        (KeyCode::Char('A'), _) if app.may_write() => {
-            let Some(phase) = app.selected_step().map(|c| c.phase) else { return vec![] };
-            let mut lines: Vec<String> = apply_order(app)
-                .into_iter()
-                .filter(|s| s.phase == phase && !matches!(app.mark(&s.id), Mark::Done | Mark::Blocked))
-                .map(|s| format!("  {}", s.id))
-                .collect();
-            if lines.is_empty() {
-                app.last_event = format!("Phase {} is in place", phase.number());
-                return vec![];
-            }
-            lines.insert(0, format!("Phase {} {}: these steps run, in order:", phase.number(), phase.title()));
-            lines.extend(app.where_to());
-            app.overlay = Some(gated(
-                app,
-                format!("Apply Phase {} {}?", phase.number(), phase.title()),
-                lines,
-                Selection::Phase(phase),
-            ));
-            vec![]
-        }
-        (KeyCode::Char('R'), _) if app.may_write() => {
-            app.busy = Some(Busy { what: "planning the rollback".into(), elapsed_s: 0, timeout_s: 0, waiting: false });
-            vec![Command::PlanRollback]
-        }
-        _ => vec![],
-    }
-}
-
-/// The confirmation of an apply: a plain yes/no, or, when risks bear on what it writes, the
-/// risks listed and the override key asked for instead of `y`.
-fn gated(app: &App, title: String, mut lines: Vec<String>, selection: Selection) -> Overlay {
-    let stops = app.gate.stops(&app.plan, &selection);
-    let override_risks = !stops.is_empty();
-    if override_risks {
-        lines.push(String::new());
-        lines.push(format!("{} risk(s) or blocked change(s) bear on these steps:", stops.len()));
-        lines.extend(stops.into_iter().map(|l| format!("  {l}")));
-    }
-    Overlay::Confirm(Confirm { title, lines, on_yes: Command::Apply(selection, override_risks), override_risks })
-}
-
-/// The steps in the order the engine applies them.
-fn apply_order(app: &App) -> Vec<&Change> {
-    app.plan.order().unwrap_or_else(|_| app.steps.iter().collect())
 }
 
 /// Steps grouped by phase, in the order they first appear: what the left pane draws.

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use crossterm::event::{self, Event as TermEvent, KeyEventKind};
 
-use super::app::{App, Command, Mode, Msg, update};
+use super::app::{App, Command, Mode, Msg};
+use super::update::update;
 use super::view::{self, Palette};
 use crate::engine::run::{Event, Outcome, Selection};
 use crate::engine::session::{self, Prepared};

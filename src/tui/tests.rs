@@ -4,7 +4,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{App, Command, Confirm, Focus, Mark, Mode, Msg, Overlay, key_help, update};
+use super::app::{App, Command, Confirm, Focus, Mark, Mode, Msg, Overlay};
+use super::text::key_help;
+use super::update::update;
 use super::view::{self, Palette};
 use crate::engine::run::{Event, Selection};
 use crate::model::fixtures::{plan as spec, start};
@@ -276,11 +278,11 @@ fn a_dialog_longer_than_the_screen_scrolls_to_its_last_step_and_y_still_answers(
 #[test]
 fn wrapping_keeps_short_lines_as_they_are_and_breaks_long_ones_within_the_width() {
     let lines = vec!["GitLab:  http://x".to_string(), "  one two three four".into(), "abcdefghij".into()];
-    let rows = crate::tui::app::wrap(&lines, 8);
+    let rows = crate::tui::text::wrap(&lines, 8);
     assert_eq!(rows[0], "GitLab:", "{rows:?}");
     assert!(rows.iter().all(|r| r.chars().count() <= 8), "{rows:?}");
     assert!(rows.contains(&"  one".to_string()) && rows.contains(&"abcdefgh".to_string()), "{rows:?}");
-    assert_eq!(crate::tui::app::wrap(&["a  b".into()], 8), ["a  b"], "a line that fits keeps its spacing");
+    assert_eq!(crate::tui::text::wrap(&["a  b".into()], 8), ["a  b"], "a line that fits keeps its spacing");
 }
 
 #[test]

@@ -7,7 +7,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
-use super::app::{App, DetailKind, Focus, Mark, Mode, Overlay, grouped, key_help, overlay_text, wrap};
+use super::app::{App, DetailKind, Focus, Mark, Mode, Overlay, grouped};
+use super::text::{key_help, overlay_text, wrap};
 
 const SPINNER: [&str; 8] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧"];
 
